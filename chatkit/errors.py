@@ -1,0 +1,82 @@
+"""One exception tree for chatkit.
+
+Every error chatkit raises on purpose derives from :class:`ChatkitError`, so an
+application can catch them all at once, and each carries a stable ``code``
+string that also travels on the wire in ``error`` frames.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChatkitError",
+    "ProtocolError",
+    "StoreError",
+    "LLMError",
+    "ClientError",
+    "HandshakeRefused",
+    "ClientClosed",
+]
+
+
+class ChatkitError(Exception):
+    """Base class of every chatkit error; ``code`` is a stable machine-readable tag."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return f"{self.code}: {self.message}"
+
+
+class ProtocolError(ChatkitError):
+    """A frame that cannot be accepted: bad JSON, unknown type, missing field...
+
+    Raised by :func:`chatkit.protocol.decode`; the server answers it with an
+    ``error`` frame carrying the same ``code`` and keeps the connection open.
+    """
+
+    code = "protocol_error"
+
+
+class StoreError(ChatkitError):
+    """The SQLite store refused an operation (unknown message, bad argument)."""
+
+    code = "store_error"
+
+
+class LLMError(ChatkitError):
+    """A language-model backend failed: refused, rate-limited, timed out, dropped.
+
+    ``code`` is one of ``llm_auth``, ``llm_rate_limited``, ``llm_timeout``,
+    ``llm_unreachable``, ``llm_stream_dropped``, ``llm_error``. The message is safe
+    to show to users: it never contains a traceback or a secret.
+    """
+
+    code = "llm_error"
+
+
+class ClientError(ChatkitError):
+    """Base class of errors raised by :class:`chatkit.client.ChatClient`."""
+
+    code = "client_error"
+
+
+class HandshakeRefused(ClientError):
+    """The server refused the WebSocket handshake with a non-retryable status."""
+
+    code = "handshake_refused"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClientClosed(ClientError):
+    """The client was closed before the operation could complete."""
+
+    code = "client_closed"

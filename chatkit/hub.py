@@ -1,0 +1,437 @@
+"""Rooms, membership, presence, typing, fan-out and AI replies — with no sockets.
+
+The hub is the transport-independent heart of the server. A member of a room
+is anything with a :class:`Sink`: the WebSocket server and the SSE server each
+wrap their connections in one, so one room can hold both kinds of members and
+every frame is encoded once and handed to every sink without awaiting any of
+them (a slow member never slows the room).
+
+Ordering: every write to the store for a room (a message, a reply's start and
+end, a join's replay) happens under the room's lock, so frames leave in id
+order and a joining member's replay and live traffic neither overlap nor leave
+a gap. AI replies run one at a time per room in a worker task that the hub
+owns and cancels on :meth:`Hub.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol
+
+from . import protocol
+from .errors import ChatkitError, LLMError, ProtocolError
+from .llm.base import DEFAULT_SYSTEM_PROMPT, ChatMessage, Streamer
+from .protocol import StoredMessage, encode
+from .store import AI_USER, Store
+
+__all__ = ["Hub", "HubConfig", "Member", "Sink", "TokenBucket"]
+
+logger = logging.getLogger("chatkit.hub")
+
+
+class Sink(Protocol):
+    """Where a member's frames go. ``send`` must not block or await."""
+
+    def send(self, data: str) -> None: ...
+
+
+@dataclass
+class HubConfig:
+    """Room behaviour; every field is also a ``chatkit serve`` option."""
+
+    ai_replies: Literal["room", "sender"] = "room"
+    """Stream AI replies to the whole room, or only to the sender (the seed's behaviour)."""
+    context_messages: int = 20
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    reply_queue: int = 8
+    """Replies waiting per room; past it the sender gets ``busy`` (its message is kept)."""
+    llm_idle_timeout: float = 30.0
+    """A stream that yields nothing for this long is cut (``llm_timeout``)."""
+    rate_limit: float = 5.0
+    """Chat messages per second per member (sustained)."""
+    rate_burst: int = 10
+    typing_timeout: float = 5.0
+    """A typing state not refreshed for this long expires (``is_typing: false``)."""
+    max_text: int = protocol.DEFAULT_MAX_TEXT
+    ai_user: str = AI_USER
+    welcome: str = "Connected to the chat."
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.clock = clock
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass(eq=False)
+class Member:
+    """One connection's place in a room."""
+
+    room: "Room"
+    user: str
+    sink: Sink
+    messages: TokenBucket
+    frames: TokenBucket
+
+    def send(self, frame: dict) -> None:
+        self.sink.send(encode(frame))
+
+
+@dataclass(eq=False)
+class ActiveReply:
+    id: int
+    sender: str
+    text: str = ""
+    task: asyncio.Task | None = None
+    stopped: bool = False
+
+
+@dataclass(eq=False)
+class Room:
+    session_id: str
+    members: set[Member] = field(default_factory=set)
+    online: collections.Counter = field(default_factory=collections.Counter)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: int = 0
+    typing: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    queue: collections.deque = field(default_factory=collections.deque)
+    worker: asyncio.Task | None = None
+    active: ActiveReply | None = None
+
+    def users(self) -> list[str]:
+        return sorted(self.online)
+
+    def fanout(self, data: str, exclude: Member | None = None) -> None:
+        for member in list(self.members):
+            if member is not exclude:
+                member.sink.send(data)
+
+    def idle(self) -> bool:
+        return not self.members and self.worker is None and self.pending == 0
+
+
+class Hub:
+    """All rooms of one server, their members and their AI replies."""
+
+    def __init__(self, store: Store, streamer: Streamer, config: HubConfig | None = None):
+        self.store = store
+        self.streamer = streamer
+        self.config = config or HubConfig()
+        self.rooms: dict[str, Room] = {}
+        self._closing = False
+
+    # -- rooms ---------------------------------------------------------------
+
+    def _room(self, session_id: str) -> Room:
+        room = self.rooms.get(session_id)
+        if room is None:
+            room = self.rooms[session_id] = Room(session_id)
+        return room
+
+    def _maybe_drop(self, room: Room) -> None:
+        if room.idle() and self.rooms.get(room.session_id) is room:
+            for handle in room.typing.values():
+                handle.cancel()
+            del self.rooms[room.session_id]
+
+    def online(self, session_id: str) -> list[str]:
+        room = self.rooms.get(session_id)
+        return room.users() if room else []
+
+    # -- membership ----------------------------------------------------------
+
+    async def join(
+        self, session_id: str, user: str, sink: Sink, *, after: int | None = None
+    ) -> Member:
+        """Add a member: send it ``connection``, replay what it missed, announce it.
+
+        With ``after``, every stored message of the room with a larger id is sent
+        before any live frame; a reply still streaming is sent as one ``ai_chunk``
+        holding the text so far, and continues live.
+        """
+        room = self._room(session_id)
+        room.pending += 1
+        try:
+            async with room.lock:
+                await self.store.ensure_session(session_id)
+                backlog = [] if after is None else await self.store.messages_after(session_id, after)
+                # From here to the end of the block nothing awaits: the replay and
+                # the registration are one step as far as other tasks can see.
+                member = Member(
+                    room,
+                    user,
+                    sink,
+                    TokenBucket(self.config.rate_limit, self.config.rate_burst),
+                    TokenBucket(self.config.rate_limit * 10, self.config.rate_burst * 10),
+                )
+                first = room.online[user] == 0
+                room.online[user] += 1
+                member.send(
+                    protocol.connection_frame(session_id, user, room.users(), self.config.welcome)
+                )
+                for msg in backlog:
+                    self._replay(room, member, msg)
+                for typist in room.typing:
+                    if typist != user:
+                        member.send(protocol.typing_frame(typist, True))
+                room.members.add(member)
+                if first:
+                    room.fanout(encode(protocol.user_join_frame(user, room.users())), exclude=member)
+        finally:
+            room.pending -= 1
+        logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, len(backlog))
+        return member
+
+    def _replay(self, room: Room, member: Member, msg: StoredMessage) -> None:
+        if msg.status != "streaming":
+            member.send(msg.to_frame())
+        elif room.active is not None and room.active.id == msg.id:
+            member.send(protocol.ai_chunk_frame(msg.id, room.active.text))
+
+    def leave(self, member: Member) -> None:
+        """Remove a member; announce the user's departure when it was their last connection."""
+        room = member.room
+        if member not in room.members:
+            return
+        room.members.discard(member)
+        room.online[member.user] -= 1
+        if room.online[member.user] <= 0:
+            del room.online[member.user]
+            self._clear_typing(room, member.user, announce=True)
+            room.fanout(encode(protocol.user_leave_frame(member.user, room.users())))
+        logger.info("leave room=%s user=%s", room.session_id, member.user)
+        self._maybe_drop(room)
+
+    # -- client frames -------------------------------------------------------
+
+    async def handle(self, member: Member, frame: protocol.ClientFrame) -> None:
+        """Act on one decoded client frame; errors go back to the member as ``error`` frames."""
+        try:
+            if not member.frames.take():
+                raise ProtocolError("too many frames; slow down", code="rate_limited")
+            if isinstance(frame, protocol.SendMessage):
+                if not member.messages.take():
+                    raise ProtocolError(
+                        f"more than {self.config.rate_limit:g} messages per second; slow down",
+                        code="rate_limited",
+                    )
+                msg, created = await self.post(
+                    member.room.session_id, member.user, frame.text, client_id=frame.client_id
+                )
+                if not created:  # a re-send: answer the sender with the stored message
+                    member.send(msg.to_frame())
+            elif isinstance(frame, protocol.Typing):
+                self.set_typing(member, frame.is_typing)
+            elif isinstance(frame, protocol.ReadReceipt):
+                await self.read(member, frame.message_id)
+            elif isinstance(frame, protocol.Stop):
+                self.stop(member.room.session_id)
+            elif isinstance(frame, protocol.Ping):
+                member.send(protocol.pong_frame())
+        except ChatkitError as exc:
+            logger.info(
+                "refused frame room=%s user=%s code=%s: %s",
+                member.room.session_id, member.user, exc.code, exc.message,
+            )
+            member.send(protocol.error_frame(exc.code, exc.message))
+
+    async def post(
+        self, session_id: str, user: str, text: str, *, client_id: str | None = None
+    ) -> tuple[StoredMessage, bool]:
+        """Store a chat message, broadcast it, and queue its AI reply.
+
+        Returns ``(message, created)``; ``created`` is ``False`` when the
+        ``client_id`` was already stored (nothing is broadcast or replied again).
+        Raises ``ProtocolError("busy")`` *after* storing and broadcasting the
+        message when the room's reply queue is full.
+        """
+        if self._closing:
+            raise ProtocolError("the server is shutting down", code="shutting_down")
+        room = self._room(session_id)
+        room.pending += 1
+        try:
+            async with room.lock:
+                msg, created = await self.store.append(session_id, user, text, client_id=client_id)
+                if created:
+                    room.fanout(encode(msg.to_frame()))
+        finally:
+            room.pending -= 1
+        if not created:
+            self._maybe_drop(room)
+            return msg, False
+        self._clear_typing(room, user, announce=True)
+        if len(room.queue) >= self.config.reply_queue:
+            self._maybe_drop(room)
+            raise ProtocolError(
+                "the tutor is busy; your message is saved but gets no reply", code="busy"
+            )
+        room.queue.append(msg)
+        if room.worker is None:
+            room.worker = asyncio.create_task(
+                self._reply_worker(room), name=f"chatkit-replies-{session_id}"
+            )
+        return msg, True
+
+    def set_typing(self, member: Member, is_typing: bool) -> None:
+        room, user = member.room, member.user
+        handle = room.typing.pop(user, None)
+        if handle is not None:
+            handle.cancel()
+        if is_typing:
+            loop = asyncio.get_running_loop()
+            room.typing[user] = loop.call_later(
+                self.config.typing_timeout, self._clear_typing, room, user, True
+            )
+        if is_typing or handle is not None:
+            room.fanout(encode(protocol.typing_frame(user, is_typing)), exclude=member)
+
+    def _clear_typing(self, room: Room, user: str, announce: bool) -> None:
+        handle = room.typing.pop(user, None)
+        if handle is not None:
+            handle.cancel()
+            if announce:
+                data = encode(protocol.typing_frame(user, False))
+                for member in list(room.members):
+                    if member.user != user:
+                        member.sink.send(data)
+
+    async def read(self, member: Member, message_id: int) -> None:
+        room = member.room
+        if await self.store.add_receipt(room.session_id, message_id, member.user):
+            room.fanout(encode(protocol.read_receipt_frame(message_id, member.user)))
+
+    def stop(self, session_id: str) -> bool:
+        """Stop the reply streaming in a room; ``False`` when none is."""
+        room = self.rooms.get(session_id)
+        active = room.active if room else None
+        if active is None or active.task is None or active.stopped:
+            return False
+        active.stopped = True
+        active.task.cancel()
+        return True
+
+    # -- AI replies ----------------------------------------------------------
+
+    def _targets(self, room: Room, reply: ActiveReply) -> list[Member]:
+        if self.config.ai_replies == "sender":
+            return [m for m in room.members if m.user == reply.sender]
+        return list(room.members)
+
+    def _send_reply_frame(self, room: Room, reply: ActiveReply, frame: dict) -> None:
+        data = encode(frame)
+        for member in self._targets(room, reply):
+            member.sink.send(data)
+
+    async def _reply_worker(self, room: Room) -> None:
+        try:
+            while room.queue:
+                await self._reply(room, room.queue.popleft())
+        finally:
+            room.worker = None
+            self._maybe_drop(room)
+
+    async def _context(self, session_id: str) -> list[ChatMessage]:
+        history = await self.store.recent(session_id, self.config.context_messages)
+        messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
+        for msg in history:
+            if msg.is_user:
+                messages.append({"role": "user", "content": msg.content})
+            else:
+                messages.append({"role": "assistant", "content": msg.content})
+        return messages
+
+    async def _reply(self, room: Room, prompt: StoredMessage) -> None:
+        messages = await self._context(room.session_id)
+        async with room.lock:
+            row = await self.store.start_reply(room.session_id, self.config.ai_user)
+        reply = room.active = ActiveReply(row.id, prompt.user)
+        status = "complete"
+        reply.task = asyncio.create_task(self._pump(room, reply, messages))
+        try:
+            try:
+                await reply.task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the hub is closing: handled below
+                status = "cancelled"
+            except LLMError as exc:
+                status = "error"
+                logger.warning("reply %d in room %s failed: %s", reply.id, room.session_id, exc)
+                self._send_reply_frame(room, reply, protocol.error_frame(exc.code, exc.message))
+            except Exception:
+                status = "error"
+                logger.exception("reply %d in room %s crashed", reply.id, room.session_id)
+                self._send_reply_frame(
+                    room, reply, protocol.error_frame("llm_error", "the tutor failed to answer")
+                )
+        except asyncio.CancelledError:
+            await self._finish(room, reply, "interrupted")
+            raise
+        await self._finish(room, reply, status)
+
+    async def _pump(self, room: Room, reply: ActiveReply, messages: list[ChatMessage]) -> None:
+        stream = self.streamer.stream(messages)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.config.llm_idle_timeout):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise LLMError(
+                        f"the model sent nothing for {self.config.llm_idle_timeout:g} s",
+                        code="llm_timeout",
+                    ) from None
+                if chunk:
+                    reply.text += chunk
+                    self._send_reply_frame(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:
+        async with room.lock:
+            await self.store.finish_reply(reply.id, reply.text, status)
+            room.active = None
+            self._send_reply_frame(
+                room, reply, protocol.ai_complete_frame(reply.id, reply.text, status=status)
+            )
+        logger.info(
+            "reply %d in room %s %s (%d chars)", reply.id, room.session_id, status, len(reply.text)
+        )
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Refuse new messages, end in-flight replies (stored as ``interrupted``)."""
+        self._closing = True
+        workers = [room.worker for room in self.rooms.values() if room.worker is not None]
+        for room in self.rooms.values():
+            room.queue.clear()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for room in list(self.rooms.values()):
+            for handle in room.typing.values():
+                handle.cancel()
+            room.typing.clear()
+

@@ -1,0 +1,40 @@
+"""The echo streamer: the user's own text back, word by word, with no delay.
+
+Used by benchmarks and tests, where the time spent generating a reply must be
+zero so that what is measured is the server. ``chunks`` fixes the number of
+pieces instead (the streaming benchmark's "20 chunks per reply").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import AsyncIterator
+
+from .base import ChatMessage, last_user_text
+
+__all__ = ["EchoStreamer"]
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+class EchoStreamer:
+    """Stream the last user message back in word pieces (or ``chunks`` fixed pieces)."""
+
+    name = "echo"
+
+    def __init__(self, *, chunks: int | None = None, delay: float = 0.0) -> None:
+        self.chunks = chunks
+        self.delay = delay
+
+    async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        text = last_user_text(messages)
+        if self.chunks is None:
+            pieces = _WORD.findall(text)
+        else:
+            pieces = [f"{text}#{i} " for i in range(self.chunks)]
+        for piece in pieces:
+            # Yield to the loop between pieces even with no delay, as a network
+            # stream would, so a stop or a new message can be handled mid-reply.
+            await asyncio.sleep(self.delay)
+            yield piece

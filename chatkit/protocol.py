@@ -1,0 +1,371 @@
+"""chatkit wire protocol v1 — sans-I/O.
+
+This module holds the message types of the chat protocol, their encoding to
+JSON text, the decoding and validation of what clients send, and the encoding
+of Server-Sent Events. It does no I/O and imports nothing from asyncio or from
+the rest of chatkit (except the exception tree), the way ``websockets``
+separates its protocol from the network: the server, the client, the SSE
+transport and the notebooks all use it.
+
+The protocol is the seed document's, extended compatibly: a client that only
+sends ``{"message": "text"}`` and reads ``connection``, ``message``,
+``ai_chunk`` and ``ai_complete`` frames works unchanged. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Union
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "DEFAULT_MAX_TEXT",
+    "SESSION_ID_RE",
+    "SendMessage",
+    "Typing",
+    "ReadReceipt",
+    "Stop",
+    "Ping",
+    "ClientFrame",
+    "StoredMessage",
+    "ChatPath",
+    "decode",
+    "encode",
+    "parse_chat_path",
+    "validate_session_id",
+    "validate_user",
+    "connection_frame",
+    "message_frame",
+    "ai_chunk_frame",
+    "ai_complete_frame",
+    "typing_frame",
+    "user_join_frame",
+    "user_leave_frame",
+    "read_receipt_frame",
+    "error_frame",
+    "pong_frame",
+    "sse_event",
+    "sse_comment",
+    "sse_retry",
+    "utc_now",
+]
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_TEXT = 4000
+"""Default longest chat message, in characters (``too_long`` beyond it)."""
+
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,32}")
+CLIENT_ID_MAX = 64
+_SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+# ---------------------------------------------------------------------------
+# Client → server frames
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """A chat message: ``{"message": "text"}`` (``type`` and ``client_id`` optional)."""
+
+    text: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The sender started or stopped typing (``isTyping`` or ``is_typing``)."""
+
+    is_typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceipt:
+    """The sender has read message ``message_id`` (``messageId`` or ``message_id``)."""
+
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the AI reply streaming in the room."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """An application-level heartbeat (browsers cannot send WebSocket pings)."""
+
+
+ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping]
+
+
+def _require_bool(obj: dict[str, Any], *names: str) -> bool:
+    for name in names:
+        if name in obj:
+            value = obj[name]
+            if not isinstance(value, bool):
+                raise ProtocolError(f"field {name!r} must be true or false", code="bad_field")
+            return value
+    raise ProtocolError(f"missing field {names[0]!r}", code="missing_field")
+
+
+def _require_id(obj: dict[str, Any], *names: str) -> int:
+    for name in names:
+        if name in obj:
+            value = obj[name]
+            # bool is an int subclass: reject it explicitly.
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)  # the seed's markAsRead passes a string id
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ProtocolError(f"field {name!r} must be a positive integer", code="bad_field")
+            return value
+    raise ProtocolError(f"missing field {names[0]!r}", code="missing_field")
+
+
+def decode(data: str | bytes, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
+    """Decode and validate one frame sent by a client.
+
+    Raises :class:`~chatkit.errors.ProtocolError` with a stable ``code``:
+    ``bad_json``, ``not_an_object``, ``unknown_type``, ``missing_field``,
+    ``bad_field``, ``empty_message`` or ``too_long``.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("frame is not valid UTF-8", code="bad_json") from None
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError("frame is not valid JSON", code="bad_json") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame must be a JSON object", code="not_an_object")
+
+    kind = obj.get("type", "message")
+    if not isinstance(kind, str):
+        raise ProtocolError("field 'type' must be a string", code="bad_field")
+
+    if kind == "message":
+        if "message" not in obj:
+            raise ProtocolError("missing field 'message'", code="missing_field")
+        text = obj["message"]
+        if not isinstance(text, str):
+            raise ProtocolError("field 'message' must be a string", code="bad_field")
+        if not text.strip():
+            raise ProtocolError("message is empty", code="empty_message")
+        if len(text) > max_text:
+            raise ProtocolError(
+                f"message is {len(text)} characters; the limit is {max_text}", code="too_long"
+            )
+        client_id = obj.get("client_id")
+        if client_id is not None:
+            if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
+                raise ProtocolError(
+                    f"field 'client_id' must be a string of 1 to {CLIENT_ID_MAX} characters",
+                    code="bad_field",
+                )
+        return SendMessage(text, client_id)
+    if kind == "typing":
+        return Typing(_require_bool(obj, "isTyping", "is_typing"))
+    if kind == "read_receipt":
+        return ReadReceipt(_require_id(obj, "messageId", "message_id"))
+    if kind == "stop":
+        return Stop()
+    if kind == "ping":
+        return Ping()
+    shown = kind if len(kind) <= 32 else kind[:32] + "..."
+    raise ProtocolError(f"unknown frame type {shown!r}", code="unknown_type")
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Encode a frame as compact JSON text (UTF-8 kept as is, as the seed does)."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------
+# Paths and names
+# ---------------------------------------------------------------------------
+
+
+def validate_session_id(session_id: str) -> str:
+    """Return ``session_id`` if it is 1 to 64 letters, digits, ``_`` or ``-``."""
+    if not SESSION_ID_RE.fullmatch(session_id):
+        raise ProtocolError(
+            "session id must be 1 to 64 letters, digits, '_' or '-'", code="bad_session_id"
+        )
+    return session_id
+
+
+def validate_user(user: str) -> str:
+    """Return ``user`` if it is 1 to 32 printable characters."""
+    if not USER_RE.fullmatch(user) or not user.strip():
+        raise ProtocolError("user name must be 1 to 32 printable characters", code="bad_user")
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPath:
+    """What a client asked for in its handshake URL."""
+
+    session_id: str
+    user: str | None = None
+    after: int | None = None
+
+
+def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
+    """Parse ``/<prefix>/chat/<session_id>/?user=&after=``.
+
+    Returns ``None`` when the path is not a chat path at all (the server answers
+    404) and raises :class:`ProtocolError` when it is one with a bad value (400).
+    """
+    parts = urlsplit(path)
+    match = re.fullmatch(rf"/{prefix}/chat/(?P<sid>[^/]+)/", parts.path)
+    if match is None:
+        return None
+    session_id = validate_session_id(match["sid"])
+    query = parse_qs(parts.query, keep_blank_values=True)
+    user = query.get("user", [None])[-1]
+    if user is not None:
+        validate_user(user)
+    after_raw = query.get("after", [None])[-1]
+    after = None
+    if after_raw not in (None, ""):
+        if not after_raw.isdigit():
+            raise ProtocolError("'after' must be a non-negative integer", code="bad_field")
+        after = int(after_raw)
+    return ChatPath(session_id, user, after)
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-01-02T03:04:05.678Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------
+# Server → client frames
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One row of the message store, as every transport shows it."""
+
+    id: int
+    session_id: str
+    user: str
+    is_user: bool
+    content: str
+    status: str
+    client_id: str | None
+    created_at: str
+
+    def to_frame(self) -> dict[str, Any]:
+        """The ``message`` frame for this row (also used for AI replies on replay)."""
+        return message_frame(self)
+
+
+def connection_frame(session_id: str, user: str, online: list[str], message: str) -> dict[str, Any]:
+    """The first frame on every connection (the seed's welcome, plus who is online)."""
+    return {
+        "type": "connection",
+        "message": message,
+        "session_id": session_id,
+        "user": user,
+        "online": online,
+        "protocol": PROTOCOL_VERSION,
+    }
+
+
+def message_frame(msg: StoredMessage) -> dict[str, Any]:
+    """A stored message (user or completed AI reply)."""
+    frame: dict[str, Any] = {
+        "type": "message",
+        "message": msg.content,
+        "is_user": msg.is_user,
+        "id": msg.id,
+        "user": msg.user,
+        "timestamp": msg.created_at,
+        "client_id": msg.client_id,
+    }
+    if not msg.is_user:
+        frame["status"] = msg.status
+    return frame
+
+
+def ai_chunk_frame(reply_id: int, chunk: str) -> dict[str, Any]:
+    """One streamed piece of the AI reply ``reply_id``."""
+    return {"type": "ai_chunk", "chunk": chunk, "id": reply_id}
+
+
+def ai_complete_frame(
+    reply_id: int, message: str, *, status: str = "complete", timestamp: str | None = None
+) -> dict[str, Any]:
+    """The end of AI reply ``reply_id`` with its full text and final status."""
+    frame: dict[str, Any] = {
+        "type": "ai_complete",
+        "message": message,
+        "id": reply_id,
+        "status": status,
+        "cancelled": status == "cancelled",
+    }
+    if timestamp is not None:
+        frame["timestamp"] = timestamp
+    return frame
+
+
+def typing_frame(user: str, is_typing: bool) -> dict[str, Any]:
+    return {"type": "typing", "user": user, "is_typing": is_typing}
+
+
+def user_join_frame(user: str, online: list[str]) -> dict[str, Any]:
+    return {"type": "user_join", "username": user, "online": online}
+
+
+def user_leave_frame(user: str, online: list[str]) -> dict[str, Any]:
+    return {"type": "user_leave", "username": user, "online": online}
+
+
+def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:
+    return {"type": "read_receipt", "message_id": message_id, "user": user}
+
+
+def error_frame(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+def pong_frame() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+# ---------------------------------------------------------------------------
+# Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html)
+# ---------------------------------------------------------------------------
+
+
+def sse_event(data: str, *, event: str | None = None, id: int | str | None = None) -> bytes:
+    """Encode one SSE event. Multi-line ``data`` becomes several ``data:`` lines."""
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}")
+    if id is not None:
+        lines.append(f"id: {id}")
+    # Only CR, LF and CRLF end a line in an event stream (not U+2028, which
+    # str.splitlines() would also split on and which JSON leaves unescaped).
+    lines.extend(f"data: {line}" for line in _SSE_LINE_BREAK.split(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def sse_comment(text: str = "") -> bytes:
+    """An SSE comment line (ignored by clients; used as a heartbeat)."""
+    return f": {text}\n\n".encode("utf-8")
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    """The reconnection-delay hint a browser ``EventSource`` honours."""
+    return f"retry: {int(milliseconds)}\n\n".encode("utf-8")

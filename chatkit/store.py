@@ -1,0 +1,277 @@
+"""The message store: chat sessions, messages and read receipts in SQLite.
+
+One :class:`Store` wraps one ``aiosqlite`` connection. Every write commits
+before it returns, so a message the server has broadcast is always on disk
+(WAL mode with ``synchronous=NORMAL`` survives a killed process). Message ids
+come from ``AUTOINCREMENT`` and are therefore strictly increasing, also across
+restarts; they are the resume cursor of every transport (``?after=``,
+``Last-Event-ID``, history paging).
+
+The schema carries a version in ``PRAGMA user_version``; :data:`MIGRATIONS`
+holds the steps from each version to the next, applied in order on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .errors import StoreError
+from .protocol import StoredMessage, utc_now
+
+__all__ = ["Store", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
+
+AI_USER = "AI"
+MAX_PAGE = 100
+"""Largest history page; bigger ``limit`` values are capped to it."""
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id  TEXT NOT NULL REFERENCES sessions(id),
+        user        TEXT NOT NULL,
+        is_user     INTEGER NOT NULL,
+        content     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        client_id   TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_session ON messages(session_id, id);
+    CREATE UNIQUE INDEX messages_by_client_id
+        ON messages(session_id, client_id) WHERE client_id IS NOT NULL;
+    CREATE TABLE read_receipts (
+        message_id  INTEGER NOT NULL REFERENCES messages(id),
+        user        TEXT NOT NULL,
+        read_at     TEXT NOT NULL,
+        PRIMARY KEY (message_id, user)
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = "id, session_id, user, is_user, content, status, client_id, created_at"
+
+
+def _row(row: Any) -> StoredMessage:
+    return StoredMessage(
+        id=row[0],
+        session_id=row[1],
+        user=row[2],
+        is_user=bool(row[3]),
+        content=row[4],
+        status=row[5],
+        client_id=row[6],
+        created_at=row[7],
+    )
+
+
+class Store:
+    """Async access to the chat database. Use :meth:`open` (or ``async with``)."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | Path = "chatkit.db") -> "Store":
+        """Open (creating or migrating) the database at ``path`` (``:memory:`` allowed).
+
+        Replies that were still streaming when a previous process died are
+        marked ``interrupted``, so they are never shown as in progress again.
+        """
+        path = str(path)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            await store._migrate()
+            await db.execute(
+                "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
+            )
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema {version} is newer than this chatkit ({SCHEMA_VERSION})",
+                code="schema_too_new",
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            script = MIGRATIONS[target - 1] + f"\nPRAGMA user_version = {target};"
+            await self._db.executescript("BEGIN;\n" + script + "\nCOMMIT;")
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writes --------------------------------------------------------------
+
+    async def ensure_session(self, session_id: str) -> None:
+        """Create the session on first use (an unknown id is not an error)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)",
+            (session_id, utc_now()),
+        )
+
+    async def append(
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        is_user: bool = True,
+        client_id: str | None = None,
+        status: str = "complete",
+    ) -> tuple[StoredMessage, bool]:
+        """Store a message and return ``(message, created)``.
+
+        With a ``client_id`` already stored in this session, nothing is written
+        and the stored message is returned with ``created=False``: a re-sent
+        message never becomes a duplicate.
+        """
+        if client_id is not None:
+            existing = await self.by_client_id(session_id, client_id)
+            if existing is not None:
+                return existing, False
+        await self.ensure_session(session_id)
+        created_at = utc_now()
+        try:
+            async with self._db.execute(
+                "INSERT INTO messages (session_id, user, is_user, content, status, client_id,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (session_id, user, int(is_user), content, status, client_id, created_at),
+            ) as cur:
+                (msg_id,) = await cur.fetchone()  # type: ignore[misc]
+        except sqlite3.IntegrityError:  # a concurrent writer stored the same client_id
+            existing = await self.by_client_id(session_id, client_id or "")
+            if existing is None:
+                raise
+            return existing, False
+        return (
+            StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at),
+            True,
+        )
+
+    async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
+        """Reserve the id of an AI reply about to stream (status ``streaming``)."""
+        msg, _ = await self.append(session_id, user, "", is_user=False, status="streaming")
+        return msg
+
+    async def finish_reply(self, message_id: int, content: str, status: str) -> None:
+        """Store the text of an AI reply and its final status."""
+        await self._db.execute(
+            "UPDATE messages SET content = ?, status = ? WHERE id = ?",
+            (content, status, message_id),
+        )
+
+    async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
+        """Record that ``user`` read ``message_id``; ``False`` if already recorded."""
+        async with self._db.execute(
+            "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", (message_id, session_id)
+        ) as cur:
+            if await cur.fetchone() is None:
+                raise StoreError(
+                    f"message {message_id} does not exist in this room", code="unknown_message"
+                )
+        cur = await self._db.execute(
+            "INSERT OR IGNORE INTO read_receipts (message_id, user, read_at) VALUES (?, ?, ?)",
+            (message_id, user, utc_now()),
+        )
+        return cur.rowcount == 1
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, message_id: int) -> StoredMessage | None:
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _row(row)
+
+    async def by_client_id(self, session_id: str, client_id: str) -> StoredMessage | None:
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
+            (session_id, client_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _row(row)
+
+    async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]:
+        """Every message of the session with an id greater than ``after``, in id order.
+
+        This is the one resume function of chatkit: the WebSocket ``?after=``,
+        the SSE ``Last-Event-ID`` and the client's catch-up all use it.
+        """
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id",
+            (session_id, after),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def history(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> list[StoredMessage]:
+        """A page of history: the ``limit`` newest messages older than ``before``.
+
+        ``limit`` is capped at :data:`MAX_PAGE`; the page is returned oldest first,
+        ready to prepend to what a client shows. Replies still streaming are left out.
+        """
+        limit = max(1, min(int(limit), MAX_PAGE))
+        before = before if before is not None else 2**63 - 1
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id < ?"
+            " AND status != 'streaming' ORDER BY id DESC LIMIT ?",
+            (session_id, before, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_row(r) for r in reversed(rows)]
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        """The last ``limit`` finished messages (the LLM's conversation context)."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'streaming'"
+            " AND content != '' ORDER BY id DESC LIMIT ?",
+            (session_id, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_row(r) for r in reversed(rows)]
+
+    async def receipts(self, message_id: int) -> list[str]:
+        """Users who have read ``message_id``, in the order they read it."""
+        async with self._db.execute(
+            "SELECT user FROM read_receipts WHERE message_id = ? ORDER BY read_at, user",
+            (message_id,),
+        ) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def count(self, session_id: str | None = None) -> int:
+        """How many messages are stored (in one session, or in all)."""
+        if session_id is None:
+            sql, args = "SELECT COUNT(*) FROM messages", ()
+        else:
+            sql, args = "SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,)
+        async with self._db.execute(sql, args) as cur:
+            (n,) = await cur.fetchone()  # type: ignore[misc]
+        return int(n)

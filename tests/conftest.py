@@ -1,0 +1,87 @@
+"""Shared fixtures: real servers on free ports, real SQLite files, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from chatkit import ChatServer
+from chatkit.llm import EchoStreamer
+
+
+class Peer:
+    """A raw WebSocket client speaking the wire protocol, for tests."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            frame = json.loads(await self.ws.recv())
+        self.seen.append(frame)
+        return frame
+
+    async def until(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """Read frames until one of type ``kind`` (and matching fields) arrives."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
+                    return frame
+
+    async def quiet(self, seconds: float = 0.2) -> list[dict[str, Any]]:
+        """Frames received within ``seconds`` (to check that nothing else arrives)."""
+        got = []
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    got.append(await self.recv(seconds))
+        except TimeoutError:
+            pass
+        return got
+
+
+@asynccontextmanager
+async def peer(url: str, **kwargs: Any) -> AsyncIterator[Peer]:
+    async with connect(url, proxy=None, **kwargs) as ws:
+        yield Peer(ws)
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "chat.db")
+
+
+@pytest.fixture
+async def server(db_path) -> AsyncIterator[ChatServer]:
+    async with ChatServer(port=0, db=db_path, streamer=EchoStreamer(), http_port=-1) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def servers(db_path):
+    """Start servers with options (echo replies, no HTTP port by default); all stopped at the end."""
+    started: list[ChatServer] = []
+
+    async def factory(**options: Any) -> ChatServer:
+        options.setdefault("port", 0)
+        options.setdefault("db", db_path)
+        options.setdefault("http_port", -1)
+        if "streamer" not in options and "llm" not in options:
+            options["streamer"] = EchoStreamer()
+        srv = await ChatServer(**options).start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        await srv.stop()
