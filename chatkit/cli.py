@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reply backend; auto = openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline")
     s.add_argument("--first-token-ms", type=float, default=d.first_token_ms, help="offline tutor: delay before the first piece")
     s.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s, help="offline tutor: pace (0 = as fast as possible)")
+    s.add_argument("--echo-delay-ms", type=float, default=d.echo_delay_ms, help="echo backend: delay between pieces")
     s.add_argument("--allowed-origins", default=None,
                    help="comma-separated browser origins allowed to connect (default: any)")
     s.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, help="largest frame; bigger ones close with 1009")
@@ -74,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_bytes,
         first_token_ms=args.first_token_ms,
         tokens_per_s=args.tokens_per_s,
+        echo_delay_ms=args.echo_delay_ms,
         hub=hub,
     )
 

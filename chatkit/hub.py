@@ -173,6 +173,7 @@ class Hub:
             async with room.lock:
                 await self.store.ensure_session(session_id)
                 backlog = [] if after is None else await self.store.messages_after(session_id, after)
+                last_id = backlog[-1].id if backlog else await self.store.last_id(session_id)
                 # From here to the end of the block nothing awaits: the replay and
                 # the registration are one step as far as other tasks can see.
                 member = Member(
@@ -185,7 +186,9 @@ class Hub:
                 first = room.online[user] == 0
                 room.online[user] += 1
                 member.send(
-                    protocol.connection_frame(session_id, user, room.users(), self.config.welcome)
+                    protocol.connection_frame(
+                        session_id, user, room.users(), self.config.welcome, last_id
+                    )
                 )
                 for msg in backlog:
                     self._replay(room, member, msg)
@@ -204,7 +207,7 @@ class Hub:
         if msg.status != "streaming":
             member.send(msg.to_frame())
         elif room.active is not None and room.active.id == msg.id:
-            member.send(protocol.ai_chunk_frame(msg.id, room.active.text))
+            member.send(protocol.ai_chunk_frame(msg.id, room.active.text, snapshot=True))
 
     def leave(self, member: Member) -> None:
         """Remove a member; announce the user's departure when it was their last connection."""

@@ -270,14 +270,19 @@ class StoredMessage:
         return message_frame(self)
 
 
-def connection_frame(session_id: str, user: str, online: list[str], message: str) -> dict[str, Any]:
-    """The first frame on every connection (the seed's welcome, plus who is online)."""
+def connection_frame(
+    session_id: str, user: str, online: list[str], message: str, last_id: int = 0
+) -> dict[str, Any]:
+    """The first frame on every connection: the seed's welcome, who is online, and
+    ``last_id``, the room's newest message id (a client's resume cursor even
+    before it has seen any message)."""
     return {
         "type": "connection",
         "message": message,
         "session_id": session_id,
         "user": user,
         "online": online,
+        "last_id": last_id,
         "protocol": PROTOCOL_VERSION,
     }
 
@@ -298,9 +303,16 @@ def message_frame(msg: StoredMessage) -> dict[str, Any]:
     return frame
 
 
-def ai_chunk_frame(reply_id: int, chunk: str) -> dict[str, Any]:
-    """One streamed piece of the AI reply ``reply_id``."""
-    return {"type": "ai_chunk", "chunk": chunk, "id": reply_id}
+def ai_chunk_frame(reply_id: int, chunk: str, *, snapshot: bool = False) -> dict[str, Any]:
+    """One streamed piece of the AI reply ``reply_id``.
+
+    With ``snapshot`` (only on resume), ``chunk`` is all the text generated so far,
+    not a delta: a resuming client replaces what it had with it.
+    """
+    frame: dict[str, Any] = {"type": "ai_chunk", "chunk": chunk, "id": reply_id}
+    if snapshot:
+        frame["snapshot"] = True
+    return frame
 
 
 def ai_complete_frame(

@@ -63,6 +63,7 @@ class ServerConfig:
     """A member whose unsent output exceeds this is closed with 1013 (and resumes by id)."""
     first_token_ms: float = 300.0
     tokens_per_s: float = 30.0
+    echo_delay_ms: float = 0.0
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = 20.0
 
@@ -189,7 +190,10 @@ class ChatServer:
         cfg = self.config
         self.backend = self._streamer.name if self._streamer else resolve_backend(cfg.llm)
         self.streamer = self._streamer or make_streamer(
-            cfg.llm, first_token_ms=cfg.first_token_ms, tokens_per_s=cfg.tokens_per_s
+            cfg.llm,
+            first_token_ms=cfg.first_token_ms,
+            tokens_per_s=cfg.tokens_per_s,
+            echo_delay_ms=cfg.echo_delay_ms,
         )
         self.store = await Store.open(cfg.db)
         self.hub = Hub(self.store, self.streamer, cfg.hub)

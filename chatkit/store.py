@@ -230,6 +230,14 @@ class Store:
         ) as cur:
             return [_row(r) for r in await cur.fetchall()]
 
+    async def last_id(self, session_id: str) -> int:
+        """The newest message id of the session (0 when it has none)."""
+        async with self._db.execute(
+            "SELECT MAX(id) FROM messages WHERE session_id = ?", (session_id,)
+        ) as cur:
+            (value,) = await cur.fetchone()  # type: ignore[misc]
+        return int(value or 0)
+
     async def history(
         self, session_id: str, *, before: int | None = None, limit: int = 20
     ) -> list[StoredMessage]:

@@ -38,7 +38,7 @@ async def test_connection_frame_and_message_fields(server):
         hello = await ann.recv()
         assert hello == {
             "type": "connection", "message": hello["message"], "session_id": "room1",
-            "user": "ann", "online": ["ann"], "protocol": 1,
+            "user": "ann", "online": ["ann"], "last_id": 0, "protocol": 1,
         }
         await ann.send({"type": "message", "message": "hi", "client_id": "c-1"})
         msg = await ann.until("message")
@@ -308,6 +308,7 @@ async def test_busy_queue_keeps_message(servers):
             await ann.send({"message": f"q{i}"})
         err = await ann.until("error")
         assert err["code"] == "busy"
+        await ann.until("message", message="q3")
         for i in range(4):
             await ann.send({"type": "stop"})
     con = sqlite3.connect(srv.config.db)

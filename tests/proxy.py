@@ -1,0 +1,83 @@
+"""A TCP proxy on loopback that can cut connections, to simulate network drops."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class CuttingProxy:
+    """Forward 127.0.0.1:<port> to a target port; cut connections on demand.
+
+    ``cut_on(marker)`` arms a one-shot trap: the first server-to-client packet
+    containing ``marker`` is *not* forwarded and that connection is cut — the
+    server has committed and broadcast, the client never sees it.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.marker: bytes | None = None
+        self.cuts = 0
+
+    async def __aenter__(self) -> "CuttingProxy":
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.cut_all()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def cut_on(self, marker: bytes) -> None:
+        self.marker = marker
+
+    def cut_all(self) -> None:
+        for client_w, server_w in list(self.pairs):
+            client_w.transport.abort()
+            server_w.transport.abort()
+        self.pairs.clear()
+        self.cuts += 1
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        pair = (client_w, server_w)
+        self.pairs.add(pair)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if downstream and self.marker is not None and self.marker in data:
+                        self.marker = None
+                        self.cuts += 1
+                        client_w.transport.abort()
+                        server_w.transport.abort()
+                        return
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump(client_r, server_w, False))
+                tg.create_task(pump(server_r, client_w, True))
+        finally:
+            self.pairs.discard(pair)

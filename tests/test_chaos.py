@@ -1,0 +1,151 @@
+"""Chaos: a real `chatkit serve` process SIGKILLed twice under three live clients.
+
+At the end every client has seen every user message and every completed reply
+exactly once, in the same id order, and the database holds each user message
+exactly once. Bounded: about 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+from chatkit.client import ChatClient, ExponentialBackoff
+
+USERS = ["ann", "bob", "cho"]
+PER_USER = 6
+WORDS = " ".join(f"w{i}" for i in range(12))  # an echo reply of 13 pieces, 20 ms apart
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, db: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", "-1",
+         "--db", db, "--llm", "echo", "--echo-delay-ms", "20", "--rate-limit", "100",
+         "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("chatkit serve did not start")
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def replies(events: list[dict]) -> list[int]:
+    """Ids of completed AI replies an application saw (live or replayed)."""
+    out = []
+    for e in events:
+        if e["type"] == "ai_complete" and e["status"] == "complete":
+            out.append(e["id"])
+        elif e["type"] == "message" and not e["is_user"] and e["status"] == "complete":
+            out.append(e["id"])
+    return out
+
+
+def user_messages(events: list[dict]) -> list[int]:
+    return [e["id"] for e in events if e["type"] == "message" and e["is_user"]]
+
+
+async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
+    port = free_port()
+    db = str(tmp_path / "chaos.db")
+    url = f"ws://127.0.0.1:{port}/ws/chat/chaos/"
+    proc = await asyncio.to_thread(start_server, port, db)
+    events: dict[str, list[dict]] = {u: [] for u in USERS}
+    kills = []
+    try:
+        clients = [
+            ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4))
+            for u in USERS
+        ]
+        for client, user in zip(clients, USERS):
+            client.on_event(events[user].append)
+            await client.start()
+
+        async def talk(client: ChatClient, user: str) -> None:
+            for i in range(PER_USER):
+                await client.send(f"{user}-{i} {WORDS}")
+                await asyncio.sleep(0.1)
+
+        async def chaos() -> None:
+            nonlocal proc
+            # 1. mid-conversation: once a few messages are stored
+            while sum(len(user_messages(e)) for e in events.values()) < 6:
+                await asyncio.sleep(0.01)
+            kill9(proc)
+            kills.append("mid-conversation")
+            proc = await asyncio.to_thread(start_server, port, db)
+            # 2. mid-reply: right after a client sees a fresh ai_chunk
+            while True:
+                seen = len(events["ann"])
+                await asyncio.sleep(0.005)
+                if any(e["type"] == "ai_chunk" for e in events["ann"][seen:]):
+                    break
+            kill9(proc)
+            kills.append("mid-reply")
+            proc = await asyncio.to_thread(start_server, port, db)
+
+        async with asyncio.timeout(40):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(chaos())
+                for client, user in zip(clients, USERS):
+                    tg.create_task(talk(client, user))
+
+            # Wait until every client has caught up with everything the database holds.
+            def settled() -> tuple[list[int], list[int]] | None:
+                con = sqlite3.connect(db)
+                try:
+                    if con.execute("SELECT COUNT(*) FROM messages WHERE status = 'streaming'").fetchone()[0]:
+                        return None
+                    users = [r[0] for r in con.execute("SELECT id FROM messages WHERE is_user = 1 ORDER BY id")]
+                    done = [r[0] for r in con.execute(
+                        "SELECT id FROM messages WHERE is_user = 0 AND status = 'complete' ORDER BY id")]
+                finally:
+                    con.close()
+                for e in events.values():
+                    if sorted(set(user_messages(e))) != users or sorted(set(replies(e))) != done:
+                        return None
+                return users, done
+
+            while (result := settled()) is None:
+                await asyncio.sleep(0.1)
+        db_users, db_done = result
+        for client in clients:
+            await client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert kills == ["mid-conversation", "mid-reply"]
+    assert clients[0].connections >= 3 and all(c.connections >= 2 for c in clients)  # all came back
+    for user in USERS:
+        seen_users, seen_replies = user_messages(events[user]), replies(events[user])
+        assert seen_users == db_users, f"{user} saw user messages {seen_users}, db has {db_users}"
+        assert sorted(seen_replies) == db_done and len(seen_replies) == len(set(seen_replies))
+    orders = [user_messages(events[u]) for u in USERS]
+    assert orders[0] == orders[1] == orders[2]
+    con = sqlite3.connect(db)
+    texts = [r[0] for r in con.execute("SELECT content FROM messages WHERE is_user = 1")]
+    con.close()
+    assert sorted(texts) == sorted(f"{u}-{i} {WORDS}" for u in USERS for i in range(PER_USER))
