@@ -68,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host,
         port=args.port,
-        http_port=args.http_port if args.http_port is not None else ServerConfig.http_port,
+        http_port=args.http_port,
         db=args.db,
         llm=args.llm,
         allowed_origins=origins,

@@ -41,6 +41,7 @@ from .errors import ClientClosed, ClientError, HandshakeRefused
 
 __all__ = [
     "ChatClient",
+    "ResumeState",
     "ConnectionState",
     "ReconnectPolicy",
     "ExponentialBackoff",
@@ -105,6 +106,72 @@ class ConnectionState:
                 "delay": self.delay, "error": self.error}
 
 
+class ResumeState:
+    """Exactly-once delivery over a resumable stream of frames (WebSocket or SSE).
+
+    Feed it every frame with :meth:`accept`; it returns the event to give the
+    application, or ``None`` for a duplicate. It knows the resume cursor: the
+    newest delivered id, or one less than a reply still streaming (so a reply
+    cut off mid-stream is replayed). A ``snapshot`` chunk (sent on resume) is
+    turned into the delta the application has not seen yet, and a finished
+    reply replayed as a ``message`` completes a reply seen streaming with a
+    synthesized ``ai_complete``.
+    """
+
+    def __init__(self, after: int | None = None) -> None:
+        self._cursor = after
+        self.delivered: set[int] = set()
+        self.partial: dict[int, str] = {}
+
+    @property
+    def cursor(self) -> int | None:
+        if self.partial:
+            return min(self.partial) - 1
+        return self._cursor
+
+    def connected(self, frame: Event) -> None:
+        """Take the room's ``last_id`` from a ``connection`` frame as the first cursor."""
+        last = frame.get("last_id")
+        if isinstance(last, int) and self._cursor is None:
+            self._cursor = last
+
+    def _mark(self, msg_id: int) -> None:
+        self.delivered.add(msg_id)
+        if self._cursor is None or msg_id > self._cursor:
+            self._cursor = msg_id
+
+    def accept(self, frame: Event) -> Event | None:
+        kind = frame.get("type")
+        msg_id = frame.get("id")
+        if not isinstance(msg_id, int):
+            return frame
+        if msg_id in self.delivered:
+            return None  # a replay, or the answer to a re-send, of something delivered
+        if kind == "message":
+            if msg_id in self.partial and not frame.get("is_user", True):
+                # a reply we saw streaming, finished while we were away
+                self.partial.pop(msg_id)
+                frame = {"type": "ai_complete", "message": frame["message"], "id": msg_id,
+                         "status": frame.get("status", "complete"),
+                         "cancelled": frame.get("status") == "cancelled", "replayed": True}
+            self._mark(msg_id)
+        elif kind == "ai_chunk":
+            have = self.partial.get(msg_id, "")
+            if frame.get("snapshot"):
+                text = frame.get("chunk", "")
+                if not text.startswith(have):
+                    return None  # cannot happen with one server; keep what was shown
+                self.partial[msg_id] = text
+                if text == have:
+                    return None
+                return {"type": "ai_chunk", "chunk": text[len(have):], "id": msg_id}
+            self.partial[msg_id] = have + frame.get("chunk", "")
+        elif kind == "ai_complete":
+            self.partial.pop(msg_id, None)
+            self._mark(msg_id)
+        return frame
+
+
 @dataclass
 class _Outgoing:
     text: str
@@ -137,9 +204,7 @@ class ChatClient:
         self.outbox_limit = outbox_limit
         self.open_timeout = open_timeout
         self.connect_options = {"proxy": None, **connect_options}
-        self._cursor: int | None = after
-        self._delivered: set[int] = set()
-        self._partial: dict[int, str] = {}
+        self.resume = ResumeState(after)
         self._outbox: OrderedDict[str, _Outgoing] = OrderedDict()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(queue_limit)
         self._callbacks: list[Callable[[Event], Any]] = []
@@ -195,10 +260,7 @@ class ChatClient:
     @property
     def cursor(self) -> int | None:
         """The id this client would resume after (``?after=``) if it reconnected now."""
-        pending = [i for i in self._partial]
-        if pending:
-            return min(pending) - 1
-        return self._cursor
+        return self.resume.cursor
 
     def on_event(self, callback: Callable[[Event], Any]) -> Callable[[], None]:
         """Call ``callback(event)`` for every event; returns a function that unregisters it."""
@@ -342,54 +404,21 @@ class ChatClient:
 
     def _on_connection(self, frame: Event) -> None:
         self.online = list(frame.get("online", []))
-        last = frame.get("last_id")
-        if isinstance(last, int) and self._cursor is None:
-            self._cursor = last
+        self.resume.connected(frame)
 
     def _handle(self, frame: Event) -> None:
         kind = frame.get("type")
-        msg_id = frame.get("id")
-        if kind == "message" and isinstance(msg_id, int):
+        if kind == "message":
             client_id = frame.get("client_id")
             if client_id in self._outbox:
                 item = self._outbox.pop(client_id)
                 if not item.future.done():
                     item.future.set_result(frame)
-            if msg_id in self._delivered:
-                return  # a replay or a re-send answer of something already delivered
-            if msg_id in self._partial and not frame.get("is_user", True):
-                # a reply we saw streaming, finished while we were away
-                frame = {"type": "ai_complete", "message": frame["message"], "id": msg_id,
-                         "status": frame.get("status", "complete"),
-                         "cancelled": frame.get("status") == "cancelled", "replayed": True}
-                self._partial.pop(msg_id, None)
-            self._mark_delivered(msg_id)
-        elif kind == "ai_chunk" and isinstance(msg_id, int):
-            if msg_id in self._delivered:
-                return
-            have = self._partial.get(msg_id, "")
-            if frame.get("snapshot"):
-                text = frame.get("chunk", "")
-                if not text.startswith(have) or text == have:
-                    self._partial[msg_id] = text if text.startswith(have) else have
-                    return
-                frame = {"type": "ai_chunk", "chunk": text[len(have):], "id": msg_id}
-                self._partial[msg_id] = text
-            else:
-                self._partial[msg_id] = have + frame.get("chunk", "")
-        elif kind == "ai_complete" and isinstance(msg_id, int):
-            if msg_id in self._delivered:
-                return
-            self._partial.pop(msg_id, None)
-            self._mark_delivered(msg_id)
         elif kind in ("user_join", "user_leave") and isinstance(frame.get("online"), list):
             self.online = list(frame["online"])
-        self._deliver(frame)
-
-    def _mark_delivered(self, msg_id: int) -> None:
-        self._delivered.add(msg_id)
-        if self._cursor is None or msg_id > self._cursor:
-            self._cursor = msg_id
+        event = self.resume.accept(frame)
+        if event is not None:
+            self._deliver(event)
 
     # -- plumbing ------------------------------------------------------------
 

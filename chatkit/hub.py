@@ -32,6 +32,8 @@ __all__ = ["Hub", "HubConfig", "Member", "Sink", "TokenBucket"]
 
 logger = logging.getLogger("chatkit.hub")
 
+BUSY_MESSAGE = "the tutor is busy; your message is saved but gets no reply"
+
 
 class Sink(Protocol):
     """Where a member's frames go. ``send`` must not block or await."""
@@ -180,7 +182,7 @@ class Hub:
                     room,
                     user,
                     sink,
-                    TokenBucket(self.config.rate_limit, self.config.rate_burst),
+                    self.message_bucket(),
                     TokenBucket(self.config.rate_limit * 10, self.config.rate_burst * 10),
                 )
                 first = room.online[user] == 0
@@ -231,16 +233,14 @@ class Hub:
             if not member.frames.take():
                 raise ProtocolError("too many frames; slow down", code="rate_limited")
             if isinstance(frame, protocol.SendMessage):
-                if not member.messages.take():
-                    raise ProtocolError(
-                        f"more than {self.config.rate_limit:g} messages per second; slow down",
-                        code="rate_limited",
-                    )
-                msg, created = await self.post(
+                self.check_rate(member.messages)
+                msg, created, queued = await self.post(
                     member.room.session_id, member.user, frame.text, client_id=frame.client_id
                 )
                 if not created:  # a re-send: answer the sender with the stored message
                     member.send(msg.to_frame())
+                elif not queued:
+                    raise ProtocolError(BUSY_MESSAGE, code="busy")
             elif isinstance(frame, protocol.Typing):
                 self.set_typing(member, frame.is_typing)
             elif isinstance(frame, protocol.ReadReceipt):
@@ -256,15 +256,27 @@ class Hub:
             )
             member.send(protocol.error_frame(exc.code, exc.message))
 
+    def message_bucket(self) -> TokenBucket:
+        """A fresh chat-message rate limiter (one per WebSocket member or SSE poster)."""
+        return TokenBucket(self.config.rate_limit, self.config.rate_burst)
+
+    def check_rate(self, bucket: TokenBucket) -> None:
+        """Take a token or raise ``ProtocolError("rate_limited")``."""
+        if not bucket.take():
+            raise ProtocolError(
+                f"more than {self.config.rate_limit:g} messages per second; slow down",
+                code="rate_limited",
+            )
+
     async def post(
         self, session_id: str, user: str, text: str, *, client_id: str | None = None
-    ) -> tuple[StoredMessage, bool]:
+    ) -> tuple[StoredMessage, bool, bool]:
         """Store a chat message, broadcast it, and queue its AI reply.
 
-        Returns ``(message, created)``; ``created`` is ``False`` when the
-        ``client_id`` was already stored (nothing is broadcast or replied again).
-        Raises ``ProtocolError("busy")`` *after* storing and broadcasting the
-        message when the room's reply queue is full.
+        Returns ``(message, created, queued)``. ``created`` is ``False`` when the
+        ``client_id`` was already stored (nothing is broadcast or replied again);
+        ``queued`` is ``False`` when the room's reply queue was full: the message
+        is stored and broadcast all the same, but gets no reply (``busy``).
         """
         if self._closing:
             raise ProtocolError("the server is shutting down", code="shutting_down")
@@ -279,19 +291,18 @@ class Hub:
             room.pending -= 1
         if not created:
             self._maybe_drop(room)
-            return msg, False
+            return msg, False, False
         self._clear_typing(room, user, announce=True)
         if len(room.queue) >= self.config.reply_queue:
+            logger.warning("room %s: reply queue full, message %d gets no reply", session_id, msg.id)
             self._maybe_drop(room)
-            raise ProtocolError(
-                "the tutor is busy; your message is saved but gets no reply", code="busy"
-            )
+            return msg, True, False
         room.queue.append(msg)
         if room.worker is None:
             room.worker = asyncio.create_task(
                 self._reply_worker(room), name=f"chatkit-replies-{session_id}"
             )
-        return msg, True
+        return msg, True, True
 
     def set_typing(self, member: Member, is_typing: bool) -> None:
         room, user = member.room, member.user

@@ -51,7 +51,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    http_port: int | None = -1
+    http_port: int | None = None
     """Port of the SSE/HTTP server: ``None`` = WebSocket port + 1 (free if port is 0), -1 = off."""
     db: str = "chatkit.db"
     llm: str = "auto"

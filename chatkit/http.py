@@ -1,0 +1,465 @@
+"""The HTTP server beside the WebSocket server: SSE rooms, POST messages, history, /v1.
+
+Built on ``h11`` — a sans-I/O HTTP/1.1 parser, the same design as
+``websockets`` — with ``asyncio`` streams for the I/O, so it runs in whatever
+event loop is running (a Jupyter kernel's included) and never installs signal
+handlers. Routes:
+
+- ``GET  /sse/chat/<id>/``            the room as an event stream (resume with ``Last-Event-ID`` or ``?after=``)
+- ``POST /sse/chat/<id>/messages``    send a message: 201 with the stored message
+- ``GET  /api/chat/<id>/messages``    history pages (``before``, ``limit``)
+- ``GET  /v1/models``, ``POST /v1/chat/completions``   an OpenAI-compatible API answered by the server's streamer
+- ``GET  /health``
+
+SSE members join the same hub rooms as WebSocket members, so one room has two
+transports and every member sees the same frames with the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+
+from . import protocol
+from .errors import ChatkitError, LLMError, ProtocolError
+from .hub import BUSY_MESSAGE, TokenBucket
+from .server import cors_headers, history_response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import ChatServer
+
+__all__ = ["HTTPServer", "SSESink", "SSE_RETRY_MS", "HEARTBEAT_S"]
+
+logger = logging.getLogger("chatkit.http")
+
+SSE_RETRY_MS = 3000
+HEARTBEAT_S = 15.0
+MAX_BODY = 256 * 1024
+SSE_QUEUE = 2000
+KEEPALIVE_IDLE_S = 30.0
+
+_SSE_ROOM = re.compile(r"/sse/chat/(?P<sid>[^/]+)/")
+_SSE_POST = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/?")
+_HISTORY = re.compile(r"/api/chat/(?P<sid>[^/]+)/messages/?")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SSESink:
+    """A hub sink that queues frames for one event stream.
+
+    Each event's ``id:`` is this stream's safe resume cursor: the newest
+    finished message id, or one less than a reply still streaming, so that a
+    browser's ``Last-Event-ID`` never skips a reply cut off mid-stream. The
+    queue is bounded: a stream that falls too far behind is ended and resumes.
+    """
+
+    def __init__(self, limit: int = SSE_QUEUE) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(limit)
+        self.cursor: int | None = None
+        self.pending: set[int] = set()
+        self.overflowed = False
+
+    def send(self, data: str) -> None:
+        if self.overflowed:
+            return
+        frame = _parse_cached(data)
+        kind = frame.get("type", "message")
+        msg_id = frame.get("id")
+        event_id: int | None = None
+        if isinstance(msg_id, int):
+            if kind == "ai_chunk":
+                self.pending.add(msg_id)
+            elif kind in ("message", "ai_complete"):
+                self.pending.discard(msg_id)
+                self.cursor = max(self.cursor or 0, msg_id)
+            event_id = min(self.pending) - 1 if self.pending else self.cursor
+        try:
+            self.queue.put_nowait(protocol.sse_event(data, event=kind, id=event_id))
+        except asyncio.QueueFull:
+            self.overflowed = True
+            logger.warning("ending a slow SSE stream (%d events queued)", self.queue.qsize())
+
+    def close(self) -> None:
+        """End the stream after what is queued."""
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+_last_parsed: tuple[str, dict] = ("", {})
+
+
+def _parse_cached(data: str) -> dict:
+    """json.loads with a one-entry cache: a fan-out hands every sink the same str."""
+    global _last_parsed
+    if _last_parsed[0] is not data:
+        _last_parsed = (data, json.loads(data))
+    return _last_parsed[1]
+
+
+def _json_body(status: int, payload: Any, extra: list[tuple[str, str]] | None = None):
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ] + (extra or [])
+    return status, headers, body
+
+
+class HTTPServer:
+    """The SSE/HTTP server of one :class:`~chatkit.server.ChatServer`."""
+
+    def __init__(self, chat: "ChatServer", host: str, port: int) -> None:
+        self.chat = chat
+        self.host = host
+        self.requested_port = port
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task] = set()
+        self._sinks: set[SSESink] = set()
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        self.heartbeat_s = HEARTBEAT_S
+
+    async def start(self) -> "HTTPServer":
+        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def streams(self) -> int:
+        """How many SSE streams are open (for tests and the notebooks)."""
+        return len(self._sinks)
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self) -> None:
+        """End every stream after what is queued (1 s at most), then close."""
+        await self.stop_accepting()
+        for sink in list(self._sinks):
+            sink.close()
+        if self._handlers:
+            _, pending = await asyncio.wait(self._handlers, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- connections ---------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._connection(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # Cancelled by close(): end quietly. This is the task's outermost frame,
+            # and asyncio's stream callback would log a cancelled task as an error.
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, idle: float | None):
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            async with asyncio.timeout(idle):
+                data = await reader.read(65536)
+            conn.receive_data(data)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        peer = writer.get_extra_info("peername")
+        while True:
+            try:
+                request = await self._next_event(conn, reader, KEEPALIVE_IDLE_S)
+                if isinstance(request, h11.ConnectionClosed) or not isinstance(request, h11.Request):
+                    return
+                body = bytearray()
+                while True:
+                    event = await self._next_event(conn, reader, KEEPALIVE_IDLE_S)
+                    if isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > MAX_BODY:
+                            raise HTTPError(413, "too_large", f"request body over {MAX_BODY} bytes")
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return
+            except h11.RemoteProtocolError as exc:
+                logger.warning("bad HTTP from %s: %s", peer, exc)
+                await self._respond(conn, writer, *_json_body(
+                    400, protocol.error_frame("bad_request", "malformed HTTP request")))
+                return
+            except HTTPError as exc:
+                logger.warning("refused request from %s: %s", peer, exc.message)
+                await self._respond(conn, writer, *_json_body(
+                    exc.status, protocol.error_frame(exc.code, exc.message)))
+                return
+            method = request.method.decode("ascii", "replace")
+            target = request.target.decode("utf-8", "replace")
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+            streamed = await self._route(conn, reader, writer, method, target, headers, bytes(body), peer)
+            if streamed or conn.our_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                       status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers,
+                                            reason=http.HTTPStatus(status).phrase.encode())))
+        if body:
+            writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    async def _route(self, conn, reader, writer, method: str, target: str,
+                     headers: dict[str, str], body: bytes, peer: Any) -> bool:
+        """Answer one request; ``True`` when it was a stream that used up the connection."""
+        url = urlsplit(target)
+        path = url.path
+        origin = headers.get("origin")
+        cors = cors_headers(origin, self.chat.config.allowed_origins)
+        try:
+            if method == "OPTIONS":
+                await self._respond(conn, writer, 204, cors + [
+                    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                    ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID"),
+                    ("Content-Length", "0")], b"")
+                return False
+            if path == "/health" and method == "GET":
+                await self._respond(conn, writer, *_json_body(200, {"status": "ok", "llm": self.chat.backend}, cors))
+                return False
+            if (m := _SSE_POST.fullmatch(path)) is not None:
+                self._require(method, "POST")
+                status, payload = await self._post_message(m["sid"], body, headers, peer)
+                await self._respond(conn, writer, *_json_body(status, payload, cors))
+                return False
+            if (m := _SSE_ROOM.fullmatch(path)) is not None:
+                self._require(method, "GET")
+                await self._stream_room(conn, reader, writer, m["sid"], url.query, headers, cors)
+                return True
+            if (m := _HISTORY.fullmatch(path)) is not None:
+                self._require(method, "GET")
+                sid = self._session(m["sid"])
+                assert self.chat.store is not None
+                status, payload = await history_response(self.chat.store, sid, url.query)
+                await self._respond(conn, writer, *_json_body(status, payload, cors))
+                return False
+            if path == "/v1/models":
+                self._require(method, "GET")
+                await self._respond(conn, writer, *_json_body(200, {"object": "list", "data": [
+                    {"id": self._model_name(), "object": "model", "created": 0, "owned_by": "chatkit"}]}, cors))
+                return False
+            if path == "/v1/chat/completions":
+                self._require(method, "POST")
+                return await self._completions(conn, writer, body, cors)
+            raise HTTPError(404, "not_found", f"no route for {path}")
+        except HTTPError as exc:
+            logger.warning("refused %s %s from %s: %s", method, path, peer, exc.message)
+            if conn.our_state is h11.SEND_RESPONSE:
+                await self._respond(conn, writer, *_json_body(exc.status, protocol.error_frame(exc.code, exc.message), cors))
+            return False
+
+    @staticmethod
+    def _require(method: str, expected: str) -> None:
+        if method != expected:
+            raise HTTPError(405, "method_not_allowed", f"use {expected}")
+
+    @staticmethod
+    def _session(session_id: str) -> str:
+        try:
+            return protocol.validate_session_id(session_id)
+        except ProtocolError as exc:
+            raise HTTPError(404, "not_found", exc.message) from None
+
+    # -- SSE rooms -----------------------------------------------------------
+
+    async def _stream_room(self, conn, reader, writer, sid: str, query: str,
+                           headers: dict[str, str], cors: list[tuple[str, str]]) -> None:
+        assert self.chat.hub is not None
+        sid = self._session(sid)
+        params = parse_qs(query)
+        user = params.get("user", [None])[-1]
+        after_raw = headers.get("last-event-id") or params.get("after", [""])[-1]
+        try:
+            if user is not None:
+                protocol.validate_user(user)
+            after = int(after_raw) if after_raw else None
+            if after is not None and after < 0:
+                raise ValueError
+        except ProtocolError as exc:
+            raise HTTPError(400, exc.code, exc.message) from None
+        except ValueError:
+            raise HTTPError(400, "bad_field", "Last-Event-ID / after must be a non-negative integer") from None
+        user = user or self.chat.next_guest()
+        writer.write(conn.send(h11.Response(status_code=200, headers=[
+            ("Content-Type", "text/event-stream; charset=utf-8"),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),
+        ] + cors)))
+        writer.write(conn.send(h11.Data(data=protocol.sse_retry(SSE_RETRY_MS))))
+        sink = SSESink()
+        sink.cursor = after
+        self._sinks.add(sink)
+        member = await self.chat.hub.join(sid, user, sink, after=after)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pump = tg.create_task(self._pump(conn, writer, sink))
+                watcher = tg.create_task(self._watch_eof(reader))
+                # Whichever ends first ends the other: the stream, or the client leaving.
+                pump.add_done_callback(lambda _: watcher.cancel())
+                watcher.add_done_callback(lambda _: pump.cancel())
+        finally:
+            self.chat.hub.leave(member)
+            self._sinks.discard(sink)
+
+    @staticmethod
+    async def _watch_eof(reader: asyncio.StreamReader) -> None:
+        """Return when the client closes its side (an SSE client sends nothing more)."""
+        while await reader.read(4096):
+            pass
+
+    async def _pump(self, conn: h11.Connection, writer: asyncio.StreamWriter, sink: SSESink) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.heartbeat_s):
+                    item = await sink.queue.get()
+            except TimeoutError:
+                item = protocol.sse_comment("heartbeat")
+            if item is None or sink.overflowed:
+                writer.write(conn.send(h11.EndOfMessage()))
+                await writer.drain()
+                return
+            data = [item]
+            while not sink.queue.empty() and len(data) < 256:  # batch what is queued
+                more = sink.queue.get_nowait()
+                if more is None:
+                    sink.queue.put_nowait(None)
+                    break
+                data.append(more)
+            writer.write(conn.send(h11.Data(data=b"".join(data))))
+            await writer.drain()
+
+    async def _post_message(self, sid: str, body: bytes, headers: dict[str, str], peer: Any) -> tuple[int, dict]:
+        assert self.chat.hub is not None
+        sid = self._session(sid)
+        hub = self.chat.hub
+        try:
+            obj = json.loads(body or b"null")
+        except ValueError:
+            obj = None
+        try:
+            if not isinstance(obj, dict):
+                frame = protocol.decode(body or b"null")  # raises the right code
+            else:
+                frame = protocol.decode(json.dumps({**obj, "type": "message"}), max_text=hub.config.max_text)
+            user = obj.get("user") or "anonymous"  # type: ignore[union-attr]
+            if not isinstance(user, str):
+                raise ProtocolError("field 'user' must be a string", code="bad_field")
+            protocol.validate_user(user)
+            assert isinstance(frame, protocol.SendMessage)
+            key = (sid, user, str(peer[0]) if peer else "")
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) > 10_000:
+                    self._buckets.clear()
+                bucket = self._buckets[key] = hub.message_bucket()
+            hub.check_rate(bucket)
+            msg, created, queued = await hub.post(sid, user, frame.text, client_id=frame.client_id)
+        except ChatkitError as exc:
+            status = {"rate_limited": 429, "shutting_down": 503}.get(exc.code, 400)
+            logger.info("refused POST room=%s code=%s: %s", sid, exc.code, exc.message)
+            return status, protocol.error_frame(exc.code, exc.message)
+        payload = msg.to_frame()
+        if created and not queued:
+            payload["warning"] = {"code": "busy", "message": BUSY_MESSAGE}
+        return (201 if created else 200), payload
+
+    # -- OpenAI-compatible API -----------------------------------------------
+
+    def _model_name(self) -> str:
+        return f"chatkit-{self.chat.backend}"
+
+    async def _completions(self, conn, writer, body: bytes, cors: list[tuple[str, str]]) -> bool:
+        assert self.chat.streamer is not None
+        try:
+            req = json.loads(body)
+            messages = req["messages"]
+            if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            ):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise HTTPError(400, "invalid_request_error",
+                            "'messages' must be a non-empty list of {role, content} strings") from None
+        model = req.get("model") or self._model_name()
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        stream = self.chat.streamer.stream([{"role": m["role"], "content": m["content"]} for m in messages])
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            return protocol.sse_event(json.dumps({
+                "id": completion_id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }, ensure_ascii=False))
+
+        if not req.get("stream"):
+            try:
+                text = "".join([piece async for piece in stream])
+            except LLMError as exc:
+                await self._respond(conn, writer, *_json_body(502, {"error": {"message": exc.message, "code": exc.code}}, cors))
+                return False
+            await self._respond(conn, writer, *_json_body(200, {
+                "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }, cors))
+            return False
+        writer.write(conn.send(h11.Response(status_code=200, headers=[
+            ("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no")] + cors)))
+        writer.write(conn.send(h11.Data(data=chunk({"role": "assistant", "content": ""}))))
+        try:
+            async for piece in stream:
+                writer.write(conn.send(h11.Data(data=chunk({"content": piece}))))
+                await writer.drain()
+            writer.write(conn.send(h11.Data(data=chunk({}, "stop"))))
+        except LLMError as exc:
+            writer.write(conn.send(h11.Data(data=protocol.sse_event(json.dumps(
+                {"error": {"message": exc.message, "code": exc.code}})))))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        writer.write(conn.send(h11.Data(data=b"data: [DONE]\n\n")))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return True
