@@ -237,6 +237,13 @@ class ChatClient:
         if wait:
             await asyncio.shield(self._opened)
 
+    def abort(self) -> None:
+        """Stop from synchronous code (e.g. a widget's ``close()``): cancel the
+        connection task; it closes the socket as it unwinds. Prefer :meth:`close`."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def close(self) -> None:
         """Close the connection, stop reconnecting, fail unsent messages."""
         self._closing = True

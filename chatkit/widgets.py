@@ -1,0 +1,481 @@
+"""ChatPane: the seed's React ``ChatInterface`` as an ipywidgets pane in a notebook.
+
+Model and view are separate. :class:`ChatModel` (``traitlets.HasTraits``)
+holds the conversation — messages, replies streaming, who is online and
+typing, read receipts, the connection state — and changes only through
+:meth:`ChatModel.apply`, fed by a :class:`~chatkit.client.ChatClient`; tests
+drive it without a browser. :class:`ChatPane` renders it with ``HTML``
+widgets, escaping every piece of user or model text, at most ~20 times a
+second however fast chunks arrive, and only a window of recent messages.
+
+Everything runs on the kernel's own event loop: the client's task sets traits,
+timers are loop handles, and :meth:`ChatPane.close` stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import html
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import ipywidgets as widgets
+import traitlets
+
+from .client import ChatClient, ReconnectPolicy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import ChatServer
+
+__all__ = ["ChatModel", "ChatPane", "side_by_side", "LABELS", "CSS"]
+
+LABELS = {
+    "en": {
+        "connected": "🟢 Connected",
+        "disconnected": "🔴 Disconnected",
+        "connecting": "🟡 Connecting…",
+        "reconnecting": "🔴 Reconnecting in {seconds} s (attempt {attempt})",
+        "placeholder": "Type a message...",
+        "send": "Send",
+        "stop": "Stop",
+        "older": "Load older messages",
+        "typing_one": "{users} is typing…",
+        "typing_many": "{users} are typing…",
+        "online": "Online",
+        "read_by": "read by {users}",
+        "sent": "sent",
+    },
+    "ko": {
+        "connected": "🟢 연결됨",
+        "disconnected": "🔴 연결 안됨",
+        "connecting": "🟡 연결 중…",
+        "reconnecting": "🔴 {seconds}초 후 재연결 (시도 {attempt})",
+        "placeholder": "메시지를 입력하세요...",
+        "send": "전송",
+        "stop": "중지",
+        "older": "이전 메시지 불러오기",
+        "typing_one": "{users}님이 입력 중…",
+        "typing_many": "{users}님이 입력 중…",
+        "online": "접속 중",
+        "read_by": "{users} 읽음",
+        "sent": "보냄",
+    },
+}
+
+# The seed's ChatInterface.css, scoped to the pane.
+CSS = """
+<style>
+.chatkit-pane .status { padding: 6px 10px; background: #f0f0f0; text-align: center; font-size: 13px; }
+.chatkit-pane .online { padding: 2px 10px; color: #555; font-size: 12px; }
+.chatkit-pane .messages { padding: 10px; }
+.chatkit-pane .message { display: flex; margin-bottom: 12px; animation: ck-slideIn 0.3s ease; }
+@keyframes ck-slideIn { from { opacity: 0; transform: translateY(10px); } to { opacity: 1; transform: translateY(0); } }
+.chatkit-pane .message.user { flex-direction: row-reverse; }
+.chatkit-pane .message .avatar { font-size: 22px; margin: 0 8px; }
+.chatkit-pane .message .content { max-width: 70%; padding: 8px 13px; border-radius: 15px; background: #e0e0e0; white-space: pre-wrap; word-wrap: break-word; }
+.chatkit-pane .message.user .content { background: #007bff; color: white; }
+.chatkit-pane .message .meta { font-size: 11px; opacity: 0.75; margin-bottom: 2px; }
+.chatkit-pane .message .receipt { font-size: 11px; opacity: 0.8; text-align: right; }
+.chatkit-pane .message.ai.streaming .cursor { animation: ck-blink 1s infinite; }
+@keyframes ck-blink { 0%, 50% { opacity: 1; } 51%, 100% { opacity: 0; } }
+.chatkit-pane .typing { color: #777; font-style: italic; font-size: 12px; padding: 0 10px; min-height: 16px; }
+.chatkit-pane .error { color: #b00020; font-size: 12px; padding: 0 10px; }
+</style>
+"""
+
+_esc = html.escape
+
+
+class ChatModel(traitlets.HasTraits):
+    """The conversation state of one pane. Change it only with :meth:`apply`."""
+
+    user = traitlets.Unicode("")
+    messages = traitlets.List()
+    """Finished messages in id order: dicts with id, user, is_user, text, timestamp, status."""
+    streaming = traitlets.Dict()
+    """Replies in progress: reply id → text so far."""
+    online = traitlets.List()
+    typing = traitlets.List()
+    receipts = traitlets.Dict()
+    """message id → users who read it."""
+    state = traitlets.Unicode("closed")
+    attempt = traitlets.Int(0)
+    delay = traitlets.Float(None, allow_none=True)
+    error = traitlets.Unicode("")
+    has_more = traitlets.Bool(True)
+
+    def __init__(self, user: str = "", **kwargs: Any) -> None:
+        super().__init__(user=user, **kwargs)
+        self._ids: set[int] = set()
+
+    def _insert(self, entry: dict[str, Any]) -> None:
+        if entry["id"] in self._ids:
+            return
+        self._ids.add(entry["id"])
+        ids = [m["id"] for m in self.messages]
+        messages = list(self.messages)
+        messages.insert(bisect.bisect(ids, entry["id"]), entry)
+        self.messages = messages
+
+    @staticmethod
+    def _entry(frame: dict[str, Any], *, is_user: bool | None = None) -> dict[str, Any]:
+        return {
+            "id": frame["id"],
+            "user": frame.get("user") or "AI",
+            "is_user": frame.get("is_user", False) if is_user is None else is_user,
+            "text": frame.get("message", ""),
+            "timestamp": frame.get("timestamp", ""),
+            "status": frame.get("status", "complete"),
+        }
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Update the state from one client event (a server frame or a state event)."""
+        kind = event.get("type")
+        if kind == "state":
+            self.state, self.attempt, self.delay = event["state"], event["attempt"], event["delay"]
+        elif kind == "connection":
+            self.online = list(event.get("online", []))
+            self.error = ""
+        elif kind == "message":
+            self._insert(self._entry(event))
+        elif kind == "ai_chunk":
+            streaming = dict(self.streaming)
+            streaming[event["id"]] = streaming.get(event["id"], "") + event.get("chunk", "")
+            self.streaming = streaming
+        elif kind == "ai_complete":
+            streaming = dict(self.streaming)
+            streaming.pop(event["id"], None)
+            self._insert(self._entry(event, is_user=False))
+            self.streaming = streaming
+        elif kind == "typing":
+            typing = [u for u in self.typing if u != event["user"]]
+            if event.get("is_typing") and event["user"] != self.user:
+                typing.append(event["user"])
+            self.typing = sorted(typing)
+        elif kind in ("user_join", "user_leave"):
+            self.online = list(event.get("online", self.online))
+            if kind == "user_leave":
+                self.typing = [u for u in self.typing if u != event.get("username")]
+        elif kind == "read_receipt":
+            key = str(event["message_id"])
+            readers = list(self.receipts.get(key, []))
+            if event["user"] not in readers:
+                readers.append(event["user"])
+                self.receipts = {**self.receipts, key: readers}
+        elif kind == "error":
+            self.error = f"{event.get('code')}: {event.get('message')}"
+
+    def prepend_history(self, frames: list[dict[str, Any]], has_more: bool) -> int:
+        """Add a page of older messages; returns how many were new."""
+        before = len(self._ids)
+        for frame in frames:
+            self._insert(self._entry(frame))
+        self.has_more = has_more
+        return len(self._ids) - before
+
+
+class ChatPane(widgets.VBox):
+    """A live chat pane: ``pane = ChatPane(server, "demo", user="ann"); await pane.start()``.
+
+    ``url_or_server`` is a :class:`~chatkit.server.ChatServer` or a WebSocket
+    base URL (``ws://127.0.0.1:8765/``). ``window`` is how many recent messages
+    are rendered (``Load older`` extends it 20 at a time).
+    """
+
+    def __init__(
+        self,
+        url_or_server: "str | ChatServer",
+        room: str,
+        *,
+        user: str,
+        lang: str = "en",
+        policy: ReconnectPolicy | None = None,
+        window: int = 100,
+        max_fps: float = 20.0,
+        typing_debounce: float = 0.5,
+        typing_idle: float = 3.0,
+    ) -> None:
+        if isinstance(url_or_server, str):
+            base = url_or_server.rstrip("/")
+            ws_url = f"{base}/ws/chat/{room}/"
+        else:
+            ws_url = url_or_server.ws_url(room)
+        self.room = room
+        self.labels = LABELS[lang]
+        self.model = ChatModel(user=user)
+        self.client = ChatClient(ws_url, user=user, policy=policy)
+        parts = urlsplit(ws_url)
+        scheme = "https" if parts.scheme == "wss" else "http"
+        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{room}/messages", "", ""))
+        self.window = window
+        self._min_interval = 1.0 / max_fps
+        self._typing_debounce = typing_debounce
+        self._typing_idle = typing_idle
+        self._dirty: set[str] = set()
+        self._render_handle: asyncio.TimerHandle | None = None
+        self._last_render = 0.0
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._typing_handle: asyncio.TimerHandle | None = None
+        self._last_typing_sent = 0.0
+        self._is_typing = False
+        self._tasks: set[asyncio.Task] = set()
+        self._read_sent: set[int] = set()
+        self._reconnect_at: float | None = None
+        self.renders = 0
+        """How many times the view was re-rendered (the throttling test counts them)."""
+
+        self.status = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.online_line = widgets.HTML()
+        self.older = widgets.Button(description=self.labels["older"], layout=widgets.Layout(width="auto"))
+        self.message_list = widgets.HTML()
+        self.stream_view = widgets.HTML()
+        self.typing_line = widgets.HTML()
+        self.error_line = widgets.HTML()
+        self.input = widgets.Text(placeholder=self.labels["placeholder"], continuous_update=True,
+                                  layout=widgets.Layout(flex="1"))
+        self.send_button = widgets.Button(description=self.labels["send"], button_style="primary")
+        self.stop_button = widgets.Button(description=self.labels["stop"], button_style="warning",
+                                          layout=widgets.Layout(display="none"))
+        self.older.on_click(lambda _: self._spawn(self.load_older()))
+        self.send_button.on_click(lambda _: self.submit())
+        self.stop_button.on_click(lambda _: self._spawn(self.client.stop_reply()))
+        self.input.on_msg(self._on_input_msg)
+        self.input.observe(self._on_input_value, "value")
+        box = widgets.VBox(
+            [self.status, self.online_line, self.older, self.message_list, self.stream_view, self.typing_line,
+             self.error_line, widgets.HBox([self.input, self.send_button, self.stop_button])],
+            layout=widgets.Layout(border="1px solid #ddd", width="100%"),
+        )
+        box.add_class("chatkit-pane")
+        super().__init__([widgets.HTML(CSS), box], layout=widgets.Layout(width="100%"))
+        self.client.on_event(self._on_event)
+        self.model.observe(self._on_model, names=["messages", "receipts"])
+        self.model.observe(lambda _: self._mark("stream"), names=["streaming"])
+        self.model.observe(lambda _: self._mark("status"), names=["state", "attempt", "delay", "online", "typing", "error", "has_more"])
+        self._render_now({"status", "log", "stream"})
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def start(self, *, history: bool = True) -> "ChatPane":
+        """Connect (and show the last page of history); returns the pane for display."""
+        await self.client.start()
+        if history:
+            await self.load_older()
+        self.flush()
+        return self
+
+    def flush(self) -> None:
+        """Render pending changes now instead of at the next frame (~50 ms)."""
+        if self._render_handle is not None:
+            self._render_handle.cancel()
+        self._render_now(self._dirty | {"status", "log", "stream"})
+
+    def close(self) -> None:
+        """Stop the client, the timers and the tasks, and close the widgets."""
+        self.client.abort()
+        for handle in (self._render_handle, self._tick_handle, self._typing_handle):
+            if handle is not None:
+                handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        super().close()
+
+    async def aclose(self) -> None:
+        """Like :meth:`close`, but waits until the connection and the tasks have ended."""
+        tasks = list(self._tasks)
+        self.close()
+        await self.client.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> "ChatPane":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- actions -------------------------------------------------------------
+
+    def submit(self, text: str | None = None) -> asyncio.Task | None:
+        """Send the input's text (or ``text``) as the user; clears the input."""
+        text = self.input.value if text is None else text
+        if not text.strip() or self.model.state != "open":
+            return None
+        self.input.value = ""
+        self._stop_typing()
+        return self._spawn(self.client.send(text))
+
+    async def load_older(self, limit: int = 20) -> int:
+        """Fetch the page of history before the oldest message shown; returns how many."""
+        oldest = self.model.messages[0]["id"] if self.model.messages else None
+        params: dict[str, Any] = {"limit": limit}
+        if oldest is not None:
+            params["before"] = oldest
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            response = await http.get(self._history_url, params=params)
+        page = response.json()
+        added = self.model.prepend_history(page["messages"], page["has_more"])
+        self.window += added
+        return added
+
+    def _on_input_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if content.get("event") == "submit":  # Enter in the text box
+            self.submit()
+
+    def _on_input_value(self, change: dict) -> None:
+        if change["new"]:
+            self.notify_typing()
+
+    def notify_typing(self) -> None:
+        """Debounced typing: at most one ``typing`` frame per 500 ms; ``false`` after 3 s idle."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._is_typing or now - self._last_typing_sent >= self._typing_debounce:
+            self._is_typing = True
+            self._last_typing_sent = now
+            self._spawn(self.client.typing(True))
+        if self._typing_handle is not None:
+            self._typing_handle.cancel()
+        self._typing_handle = loop.call_later(self._typing_idle, self._stop_typing)
+
+    def _stop_typing(self) -> None:
+        if self._typing_handle is not None:
+            self._typing_handle.cancel()
+            self._typing_handle = None
+        if self._is_typing:
+            self._is_typing = False
+            self._spawn(self.client.typing(False))
+
+    # -- events → model → view -----------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.model.apply(event)
+        if event.get("type") == "state":
+            self._reconnect_at = None
+            if event["state"] == "reconnecting" and event["delay"] is not None:
+                self._reconnect_at = time.monotonic() + event["delay"]
+                self._schedule_tick()
+        if (event.get("type") == "message" and event.get("is_user")
+                and event.get("user") != self.model.user and event["id"] not in self._read_sent):
+            self._read_sent.add(event["id"])
+            self._spawn(self.client.mark_read(event["id"]))
+
+    def _schedule_tick(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._reconnect_at is None:
+            return
+
+        def tick() -> None:
+            self._mark("status")
+            if self._reconnect_at is not None and self._reconnect_at > time.monotonic():
+                self._tick_handle = asyncio.get_running_loop().call_later(1.0, tick)
+
+        self._tick_handle = asyncio.get_running_loop().call_later(1.0, tick)
+
+    def _on_model(self, change: dict) -> None:
+        self._mark("log")
+
+    def _mark(self, part: str) -> None:
+        self._dirty.add(part)
+        if self._render_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven synchronously (no loop): render at once
+            self._render_now()
+            return
+        wait = max(0.0, self._last_render + self._min_interval - loop.time())
+        self._render_handle = loop.call_later(wait, self._render_now)
+
+    def _render_now(self, parts: set[str] | None = None) -> None:
+        self._render_handle = None
+        parts = parts if parts is not None else self._dirty
+        self._dirty = set()
+        try:
+            self._last_render = asyncio.get_running_loop().time()
+        except RuntimeError:
+            self._last_render = 0.0
+        self.renders += 1
+        if "status" in parts:
+            self._render_status()
+        if "log" in parts:
+            self.message_list.value = self.render_messages()
+        if "stream" in parts or "status" in parts:
+            self.stream_view.value = self.render_streaming()
+            self.stop_button.layout.display = None if self.model.streaming else "none"
+
+    def _render_status(self) -> None:
+        m, lab = self.model, self.labels
+        if m.state == "open":
+            text = lab["connected"]
+        elif m.state == "reconnecting":
+            remaining = m.delay or 0.0
+            if self._reconnect_at is not None:
+                remaining = max(0.0, self._reconnect_at - time.monotonic())
+            text = lab["reconnecting"].format(seconds=f"{remaining:.0f}", attempt=m.attempt)
+        elif m.state == "connecting":
+            text = lab["connecting"]
+        else:
+            text = lab["disconnected"]
+        self.status.value = f'<div class="status">{_esc(text)}</div>'
+        self.online_line.value = (
+            f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}</div>' if m.online else "")
+        if m.typing:
+            key = "typing_one" if len(m.typing) == 1 else "typing_many"
+            self.typing_line.value = f'<div class="typing">{_esc(lab[key].format(users=", ".join(m.typing)))}</div>'
+        else:
+            self.typing_line.value = '<div class="typing"></div>'
+        self.error_line.value = f'<div class="error">{_esc(m.error)}</div>' if m.error else ""
+        online = m.state == "open"
+        self.input.disabled = not online
+        self.send_button.disabled = not online
+        self.older.layout.display = None if m.has_more else "none"
+
+    def render_messages(self) -> str:
+        """The message list as HTML (the last ``window`` messages), all text escaped."""
+        me = self.model.user
+        rows = []
+        for msg in self.model.messages[-self.window:]:
+            cls = "user" if msg["is_user"] else "ai"
+            avatar = "👤" if msg["is_user"] else "🤖"
+            when = msg["timestamp"][11:16] if msg["timestamp"] else ""
+            receipt = ""
+            if msg["is_user"] and msg["user"] == me:
+                readers = [u for u in self.model.receipts.get(str(msg["id"]), []) if u != me]
+                if readers:
+                    who = self.labels["read_by"].format(users=", ".join(readers))
+                    receipt = f'<div class="receipt" title="{_esc(who)}">✓✓ {_esc(who)}</div>'
+                else:
+                    receipt = f'<div class="receipt" title="{_esc(self.labels["sent"])}">✓</div>'
+            status = "" if msg["status"] == "complete" else f" [{_esc(msg['status'])}]"
+            rows.append(
+                f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'
+                f'<div class="content"><div class="meta">{_esc(msg["user"])} · {_esc(when)}{status}</div>'
+                f'{_esc(msg["text"])}{receipt}</div></div>'
+            )
+        return f'<div class="messages">{"".join(rows)}</div>'
+
+    def render_streaming(self) -> str:
+        """Replies in progress, each with the blinking ▊ cursor."""
+        rows = [
+            f'<div class="message ai streaming" data-id="{rid}"><div class="avatar">🤖</div>'
+            f'<div class="content">{_esc(text)}<span class="cursor">▊</span></div></div>'
+            for rid, text in sorted(self.model.streaming.items())
+        ]
+        return f'<div class="messages">{"".join(rows)}</div>' if rows else ""
+
+
+def side_by_side(*panes: ChatPane) -> widgets.HBox:
+    """Show several panes next to each other (a multi-user demo in one notebook)."""
+    for pane in panes:
+        pane.layout.width = f"{100 / max(1, len(panes)):.1f}%"
+    return widgets.HBox(list(panes), layout=widgets.Layout(width="100%"))

@@ -1,0 +1,205 @@
+"""ChatPane: the model and the rendered HTML, driven by a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from chatkit.client import FixedDelay
+from chatkit.llm import EchoStreamer
+from chatkit.widgets import ChatModel, ChatPane, side_by_side
+
+FAST = FixedDelay(0.05)
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_two_panes_chat_and_stream(servers):
+    srv = await servers(streamer=EchoStreamer(delay=0.01))
+    ann = await ChatPane(srv, "room", user="ann", policy=FAST).start()
+    bob = await ChatPane(srv, "room", user="bob", policy=FAST).start()
+    try:
+        assert isinstance(side_by_side(ann, bob).children[0], ChatPane)
+        await wait_for(lambda: ann.model.online == ["ann", "bob"])
+        ann.input.value = "hello bob, how are you"
+        ann._on_input_msg(ann.input, {"event": "submit"}, [])  # Enter
+        assert ann.input.value == ""
+        await wait_for(lambda: bob.model.streaming or len(bob.model.messages) >= 2)
+        await wait_for(lambda: len(bob.model.messages) == 2 and len(ann.model.messages) == 2)
+        for pane in (ann, bob):
+            assert [m["text"] for m in pane.model.messages] == ["hello bob, how are you"] * 2
+            assert pane.model.messages[1]["is_user"] is False
+        await asyncio.sleep(0.1)
+        html = bob.message_list.value
+        assert 'class="message user"' in html and 'class="message ai"' in html and "👤" in html and "🤖" in html
+        # read receipts: bob's pane marked ann's message read; ann sees ✓✓
+        await wait_for(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []))
+        await asyncio.sleep(0.1)
+        assert "✓✓ read by bob" in ann.message_list.value
+    finally:
+        await ann.aclose()
+        await bob.aclose()
+    assert not ann._tasks and ann.client._task.done()
+
+
+async def test_streaming_cursor_and_stop(servers):
+    srv = await servers(streamer=EchoStreamer(chunks=300, delay=0.01))
+    pane = await ChatPane(srv, "s", user="ann", policy=FAST).start()
+    try:
+        pane.submit("go")
+        await wait_for(lambda: pane.model.streaming)
+        await asyncio.sleep(0.1)
+        assert "▊" in pane.stream_view.value and pane.stop_button.layout.display is None
+        pane.stop_button.click()
+        await wait_for(lambda: len(pane.model.messages) == 2)
+        assert pane.model.messages[1]["status"] == "cancelled"
+        await asyncio.sleep(0.1)
+        assert pane.stream_view.value == "" and pane.stop_button.layout.display == "none"
+    finally:
+        await pane.aclose()
+
+
+async def test_status_across_restart_and_korean_labels(servers):
+    srv = await servers()
+    port = srv.port
+    pane = await ChatPane(srv, "r", user="지민", lang="ko", policy=FixedDelay(0.3)).start()
+    try:
+        assert "연결됨" in pane.status.value and not pane.input.disabled
+        assert pane.input.placeholder == "메시지를 입력하세요..." and pane.send_button.description == "전송"
+        await srv.stop()
+        await wait_for(lambda: pane.model.state == "reconnecting")
+        await asyncio.sleep(0.1)
+        assert "재연결" in pane.status.value and "🔴" in pane.status.value
+        assert pane.input.disabled and pane.send_button.disabled
+        srv2 = await servers(port=port)
+        await wait_for(lambda: pane.model.state == "open")
+        await asyncio.sleep(0.1)
+        assert "연결됨" in pane.status.value and not pane.input.disabled
+        del srv2
+    finally:
+        await pane.aclose()
+
+
+async def test_english_reconnecting_label_counts_attempts(servers):
+    srv = await servers()
+    pane = await ChatPane(srv, "r", user="ann", policy=FixedDelay(5)).start()
+    try:
+        await srv.stop()
+        await wait_for(lambda: pane.model.state == "reconnecting")
+        await asyncio.sleep(0.1)
+        assert "Reconnecting in 5 s (attempt 1)" in pane.status.value or "Reconnecting in 4 s (attempt 1)" in pane.status.value
+    finally:
+        await pane.aclose()
+
+
+async def test_typing_indicator_debounce_and_expiry(servers):
+    srv = await servers()
+    ann = await ChatPane(srv, "t", user="ann", policy=FAST, typing_idle=0.3).start()
+    bob = await ChatPane(srv, "t", user="bob", policy=FAST).start()
+    sent = []
+    real_typing = ann.client.typing
+
+    async def spy(is_typing=True):
+        sent.append(is_typing)
+        await real_typing(is_typing)
+
+    ann.client.typing = spy
+    try:
+        for ch in "hello":
+            ann.input.value += ch  # five keystrokes within 500 ms
+        await wait_for(lambda: bob.model.typing == ["ann"])
+        await asyncio.sleep(0.1)
+        assert "ann is typing…" in bob.typing_line.value
+        assert sent == [True]  # debounced to one frame
+        await wait_for(lambda: bob.model.typing == [], timeout=2)  # cleared after idle
+        assert sent == [True, False]
+    finally:
+        await ann.aclose()
+        await bob.aclose()
+
+
+async def test_paging_older_messages(servers):
+    srv = await servers()
+    for i in range(45):
+        await srv.store.append("hist", "old", f"old {i}")
+    pane = await ChatPane(srv, "hist", user="ann", policy=FAST).start()
+    try:
+        assert [m["text"] for m in pane.model.messages] == [f"old {i}" for i in range(25, 45)]
+        assert await pane.load_older() == 20
+        assert await pane.load_older() == 5
+        assert pane.model.has_more is False and len(pane.model.messages) == 45
+        await asyncio.sleep(0.1)
+        assert pane.older.layout.display == "none"
+        assert pane.message_list.value.count('class="message user"') == 45
+    finally:
+        await pane.aclose()
+
+
+async def test_html_is_escaped(servers):
+    srv = await servers()
+    pane = await ChatPane(srv, "x", user="<b>eve</b>", policy=FAST).start()
+    try:
+        await pane.client.send("<img src=x onerror=alert(1)>")
+        await wait_for(lambda: len(pane.model.messages) == 2)
+        await asyncio.sleep(0.1)
+        html = pane.message_list.value
+        assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "<b>eve" not in html and "&lt;b&gt;eve&lt;/b&gt;" in html
+    finally:
+        await pane.aclose()
+
+
+async def test_stream_of_1000_chunks_is_throttled(servers):
+    srv = await servers(streamer=EchoStreamer(chunks=1000))
+    pane = await ChatPane(srv, "fast", user="ann", policy=FAST).start()
+    try:
+        start_renders = pane.renders
+        started = time.monotonic()
+        pane.submit("x")
+        await wait_for(lambda: len(pane.model.messages) == 2, timeout=20)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.1)
+        renders = pane.renders - start_renders
+        assert renders <= elapsed * 20 + 5, (renders, elapsed)
+        assert pane.model.messages[1]["text"].count("x#") == 1000
+    finally:
+        await pane.aclose()
+
+
+def test_model_window_of_1000_messages():
+    model = ChatModel(user="ann")
+    for i in range(1, 1001):
+        model.apply({"type": "message", "id": i, "user": "bob", "is_user": True, "message": f"m{i}",
+                     "timestamp": "2026-01-01T00:00:00.000Z"})
+    model.apply({"type": "message", "id": 5, "user": "bob", "is_user": True, "message": "dup"})
+    assert len(model.messages) == 1000 and model.messages[4]["text"] == "m5"
+    pane = ChatPane("ws://127.0.0.1:1", "w", user="ann", window=100)
+    pane.model = model
+    html = pane.render_messages()
+    assert html.count('class="message user"') == 100 and "m1000" in html and ">m900<" not in html
+    pane.close()
+
+
+def test_model_from_events_without_a_server():
+    m = ChatModel(user="ann")
+    m.apply({"type": "connection", "online": ["ann"]})
+    m.apply({"type": "user_join", "username": "bob", "online": ["ann", "bob"]})
+    m.apply({"type": "typing", "user": "bob", "is_typing": True})
+    assert m.online == ["ann", "bob"] and m.typing == ["bob"]
+    m.apply({"type": "user_leave", "username": "bob", "online": ["ann"]})
+    assert m.online == ["ann"] and m.typing == []
+    m.apply({"type": "ai_chunk", "id": 3, "chunk": "Hel"})
+    m.apply({"type": "ai_chunk", "id": 3, "chunk": "lo"})
+    assert m.streaming == {3: "Hello"}
+    m.apply({"type": "ai_complete", "id": 3, "message": "Hello", "status": "complete"})
+    assert m.streaming == {} and m.messages[-1]["text"] == "Hello"
+    m.apply({"type": "state", "state": "reconnecting", "attempt": 2, "delay": 4.0})
+    assert (m.state, m.attempt, m.delay) == ("reconnecting", 2, 4.0)
