@@ -321,7 +321,7 @@ class HTTPServer:
         except ValueError:
             raise HTTPError(400, "bad_field", "Last-Event-ID / after must be a non-negative integer") from None
         user = user or self.chat.next_guest()
-        writer.write(conn.send(h11.Response(status_code=200, headers=[
+        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
             ("X-Accel-Buffering", "no"),
@@ -445,7 +445,7 @@ class HTTPServer:
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             }, cors))
             return False
-        writer.write(conn.send(h11.Response(status_code=200, headers=[
+        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
             ("X-Accel-Buffering", "no")] + cors)))
         writer.write(conn.send(h11.Data(data=chunk({"role": "assistant", "content": ""}))))
