@@ -71,7 +71,8 @@ CSS = """
 .chatkit-pane .status { padding: 6px 10px; background: #f0f0f0; text-align: center; font-size: 13px; }
 .chatkit-pane .online { padding: 2px 10px; color: #555; font-size: 12px; }
 .chatkit-pane .messages { padding: 10px; }
-.chatkit-pane .message { display: flex; margin-bottom: 12px; animation: ck-slideIn 0.3s ease; }
+.chatkit-pane .message { display: flex; margin-bottom: 12px; }
+.chatkit-pane .message.new { animation: ck-slideIn 0.3s ease; }
 @keyframes ck-slideIn { from { opacity: 0; transform: translateY(10px); } to { opacity: 1; transform: translateY(0); } }
 .chatkit-pane .message.user { flex-direction: row-reverse; }
 .chatkit-pane .message .avatar { font-size: 22px; margin: 0 8px; }
@@ -224,6 +225,7 @@ class ChatPane(widgets.VBox):
         self._tasks: set[asyncio.Task] = set()
         self._read_sent: set[int] = set()
         self._reconnect_at: float | None = None
+        self._shown_upto = 0
         self.renders = 0
         """How many times the view was re-rendered (the throttling test counts them)."""
 
@@ -444,8 +446,13 @@ class ChatPane(widgets.VBox):
         """The message list as HTML (the last ``window`` messages), all text escaped."""
         me = self.model.user
         rows = []
+        # The list is re-rendered as a whole: only messages new since the last render slide in.
+        seen_upto, self._shown_upto = self._shown_upto, max(
+            [self._shown_upto] + [m["id"] for m in self.model.messages[-1:]])
         for msg in self.model.messages[-self.window:]:
             cls = "user" if msg["is_user"] else "ai"
+            if msg["id"] > seen_upto:
+                cls += " new"
             avatar = "👤" if msg["is_user"] else "🤖"
             when = msg["timestamp"][11:16] if msg["timestamp"] else ""
             receipt = ""

@@ -81,3 +81,72 @@ class CuttingProxy:
                 tg.create_task(pump(server_r, client_w, True))
         finally:
             self.pairs.discard(pair)
+
+
+class PrefixProxy:
+    """A tiny reverse proxy with jupyter-server-proxy's URL scheme: ``/proxy/<port>/<path>``
+    is forwarded to ``127.0.0.1:<port>/<path>`` (HTTP and WebSocket upgrades alike).
+
+    One request per connection: it adds ``Connection: close`` to plain HTTP requests.
+    """
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.requests: list[str] = []
+
+    async def __aenter__(self) -> "PrefixProxy":
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self.tasks.add(task)  # type: ignore[arg-type]
+        try:
+            head = await client_r.readuntil(b"\r\n\r\n")
+            request_line, _, rest = head.partition(b"\r\n")
+            method, target, version = request_line.split(b" ", 2)
+            parts = target.split(b"/", 3)  # b"", b"proxy", b"<port>", b"<path>"
+            if len(parts) < 3 or parts[1] != b"proxy" or not parts[2].isdigit():
+                client_w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await client_w.drain()
+                return
+            port = int(parts[2])
+            path = b"/" + (parts[3] if len(parts) > 3 else b"")
+            self.requests.append(path.decode())
+            if b"upgrade: websocket" not in rest.lower():
+                rest = b"Connection: close\r\n" + b"\r\n".join(
+                    line for line in rest.split(b"\r\n") if not line.lower().startswith(b"connection:"))
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
+            server_w.write(b" ".join([method, path, version]) + b"\r\n" + rest)
+
+            async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                        await writer.drain()
+                except (ConnectionError, OSError):
+                    pass
+                finally:
+                    writer.transport.abort()
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump(client_r, server_w))
+                tg.create_task(pump(server_r, client_w))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            client_w.transport.abort()
+            self.tasks.discard(task)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ async def test_two_panes_chat_and_stream(servers):
             assert pane.model.messages[1]["is_user"] is False
         await asyncio.sleep(0.1)
         html = bob.message_list.value
-        assert 'class="message user"' in html and 'class="message ai"' in html and "👤" in html and "🤖" in html
+        assert 'class="message user' in html and 'class="message ai' in html and "👤" in html and "🤖" in html
         # read receipts: bob's pane marked ann's message read; ann sees ✓✓
         await wait_for(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []))
         await asyncio.sleep(0.1)
@@ -138,7 +138,7 @@ async def test_paging_older_messages(servers):
         assert pane.model.has_more is False and len(pane.model.messages) == 45
         await asyncio.sleep(0.1)
         assert pane.older.layout.display == "none"
-        assert pane.message_list.value.count('class="message user"') == 45
+        assert pane.message_list.value.count('class="message user') == 45
     finally:
         await pane.aclose()
 
@@ -184,7 +184,7 @@ def test_model_window_of_1000_messages():
     pane = ChatPane("ws://127.0.0.1:1", "w", user="ann", window=100)
     pane.model = model
     html = pane.render_messages()
-    assert html.count('class="message user"') == 100 and "m1000" in html and ">m900<" not in html
+    assert html.count('class="message user') == 100 and "m1000" in html and ">m900<" not in html
     pane.close()
 
 

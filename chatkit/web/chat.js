@@ -1,0 +1,422 @@
+// chatkit's chat page: the seed document's WebSocketService and ChatInterface, done right.
+// Plain JavaScript, no build step. All user and model text goes in with textContent.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // --- reconnect policy: the seed's reconnectWithBackoff, with jitter -------------------------
+  function backoffDelay(attempt, initial = 1000, cap = 30000) {
+    const base = Math.min(cap, initial * 2 ** Math.max(0, attempt - 1));
+    return Math.min(cap, base * (0.5 + Math.random())); // ±50 % jitter, still capped
+  }
+
+  const newClientId = () =>
+    (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
+
+  // --- exactly-once delivery: the same rules as chatkit.client.ResumeState --------------------
+  class ResumeState {
+    constructor() { this.cursor = null; this.delivered = new Set(); this.partial = new Map(); }
+    get after() {
+      if (this.partial.size) return Math.min(...this.partial.keys()) - 1;
+      return this.cursor;
+    }
+    connected(frame) {
+      if (this.cursor === null && Number.isInteger(frame.last_id)) this.cursor = frame.last_id;
+    }
+    mark(id) { this.delivered.add(id); if (this.cursor === null || id > this.cursor) this.cursor = id; }
+    accept(frame) {
+      const id = frame.id;
+      if (!Number.isInteger(id)) return frame;
+      if (this.delivered.has(id)) return null;
+      if (frame.type === "message") {
+        if (this.partial.has(id) && !frame.is_user) {
+          this.partial.delete(id);
+          frame = { type: "ai_complete", id, message: frame.message, status: frame.status, replayed: true };
+        }
+        this.mark(id);
+      } else if (frame.type === "ai_chunk") {
+        const have = this.partial.get(id) || "";
+        if (frame.snapshot) {
+          if (!frame.chunk.startsWith(have) || frame.chunk === have) { return null; }
+          this.partial.set(id, frame.chunk);
+          return { type: "ai_chunk", id, chunk: frame.chunk.slice(have.length) };
+        }
+        this.partial.set(id, have + frame.chunk);
+      } else if (frame.type === "ai_complete") {
+        this.partial.delete(id);
+        this.mark(id);
+      }
+      return frame;
+    }
+  }
+
+  // --- the service ----------------------------------------------------------------------------
+  class ChatService {
+    constructor({ room, user, transport, onEvent, onState }) {
+      Object.assign(this, { room, user, transport, onEvent, onState });
+      this.resume = new ResumeState();
+      this.outbox = new Map(); // client_id -> text, until the server's broadcast comes back
+      this.attempt = 0;
+      this.closedByUser = false;
+      this.socket = null;
+      this.source = null;
+      this.timer = null;
+      this.heartbeat = null;
+      this.lastSeen = 0;
+      this.httpBase = null;
+    }
+
+    // URLs relative to the page, so the page works at / and behind /proxy/8765/.
+    wsUrl() {
+      const url = new URL(`ws/chat/${encodeURIComponent(this.room)}/`, location.href);
+      url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+      url.searchParams.set("user", this.user);
+      if (this.resume.after !== null) url.searchParams.set("after", String(this.resume.after));
+      return url.toString();
+    }
+
+    // The SSE server has its own port, given by config.json. Behind jupyter-server-proxy it is
+    // reached through .../proxy/<port>/ next to this page's own proxied path.
+    async sseBase() {
+      if (this.httpBase) return this.httpBase;
+      const config = await (await fetch(new URL("config.json", location.href))).json();
+      const port = String(config.http_port);
+      const page = new URL(".", location.href);
+      const proxied = page.pathname.match(/^(.*\/proxy\/)(?:absolute\/)?\d+\/$/);
+      if (proxied) {
+        this.httpBase = new URL(`${proxied[1]}${port}/`, page).toString();       // .../proxy/8765/
+      } else if (page.pathname !== "/") {
+        this.httpBase = new URL(`../proxy/${port}/`, page).toString();           // .../chatkit/ (named)
+      } else {
+        this.httpBase = `${location.protocol}//${location.hostname}:${port}/`;   // direct
+      }
+      return this.httpBase;
+    }
+
+    connect() {
+      this.closedByUser = false;
+      this.onState({ state: this.attempt ? "reconnecting" : "connecting", attempt: this.attempt });
+      if (this.transport === "sse") this.connectSSE(); else this.connectWS();
+    }
+
+    connectWS() {
+      const socket = new WebSocket(this.wsUrl());
+      this.socket = socket;
+      socket.onmessage = (event) => {
+        this.lastSeen = Date.now();
+        let frame;
+        try { frame = JSON.parse(event.data); } catch { return; }
+        if (frame.type === "connection") this.opened(frame);
+        this.handle(frame);
+      };
+      socket.onclose = (event) => {
+        if (this.socket !== socket) return;
+        this.socket = null;
+        clearInterval(this.heartbeat);
+        if (this.closedByUser) { this.onState({ state: "closed", attempt: 0 }); return; }
+        if (event.code === 1008 && !this.attempt) { this.onState({ state: "closed", attempt: 0, error: event.reason }); return; }
+        this.scheduleReconnect();
+      };
+    }
+
+    async connectSSE() {
+      try {
+        const url = new URL(`sse/chat/${encodeURIComponent(this.room)}/`, await this.sseBase());
+        url.searchParams.set("user", this.user);
+        if (this.resume.after !== null) url.searchParams.set("after", String(this.resume.after));
+        const source = new EventSource(url);
+        this.source = source;
+        const types = ["connection", "message", "ai_chunk", "ai_complete", "typing", "user_join",
+                       "user_leave", "read_receipt", "error"];
+        for (const type of types) {
+          source.addEventListener(type, (event) => {
+            const frame = JSON.parse(event.data);
+            if (frame.type === "connection") this.opened(frame);
+            this.handle(frame);
+          });
+        }
+        // EventSource reconnects by itself (with Last-Event-ID); we only report it.
+        source.onerror = () => {
+          if (this.closedByUser) return;
+          this.attempt += 1;
+          this.onState({ state: "reconnecting", attempt: this.attempt, delay: 3000 });
+        };
+      } catch (error) {
+        this.scheduleReconnect();
+      }
+    }
+
+    opened(frame) {
+      this.attempt = 0;
+      this.resume.connected(frame);
+      this.onState({ state: "open", attempt: 0 });
+      for (const [clientId, text] of this.outbox) this.transmitMessage(text, clientId);
+      if (this.transport === "ws") {
+        clearInterval(this.heartbeat);
+        this.lastSeen = Date.now();
+        // App-level heartbeat: browsers cannot send WebSocket pings.
+        this.heartbeat = setInterval(() => {
+          if (!this.socket) return;
+          if (Date.now() - this.lastSeen > 30000) { this.socket.close(4000, "heartbeat timeout"); return; }
+          this.sendFrame({ type: "ping" });
+        }, 20000);
+      }
+    }
+
+    scheduleReconnect() {
+      this.attempt += 1;
+      const delay = backoffDelay(this.attempt);
+      this.onState({ state: "reconnecting", attempt: this.attempt, delay });
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.connect(), delay);
+    }
+
+    // The seed's disconnect() reconnected anyway (onclose called reconnect); this one does not.
+    disconnect() {
+      this.closedByUser = true;
+      clearTimeout(this.timer);
+      clearInterval(this.heartbeat);
+      if (this.socket) { const s = this.socket; this.socket = null; s.close(1000, "bye"); }
+      if (this.source) { this.source.close(); this.source = null; }
+      this.onState({ state: "closed", attempt: 0 });
+    }
+
+    handle(frame) {
+      if (frame.type === "message" && frame.client_id) this.outbox.delete(frame.client_id);
+      if (frame.type === "pong") return;
+      const event = this.resume.accept(frame);
+      if (event) this.onEvent(event);
+    }
+
+    sendFrame(frame) {
+      if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+        this.socket.send(JSON.stringify(frame));
+        return true;
+      }
+      return false;
+    }
+
+    send(text) {
+      const clientId = newClientId();
+      this.outbox.set(clientId, text); // kept until the server's broadcast of it comes back
+      this.transmitMessage(text, clientId);
+      return clientId;
+    }
+
+    async transmitMessage(text, clientId) {
+      if (this.transport === "ws") { this.sendFrame({ message: text, client_id: clientId }); return; }
+      try {
+        const response = await fetch(new URL(`sse/chat/${encodeURIComponent(this.room)}/messages`, await this.sseBase()), {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ message: text, user: this.user, client_id: clientId }),
+        });
+        if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+          this.outbox.delete(clientId);
+          this.onEvent(await response.json());
+        }
+      } catch { /* offline: stays in the outbox, re-sent on the next open */ }
+    }
+
+    typing(isTyping) { this.sendFrame({ type: "typing", isTyping }); }
+    read(messageId) { this.sendFrame({ type: "read_receipt", messageId }); }
+    stop() { this.sendFrame({ type: "stop" }); }
+  }
+
+  // --- the interface --------------------------------------------------------------------------
+  const ui = {
+    service: null, user: "", older: null, hasMore: true, receipts: new Map(), typers: new Set(),
+    streams: new Map(), countdown: null,
+  };
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text; // never innerHTML for user or model text
+    return node;
+  }
+
+  function setState({ state, attempt, delay, error }) {
+    const status = $("status");
+    clearInterval(ui.countdown);
+    const online = state === "open";
+    $("input").disabled = !online;
+    $("send").disabled = !online;
+    status.dataset.state = state;
+    if (state === "open") status.textContent = "🟢 Connected";
+    else if (state === "connecting") status.textContent = "🟡 Connecting…";
+    else if (state === "reconnecting") {
+      const until = Date.now() + (delay || 0);
+      const show = () => {
+        const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+        status.textContent = `🔴 Reconnecting in ${seconds} s (attempt ${attempt})`;
+      };
+      show();
+      ui.countdown = setInterval(show, 500);
+    } else status.textContent = `🔴 Disconnected${error ? ": " + error : ""}`;
+  }
+
+  function renderReceipt(node, id) {
+    const box = node.querySelector(".receipt");
+    if (!box) return;
+    const readers = (ui.receipts.get(id) || []).filter((u) => u !== ui.user);
+    box.textContent = readers.length ? `✓✓ read by ${readers.join(", ")}` : "✓";
+    box.title = readers.length ? `read by ${readers.join(", ")}` : "sent";
+  }
+
+  function addMessage(msg) {
+    const list = $("list");
+    if (list.querySelector(`[data-id="${msg.id}"]`)) return;
+    const node = el("div", `message ${msg.is_user ? "user" : "ai"}`);
+    node.dataset.id = msg.id;
+    node.append(el("div", "avatar", msg.is_user ? "👤" : "🤖"));
+    const content = el("div", "content");
+    const when = msg.timestamp ? new Date(msg.timestamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
+    const status = msg.status && msg.status !== "complete" ? ` [${msg.status}]` : "";
+    content.append(el("div", "meta", `${msg.user || "AI"} · ${when}${status}`));
+    content.append(el("span", "text", msg.message));
+    if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
+    node.append(content);
+    const after = [...list.children].find((child) => Number(child.dataset.id) > msg.id);
+    list.insertBefore(node, after || null);
+    renderReceipt(node, msg.id);
+    if (msg.is_user && msg.user !== ui.user) ui.service.read(msg.id);
+  }
+
+  function scrollDown() { const box = $("messages"); box.scrollTop = box.scrollHeight; }
+
+  function stream(id, chunk) {
+    let node = ui.streams.get(id);
+    if (!node) {
+      node = el("div", "message ai streaming");
+      node.dataset.id = id;
+      node.append(el("div", "avatar", "🤖"));
+      const content = el("div", "content");
+      content.append(el("span", "text", ""), el("span", "cursor", "▊"));
+      node.append(content);
+      $("streams").append(node);
+      ui.streams.set(id, node);
+    }
+    node.querySelector(".text").textContent += chunk;
+    $("stop").hidden = ui.service.transport !== "ws";
+  }
+
+  function endStream(id) {
+    const node = ui.streams.get(id);
+    if (node) node.remove();
+    ui.streams.delete(id);
+    if (!ui.streams.size) $("stop").hidden = true;
+  }
+
+  function renderTyping() {
+    const names = [...ui.typers];
+    $("typing").textContent = names.length === 0 ? "" :
+      names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+  }
+
+  function onEvent(frame) {
+    switch (frame.type) {
+      case "connection":
+        $("online").textContent = `online: ${frame.online.join(", ")}`;
+        break;
+      case "user_join":
+      case "user_leave":
+        $("online").textContent = `online: ${frame.online.join(", ")}`;
+        if (frame.type === "user_leave") { ui.typers.delete(frame.username); renderTyping(); }
+        break;
+      case "message":
+        addMessage(frame);
+        break;
+      case "ai_chunk":
+        stream(frame.id, frame.chunk);
+        break;
+      case "ai_complete":
+        endStream(frame.id);
+        addMessage({ id: frame.id, is_user: false, user: "AI", message: frame.message,
+                     status: frame.status, timestamp: new Date().toISOString() });
+        break;
+      case "typing":
+        if (frame.is_typing) ui.typers.add(frame.user); else ui.typers.delete(frame.user);
+        renderTyping();
+        break;
+      case "read_receipt": {
+        const readers = ui.receipts.get(frame.message_id) || [];
+        if (!readers.includes(frame.user)) readers.push(frame.user);
+        ui.receipts.set(frame.message_id, readers);
+        const node = $("list").querySelector(`[data-id="${frame.message_id}"]`);
+        if (node) renderReceipt(node, frame.message_id);
+        break;
+      }
+      case "error":
+        $("typing").textContent = `⚠ ${frame.code}: ${frame.message}`;
+        break;
+    }
+    scrollDown();
+  }
+
+  async function loadOlder() {
+    const first = $("list").firstElementChild;
+    const url = new URL(`api/chat/${encodeURIComponent(ui.service.room)}/messages`, location.href);
+    url.searchParams.set("limit", "20");
+    if (first) url.searchParams.set("before", first.dataset.id);
+    const page = await (await fetch(url)).json();
+    for (const msg of page.messages) addMessage(msg);
+    ui.hasMore = page.has_more;
+    $("older").hidden = !page.has_more;
+  }
+
+  // Typing: at most one event per 500 ms, "stopped" after 3 s without input.
+  let lastTyping = 0, typingTimer = null;
+  function onInput() {
+    const now = Date.now();
+    if (now - lastTyping >= 500) { ui.service.typing(true); lastTyping = now; }
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(() => { ui.service.typing(false); lastTyping = 0; }, 3000);
+  }
+
+  function join(room, user, transport) {
+    ui.user = user;
+    $("join").hidden = true;
+    $("chat").hidden = false;
+    $("room-name").textContent = `#${room}`;
+    $("transport-name").textContent = transport === "sse" ? "SSE + POST" : "WebSocket";
+    ui.service = new ChatService({ room, user, transport, onEvent, onState: setState });
+    window.chatkit = ui; // for tests and the curious
+    ui.service.connect();
+    loadOlder().catch(() => {});
+    const params = new URLSearchParams(location.search);
+    params.set("room", room); params.set("user", user); params.set("transport", transport);
+    history.replaceState(null, "", `${location.pathname}?${params}`);
+  }
+
+  $("join").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    join(form.get("room").trim(), form.get("user").trim(), form.get("transport"));
+  });
+  $("send-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("input").value;
+    if (!text.trim()) return;
+    ui.service.send(text);
+    $("input").value = "";
+    clearTimeout(typingTimer);
+    ui.service.typing(false);
+    lastTyping = 0;
+  });
+  $("input").addEventListener("input", onInput);
+  $("older").addEventListener("click", () => loadOlder());
+  $("stop").addEventListener("click", () => ui.service.stop());
+  $("leave").addEventListener("click", () => {
+    ui.service.disconnect();
+    $("chat").hidden = true;
+    $("join").hidden = false;
+  });
+
+  // ?room=&user=&transport= joins at once (links to share with a class).
+  const params = new URLSearchParams(location.search);
+  if (params.get("room")) $("room").value = params.get("room");
+  if (params.get("user")) $("user").value = params.get("user");
+  if (params.get("transport") === "sse") document.querySelector('input[value="sse"]').checked = true;
+  if (params.get("room") && params.get("user")) join(params.get("room"), params.get("user"), params.get("transport") || "ws");
+})();

@@ -1,0 +1,146 @@
+"""The chat page in a real browser (headless Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import pytest
+
+from chatkit.client import ChatClient
+from chatkit.llm import EchoStreamer
+
+from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
+from .proxy import PrefixProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def browser():
+    executable = chromium_path()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@asynccontextmanager
+async def open_page(browser, url: str):
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url)
+    try:
+        yield page
+    finally:
+        assert errors == [], errors
+        await context.close()
+
+
+def room_url(server, room: str, user: str, transport: str = "ws", base: str | None = None) -> str:
+    return f"{base or server.url}?room={room}&user={user}&transport={transport}"
+
+
+async def send(page, text: str) -> None:
+    await page.fill("#input", text)
+    await page.press("#input", "Enter")
+
+
+async def test_two_pages_chat_and_stream(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
+    async with open_page(browser, room_url(srv, "duo", "ann")) as ann, \
+               open_page(browser, room_url(srv, "duo", "bob")) as bob:
+        for page in (ann, bob):
+            await page.wait_for_selector("#status[data-state='open']")
+        assert await ann.text_content("#status") == "🟢 Connected"
+        await send(ann, "hello bob this reply streams word by word")
+        await bob.wait_for_selector(".message.ai.streaming .cursor")  # the reply streams in the other page
+        await ann.wait_for_selector(".message.ai.streaming")
+        for page in (ann, bob):
+            await page.wait_for_selector("#list .message.ai .text >> text=hello bob this reply streams word by word")
+        await bob.screenshot(path=screenshot_path("two_pages_bob"))
+        user_msgs = await bob.locator("#list .message.user .text").all_text_contents()
+        assert user_msgs == ["hello bob this reply streams word by word"]
+        await ann.wait_for_selector(".receipt >> text=✓✓ read by bob")
+        await ann.screenshot(path=screenshot_path("two_pages_ann"))
+
+
+async def test_sse_page_and_websocket_page_see_the_same(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "mix", "sam", "sse")) as sam, \
+               open_page(browser, room_url(srv, "mix", "ann", "ws")) as ann:
+        for page in (ann, sam):
+            await page.wait_for_selector("#status[data-state='open']")
+        await send(sam, "posted over SSE")
+        await send(ann, "sent over WebSocket")
+        for page in (ann, sam):
+            await page.wait_for_selector("#list .message.ai .text >> text=sent over WebSocket")
+            await page.wait_for_selector("#list .message.ai .text >> text=posted over SSE")
+        ids = [await p.eval_on_selector_all("#list .message", "ns => ns.map(n => n.dataset.id)") for p in (ann, sam)]
+        assert ids[0] == ids[1] and len(ids[0]) == 4
+        await sam.screenshot(path=screenshot_path("sse_page"))
+
+
+async def test_restart_turns_red_then_green_and_catches_up_once(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    port, http_port = srv.port, srv.http_port
+    async with open_page(browser, room_url(srv, "crash", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await send(page, "before the restart")
+        await page.wait_for_selector("#list .message.ai .text >> text=before the restart")
+        await srv.stop()
+        await page.wait_for_selector("#status[data-state='reconnecting']")
+        assert "🔴 Reconnecting in" in await page.text_content("#status")
+        await page.screenshot(path=screenshot_path("restart_red"))
+        srv2 = await servers(port=port, http_port=http_port)
+        async with ChatClient(srv2.ws_url("crash"), user="bob") as bob:
+            await bob.send("said while ann was away")
+        await page.wait_for_selector("#status[data-state='open']", timeout=20_000)
+        await page.wait_for_selector("#list .message.user .text >> text=said while ann was away")
+        await page.wait_for_selector("#list .message.ai .text >> text=said while ann was away")
+        texts = await page.locator("#list .message .text").all_text_contents()
+        assert texts.count("said while ann was away") == 2  # the message and its echo, once each
+        assert texts.count("before the restart") == 2
+        await page.screenshot(path=screenshot_path("restart_green"))
+
+
+async def test_html_is_shown_as_text(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "xss", "eve")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await page.evaluate("window.pwned = false")
+        payload = '<img src=x onerror="window.pwned=true">'
+        await send(page, payload)
+        await page.wait_for_selector("#list .message.ai")
+        assert await page.locator("#list img").count() == 0
+        assert payload in await page.locator("#list .message.user .text").all_text_contents()
+        await asyncio.sleep(0.2)
+        assert await page.evaluate("window.pwned") is False
+
+
+async def test_page_works_behind_a_path_prefix(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with PrefixProxy() as proxy:
+        base = f"http://127.0.0.1:{proxy.port}/proxy/{srv.port}/"
+        for transport in ("ws", "sse"):
+            async with open_page(browser, room_url(srv, f"pre-{transport}", "ann", transport, base)) as page:
+                await page.wait_for_selector("#status[data-state='open']")
+                await send(page, f"through the proxy over {transport}")
+                await page.wait_for_selector(f"#list .message.ai .text >> text=through the proxy over {transport}")
+                await page.screenshot(path=screenshot_path(f"prefix_{transport}"))
+        assert any(path.startswith("/ws/chat/pre-ws/") for path in proxy.requests)
+        assert any(path.startswith("/sse/chat/pre-sse/") for path in proxy.requests)
+
+
+async def test_disconnect_does_not_reconnect(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "bye", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await page.click("#leave")
+        await asyncio.sleep(1.5)
+        assert await page.evaluate("window.chatkit.service.socket") is None
+        assert srv.hub.online("bye") == []

@@ -1,0 +1,116 @@
+"""Real JupyterLab, headless, driven by Chromium: ChatPanes in a notebook, and the
+chatkit launcher behind jupyter-server-proxy (the Binder setup)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PANES_NOTEBOOK = [
+    """from chatkit import ChatServer
+from chatkit.widgets import ChatPane, side_by_side
+server = await ChatServer(port=0, http_port=-1, db=":memory:", llm="echo").start()
+ann = await ChatPane(server, "lab", user="ann").start()
+bob = await ChatPane(server, "lab", user="bob").start()
+side_by_side(ann, bob)""",
+]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    chromium_path()  # skip (or fail in CI) before starting anything
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in PANES_NOTEBOOK])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "panes.ipynb")
+    port, token = free_port(), secrets.token_hex(8)
+    env = {**os.environ, "CHATKIT_DB": str(root / "proxied.db"), "JUPYTER_CONFIG_DIR": str(root / ".jupyter")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root"],
+        stdout=subprocess.DEVNULL, stderr=open(root / "lab.log", "w"), env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("JupyterLab did not start: " + (root / "lab.log").read_text()[-2000:])
+    yield base, token, root
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+async def page():
+    executable = chromium_path()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
+        yield await context.new_page()
+        await browser.close()
+
+
+async def test_two_panes_in_jupyterlab_chat(jupyterlab, page):
+    base, token, _ = jupyterlab
+    await page.goto(f"{base}/lab/tree/panes.ipynb?token={token}")
+    await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    await page.click(".jp-Cell .jp-InputArea-editor")
+    await page.keyboard.press("Shift+Enter")
+    panes = page.locator(".chatkit-pane")
+    await panes.nth(1).wait_for(timeout=60_000)
+    await page.wait_for_selector(".chatkit-pane .status >> text=Connected", timeout=30_000)
+    ann_input = panes.nth(0).locator("input[type='text']")
+    await ann_input.fill("hello from the browser")
+    await ann_input.press("Enter")
+    bob = panes.nth(1)
+    await bob.locator(".message.user >> text=hello from the browser").wait_for(timeout=30_000)
+    await bob.locator(".message.ai >> text=hello from the browser").wait_for(timeout=30_000)
+    await page.screenshot(path=screenshot_path("jupyterlab_two_panes"))
+
+
+async def test_chatkit_launcher_behind_jupyter_server_proxy(jupyterlab, page):
+    base, token, _ = jupyterlab
+    # The named server starts `chatkit serve` on first request (the launcher tile's URL).
+    await page.goto(f"{base}/chatkit/?token={token}", timeout=60_000)
+    await page.wait_for_selector("#join", timeout=60_000)
+    config = json.loads(await page.evaluate("fetch('config.json').then(r => r.text())"))
+    assert isinstance(config["http_port"], int)
+    for transport in ("ws", "sse"):
+        await page.goto(f"{base}/chatkit/?room=binder-{transport}&user=student&transport={transport}")
+        await page.wait_for_selector("#status[data-state='open']", timeout=30_000)
+        await page.fill("#input", f"hello over {transport} through the proxy")
+        await page.press("#input", "Enter")
+        await page.wait_for_selector(f"#list .message.user .text >> text=hello over {transport} through the proxy",
+                                     timeout=30_000)
+        await page.screenshot(path=screenshot_path(f"binder_proxy_{transport}"))
