@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--first-token-ms", type=float, default=d.first_token_ms, help="offline tutor: delay before the first piece")
     s.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s, help="offline tutor: pace (0 = as fast as possible)")
     s.add_argument("--echo-delay-ms", type=float, default=d.echo_delay_ms, help="echo backend: delay between pieces")
+    s.add_argument("--echo-chunks", type=int, default=None, help="echo backend: a fixed number of pieces per reply")
+    s.add_argument("--echo-stamp", action="store_true", help="echo backend: pieces carry time.monotonic() (benchmarks)")
+    s.add_argument("--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'")
     s.add_argument("--allowed-origins", default=None,
                    help="comma-separated browser origins allowed to connect (default: any)")
     s.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, help="largest frame; bigger ones close with 1009")
@@ -64,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rate_limit=args.rate_limit,
         rate_burst=max(1, int(args.rate_limit * 2)),
         max_text=args.max_text,
+        reply_queue=args.reply_queue,
     )
     return ServerConfig(
         host=args.host,
@@ -76,6 +80,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         first_token_ms=args.first_token_ms,
         tokens_per_s=args.tokens_per_s,
         echo_delay_ms=args.echo_delay_ms,
+        echo_chunks=args.echo_chunks,
+        echo_stamp=args.echo_stamp,
         hub=hub,
     )
 

@@ -421,8 +421,10 @@ class ChatClient:
                 item = self._outbox.pop(client_id)
                 if not item.future.done():
                     item.future.set_result(frame)
-        elif kind in ("user_join", "user_leave") and isinstance(frame.get("online"), list):
-            self.online = list(frame["online"])
+        elif kind == "user_join" and frame.get("username") not in self.online:
+            self.online = sorted([*self.online, frame.get("username", "")])
+        elif kind == "user_leave":
+            self.online = [u for u in self.online if u != frame.get("username")]
         event = self.resume.accept(frame)
         if event is not None:
             self._deliver(event)

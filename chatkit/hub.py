@@ -36,9 +36,28 @@ BUSY_MESSAGE = "the tutor is busy; your message is saved but gets no reply"
 
 
 class Sink(Protocol):
-    """Where a member's frames go. ``send`` must not block or await."""
+    """Where a member's frames go. ``send`` must not block or await.
+
+    A sink class may also define ``send_many(sinks, data)`` (a classmethod)
+    to hand one frame to many of its sinks at once; fan-out uses it.
+    """
 
     def send(self, data: str) -> None: ...
+
+
+def fanout(members: "list[Member] | set[Member]", data: str, exclude: "Member | None" = None) -> None:
+    """Hand one encoded frame to every member's sink, batched per sink class."""
+    groups: dict[type, list[Sink]] = {}
+    for member in members:
+        if member is not exclude:
+            groups.setdefault(type(member.sink), []).append(member.sink)
+    for cls, sinks in groups.items():
+        send_many = getattr(cls, "send_many", None)
+        if send_many is not None:
+            send_many(sinks, data)
+        else:
+            for sink in sinks:
+                sink.send(data)
 
 
 @dataclass
@@ -117,14 +136,18 @@ class Room:
     queue: collections.deque = field(default_factory=collections.deque)
     worker: asyncio.Task | None = None
     active: ActiveReply | None = None
+    context: collections.deque | None = None
+    """The last messages of the room, kept for the model's context (loaded once from the store)."""
 
     def users(self) -> list[str]:
         return sorted(self.online)
 
     def fanout(self, data: str, exclude: Member | None = None) -> None:
-        for member in list(self.members):
-            if member is not exclude:
-                member.sink.send(data)
+        fanout(list(self.members), data, exclude)
+
+    def remember(self, msg: StoredMessage) -> None:
+        if self.context is not None and msg.content:
+            self.context.append(msg)
 
     def idle(self) -> bool:
         return not self.members and self.worker is None and self.pending == 0
@@ -199,7 +222,7 @@ class Hub:
                         member.send(protocol.typing_frame(typist, True))
                 room.members.add(member)
                 if first:
-                    room.fanout(encode(protocol.user_join_frame(user, room.users())), exclude=member)
+                    room.fanout(encode(protocol.user_join_frame(user)), exclude=member)
         finally:
             room.pending -= 1
         logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, len(backlog))
@@ -221,7 +244,7 @@ class Hub:
         if room.online[member.user] <= 0:
             del room.online[member.user]
             self._clear_typing(room, member.user, announce=True)
-            room.fanout(encode(protocol.user_leave_frame(member.user, room.users())))
+            room.fanout(encode(protocol.user_leave_frame(member.user)))
         logger.info("leave room=%s user=%s", room.session_id, member.user)
         self._maybe_drop(room)
 
@@ -287,6 +310,7 @@ class Hub:
                 msg, created = await self.store.append(session_id, user, text, client_id=client_id)
                 if created:
                     room.fanout(encode(msg.to_frame()))
+                    room.remember(msg)
         finally:
             room.pending -= 1
         if not created:
@@ -350,9 +374,7 @@ class Hub:
         return list(room.members)
 
     def _send_reply_frame(self, room: Room, reply: ActiveReply, frame: dict) -> None:
-        data = encode(frame)
-        for member in self._targets(room, reply):
-            member.sink.send(data)
+        fanout(self._targets(room, reply), encode(frame))
 
     async def _reply_worker(self, room: Room) -> None:
         try:
@@ -362,10 +384,13 @@ class Hub:
             room.worker = None
             self._maybe_drop(room)
 
-    async def _context(self, session_id: str) -> list[ChatMessage]:
-        history = await self.store.recent(session_id, self.config.context_messages)
+    async def _context(self, room: Room) -> list[ChatMessage]:
+        if room.context is None:
+            history = await self.store.recent(room.session_id, self.config.context_messages)
+            if room.context is None:
+                room.context = collections.deque(history, maxlen=self.config.context_messages)
         messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
-        for msg in history:
+        for msg in room.context:
             if msg.is_user:
                 messages.append({"role": "user", "content": msg.content})
             else:
@@ -373,7 +398,7 @@ class Hub:
         return messages
 
     async def _reply(self, room: Room, prompt: StoredMessage) -> None:
-        messages = await self._context(room.session_id)
+        messages = await self._context(room)
         async with room.lock:
             row = await self.store.start_reply(room.session_id, self.config.ai_user)
         reply = room.active = ActiveReply(row.id, prompt.user)
@@ -426,6 +451,11 @@ class Hub:
         async with room.lock:
             await self.store.finish_reply(reply.id, reply.text, status)
             room.active = None
+            if room.context is not None and reply.text:
+                room.context.append(
+                    StoredMessage(reply.id, room.session_id, self.config.ai_user, False,
+                                  reply.text, status, None, "")
+                )
             self._send_reply_frame(
                 room, reply, protocol.ai_complete_frame(reply.id, reply.text, status=status)
             )

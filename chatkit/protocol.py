@@ -335,12 +335,15 @@ def typing_frame(user: str, is_typing: bool) -> dict[str, Any]:
     return {"type": "typing", "user": user, "is_typing": is_typing}
 
 
-def user_join_frame(user: str, online: list[str]) -> dict[str, Any]:
-    return {"type": "user_join", "username": user, "online": online}
+def user_join_frame(user: str) -> dict[str, Any]:
+    """A user's first connection joined (the full list is only in ``connection``:
+    repeating it in every join would make a room's joins cost O(n²) bytes)."""
+    return {"type": "user_join", "username": user}
 
 
-def user_leave_frame(user: str, online: list[str]) -> dict[str, Any]:
-    return {"type": "user_leave", "username": user, "online": online}
+def user_leave_frame(user: str) -> dict[str, Any]:
+    """A user's last connection left."""
+    return {"type": "user_leave", "username": user}
 
 
 def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class ServerConfig:
     first_token_ms: float = 300.0
     tokens_per_s: float = 30.0
     echo_delay_ms: float = 0.0
+    echo_chunks: int | None = None
+    echo_stamp: bool = False
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = 20.0
 
@@ -132,27 +134,26 @@ class WebSocketSink:
         self.closing = False
         self._closer = closer
 
-    def send(self, data: str) -> None:
+    def _writable(self) -> bool:
+        """False when closing; closes a slow consumer (1013) instead of buffering for it."""
         if self.closing:
-            return
-        transport = self.ws.transport
-        if transport.get_write_buffer_size() > self.limit:
+            return False
+        buffered = self.ws.transport.get_write_buffer_size()
+        if buffered > self.limit:
             self.closing = True
-            logger.warning(
-                "closing slow consumer %s: %d bytes unsent",
-                self.ws.remote_address, transport.get_write_buffer_size(),
-            )
+            logger.warning("closing slow consumer %s: %d bytes unsent", self.ws.remote_address, buffered)
             self._closer._spawn(self.ws.close(1013, "slow consumer; reconnect and resume"))
-            return
-        # The hub hands the same str to every sink of a fan-out: encode it once.
-        global _last_text, _last_bytes
-        if data is not _last_text:
-            _last_text, _last_bytes = data, data.encode("utf-8")
-        broadcast((self.ws,), _last_bytes, text=True)
+            return False
+        return True
 
+    def send(self, data: str) -> None:
+        if self._writable():
+            broadcast((self.ws,), data.encode("utf-8"), text=True)
 
-_last_text: str | None = None
-_last_bytes: bytes = b""
+    @classmethod
+    def send_many(cls, sinks: "list[WebSocketSink]", data: str) -> None:
+        """One frame to many connections: encoded once, one ``websockets.broadcast`` call."""
+        broadcast([s.ws for s in sinks if s._writable()], data.encode("utf-8"), text=True)
 
 
 class ChatServer:
@@ -194,6 +195,8 @@ class ChatServer:
             first_token_ms=cfg.first_token_ms,
             tokens_per_s=cfg.tokens_per_s,
             echo_delay_ms=cfg.echo_delay_ms,
+            echo_chunks=cfg.echo_chunks,
+            echo_stamp=cfg.echo_stamp,
         )
         self.store = await Store.open(cfg.db)
         self.hub = Hub(self.store, self.streamer, cfg.hub)

@@ -13,7 +13,6 @@ holds the steps from each version to the next, applied in order on open.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +79,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: str) -> None:
         self._db = db
         self.path = path
+        self._sessions: set[str] = set()  # known to exist: no INSERT OR IGNORE round trip
 
     @classmethod
     async def open(cls, path: str | Path = "chatkit.db") -> "Store":
@@ -130,10 +130,13 @@ class Store:
 
     async def ensure_session(self, session_id: str) -> None:
         """Create the session on first use (an unknown id is not an error)."""
+        if session_id in self._sessions:
+            return
         await self._db.execute(
             "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)",
             (session_id, utc_now()),
         )
+        self._sessions.add(session_id)
 
     async def append(
         self,
@@ -151,26 +154,24 @@ class Store:
         and the stored message is returned with ``created=False``: a re-sent
         message never becomes a duplicate.
         """
-        if client_id is not None:
-            existing = await self.by_client_id(session_id, client_id)
-            if existing is not None:
-                return existing, False
         await self.ensure_session(session_id)
         created_at = utc_now()
-        try:
-            async with self._db.execute(
-                "INSERT INTO messages (session_id, user, is_user, content, status, client_id,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (session_id, user, int(is_user), content, status, client_id, created_at),
-            ) as cur:
-                (msg_id,) = await cur.fetchone()  # type: ignore[misc]
-        except sqlite3.IntegrityError:  # a concurrent writer stored the same client_id
+        # One round trip: the partial unique index on (session_id, client_id) turns a
+        # re-sent client_id into "no row returned" instead of a duplicate.
+        async with self._db.execute(
+            "INSERT INTO messages (session_id, user, is_user, content, status, client_id,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
+            (session_id, user, int(is_user), content, status, client_id, created_at),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
             existing = await self.by_client_id(session_id, client_id or "")
-            if existing is None:
-                raise
+            if existing is None:  # pragma: no cover - the conflict target guarantees a row
+                raise StoreError("client_id conflict without a stored message", code="store_error")
             return existing, False
         return (
-            StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at),
+            StoredMessage(row[0], session_id, user, is_user, content, status, client_id, created_at),
             True,
         )
 

@@ -156,10 +156,12 @@ class ChatModel(traitlets.HasTraits):
             if event.get("is_typing") and event["user"] != self.user:
                 typing.append(event["user"])
             self.typing = sorted(typing)
-        elif kind in ("user_join", "user_leave"):
-            self.online = list(event.get("online", self.online))
-            if kind == "user_leave":
-                self.typing = [u for u in self.typing if u != event.get("username")]
+        elif kind == "user_join":
+            if event.get("username") not in self.online:
+                self.online = sorted([*self.online, event.get("username", "")])
+        elif kind == "user_leave":
+            self.online = [u for u in self.online if u != event.get("username")]
+            self.typing = [u for u in self.typing if u != event.get("username")]
         elif kind == "read_receipt":
             key = str(event["message_id"])
             readers = list(self.receipts.get(key, []))

@@ -191,10 +191,10 @@ def test_model_window_of_1000_messages():
 def test_model_from_events_without_a_server():
     m = ChatModel(user="ann")
     m.apply({"type": "connection", "online": ["ann"]})
-    m.apply({"type": "user_join", "username": "bob", "online": ["ann", "bob"]})
+    m.apply({"type": "user_join", "username": "bob"})
     m.apply({"type": "typing", "user": "bob", "is_typing": True})
     assert m.online == ["ann", "bob"] and m.typing == ["bob"]
-    m.apply({"type": "user_leave", "username": "bob", "online": ["ann"]})
+    m.apply({"type": "user_leave", "username": "bob"})
     assert m.online == ["ann"] and m.typing == []
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "Hel"})
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "lo"})

@@ -445,7 +445,7 @@ print([(f["type"], f["id"]) for f in ann_frames if f["type"] != "ai_chunk"])
 ## 3. Typing and presence
 
 Typing notices go to everyone **else**. When Bob leaves, his typing state is cleared and Ann gets
-`user_leave` with the new online list.
+`user_leave`.
 """),
     code("""
 await bob.send(json.dumps({"type": "typing", "isTyping": True}))

@@ -49,18 +49,21 @@ def make_streamer(
     first_token_ms: float = 300.0,
     tokens_per_s: float = 30.0,
     echo_delay_ms: float = 0.0,
+    echo_chunks: int | None = None,
+    echo_stamp: bool = False,
     **openai_options: Any,
 ) -> Streamer:
     """Build the streamer called ``name`` (see :data:`BACKENDS`).
 
     ``first_token_ms`` and ``tokens_per_s`` pace the offline tutor;
-    ``echo_delay_ms`` spaces the echo streamer's pieces (0 in benchmarks).
+    ``echo_delay_ms``, ``echo_chunks`` and ``echo_stamp`` shape the echo streamer
+    (the benchmarks' zero-delay, fixed-size, time-stamped replies).
     """
     backend = resolve_backend(name)
     if backend == "offline":
         return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s)
     if backend == "echo":
-        return EchoStreamer(delay=echo_delay_ms / 1000)
+        return EchoStreamer(delay=echo_delay_ms / 1000, chunks=echo_chunks, stamp=echo_stamp)
     from .openai import OpenAIStreamer
 
     return OpenAIStreamer(**openai_options)

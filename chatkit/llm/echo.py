@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import AsyncIterator
 
 from .base import ChatMessage, last_user_text
@@ -23,9 +24,12 @@ class EchoStreamer:
 
     name = "echo"
 
-    def __init__(self, *, chunks: int | None = None, delay: float = 0.0) -> None:
+    def __init__(self, *, chunks: int | None = None, delay: float = 0.0, stamp: bool = False) -> None:
         self.chunks = chunks
         self.delay = delay
+        self.stamp = stamp
+        """With ``stamp``, each piece is ``time.monotonic()`` at the moment it is yielded
+        (the benchmarks measure the server's added latency per chunk from it)."""
 
     async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         text = last_user_text(messages)
@@ -37,4 +41,4 @@ class EchoStreamer:
             # Yield to the loop between pieces even with no delay, as a network
             # stream would, so a stop or a new message can be handled mid-reply.
             await asyncio.sleep(self.delay)
-            yield piece
+            yield f"{time.monotonic():.6f} " if self.stamp else piece

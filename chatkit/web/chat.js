@@ -225,7 +225,7 @@
 
   // --- the interface --------------------------------------------------------------------------
   const ui = {
-    service: null, user: "", older: null, hasMore: true, receipts: new Map(), typers: new Set(),
+    service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
     streams: new Map(), countdown: null,
   };
 
@@ -308,6 +308,10 @@
     if (!ui.streams.size) $("stop").hidden = true;
   }
 
+  function renderOnline() {
+    $("online").textContent = `online: ${[...ui.online].sort().join(", ")}`;
+  }
+
   function renderTyping() {
     const names = [...ui.typers];
     $("typing").textContent = names.length === 0 ? "" :
@@ -317,12 +321,18 @@
   function onEvent(frame) {
     switch (frame.type) {
       case "connection":
-        $("online").textContent = `online: ${frame.online.join(", ")}`;
+        ui.online = new Set(frame.online);
+        renderOnline();
         break;
       case "user_join":
+        ui.online.add(frame.username);
+        renderOnline();
+        break;
       case "user_leave":
-        $("online").textContent = `online: ${frame.online.join(", ")}`;
-        if (frame.type === "user_leave") { ui.typers.delete(frame.username); renderTyping(); }
+        ui.online.delete(frame.username);
+        ui.typers.delete(frame.username);
+        renderOnline();
+        renderTyping();
         break;
       case "message":
         addMessage(frame);
