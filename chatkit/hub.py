@@ -384,13 +384,19 @@ class Hub:
             room.worker = None
             self._maybe_drop(room)
 
-    async def _context(self, room: Room) -> list[ChatMessage]:
+    async def _context(self, room: Room, prompt: StoredMessage) -> list[ChatMessage]:
+        """System prompt + the room's last messages up to and including ``prompt``.
+
+        The recent messages are kept in memory per room; they are loaded once,
+        under the room lock so that no message stored meanwhile is missed.
+        """
         if room.context is None:
-            history = await self.store.recent(room.session_id, self.config.context_messages)
-            if room.context is None:
-                room.context = collections.deque(history, maxlen=self.config.context_messages)
+            async with room.lock:
+                if room.context is None:
+                    history = await self.store.recent(room.session_id, self.config.context_messages)
+                    room.context = collections.deque(history, maxlen=self.config.context_messages)
         messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
-        for msg in room.context:
+        for msg in sorted((m for m in room.context if m.id <= prompt.id), key=lambda m: m.id):
             if msg.is_user:
                 messages.append({"role": "user", "content": msg.content})
             else:
@@ -398,7 +404,7 @@ class Hub:
         return messages
 
     async def _reply(self, room: Room, prompt: StoredMessage) -> None:
-        messages = await self._context(room)
+        messages = await self._context(room, prompt)
         async with room.lock:
             row = await self.store.start_reply(room.session_id, self.config.ai_user)
         reply = room.active = ActiveReply(row.id, prompt.user)

@@ -13,8 +13,10 @@ holds the steps from each version to the next, applied in order on open.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiosqlite
 
@@ -73,6 +75,28 @@ def _row(row: Any) -> StoredMessage:
     )
 
 
+def _run_batch(con: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    """Run write ops in one transaction (on aiosqlite's thread); one savepoint per op."""
+    results: list[Any] = []
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            con.execute("SAVEPOINT op")
+            try:
+                results.append(op(con))
+                con.execute("RELEASE op")
+            except Exception as exc:  # this op only: roll back to its savepoint
+                con.execute("ROLLBACK TO op")
+                con.execute("RELEASE op")
+                results.append(exc)
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    return results
+
+
 class Store:
     """Async access to the chat database. Use :meth:`open` (or ``async with``)."""
 
@@ -80,6 +104,8 @@ class Store:
         self._db = db
         self.path = path
         self._sessions: set[str] = set()  # known to exist: no INSERT OR IGNORE round trip
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, path: str | Path = "chatkit.db") -> "Store":
@@ -118,6 +144,9 @@ class Store:
             await self._db.executescript("BEGIN;\n" + script + "\nCOMMIT;")
 
     async def close(self) -> None:
+        """Finish the writes queued so far, then close the database."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
         await self._db.close()
 
     async def __aenter__(self) -> "Store":
@@ -128,14 +157,57 @@ class Store:
 
     # -- writes --------------------------------------------------------------
 
+    # -- group commit --------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``op(connection)`` in the next write batch and return its result.
+
+        Writes are committed in groups: every write queued while the previous
+        batch was being committed goes into one transaction, run in one hop to
+        aiosqlite's thread. Each op has its own savepoint, so one failing op
+        does not undo the others. The result is returned only after COMMIT:
+        nothing is broadcast before it is on disk.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches(), name="chatkit-store-writer")
+        return await future
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    # aiosqlite runs this function on its own thread with its connection.
+                    results = await self._db._execute(_run_batch, self._db._conn, [op for op, _ in batch])
+                except BaseException as exc:  # the whole transaction failed (disk full, closed)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreError(f"write failed: {exc}", code="store_error"))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._writer = None
+
+    # -- writes --------------------------------------------------------------
+
     async def ensure_session(self, session_id: str) -> None:
         """Create the session on first use (an unknown id is not an error)."""
         if session_id in self._sessions:
             return
-        await self._db.execute(
-            "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)",
-            (session_id, utc_now()),
-        )
+        created_at = utc_now()
+        await self._write(lambda con: con.execute(
+            "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)", (session_id, created_at)
+        ).close())
         self._sessions.add(session_id)
 
     async def append(
@@ -154,26 +226,36 @@ class Store:
         and the stored message is returned with ``created=False``: a re-sent
         message never becomes a duplicate.
         """
-        await self.ensure_session(session_id)
         created_at = utc_now()
-        # One round trip: the partial unique index on (session_id, client_id) turns a
-        # re-sent client_id into "no row returned" instead of a duplicate.
-        async with self._db.execute(
-            "INSERT INTO messages (session_id, user, is_user, content, status, client_id,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
-            (session_id, user, int(is_user), content, status, client_id, created_at),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            existing = await self.by_client_id(session_id, client_id or "")
-            if existing is None:  # pragma: no cover - the conflict target guarantees a row
-                raise StoreError("client_id conflict without a stored message", code="store_error")
-            return existing, False
-        return (
-            StoredMessage(row[0], session_id, user, is_user, content, status, client_id, created_at),
-            True,
-        )
+        known = session_id in self._sessions
+
+        def op(con: sqlite3.Connection) -> Any:
+            if not known:
+                con.execute("INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)",
+                            (session_id, created_at)).close()
+            # The partial unique index on (session_id, client_id) turns a re-sent
+            # client_id into "no row returned" instead of a duplicate.
+            cur = con.execute(
+                "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
+                (session_id, user, int(is_user), content, status, client_id, created_at),
+            )
+            row = cur.fetchone()
+            cur.close()
+            if row is not None:
+                return row[0]
+            cur = con.execute(f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
+                              (session_id, client_id))
+            existing = cur.fetchone()
+            cur.close()
+            return _row(existing)
+
+        result = await self._write(op)
+        self._sessions.add(session_id)
+        if isinstance(result, StoredMessage):
+            return result, False
+        return StoredMessage(result, session_id, user, is_user, content, status, client_id, created_at), True
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
         """Reserve the id of an AI reply about to stream (status ``streaming``)."""
@@ -182,10 +264,9 @@ class Store:
 
     async def finish_reply(self, message_id: int, content: str, status: str) -> None:
         """Store the text of an AI reply and its final status."""
-        await self._db.execute(
-            "UPDATE messages SET content = ?, status = ? WHERE id = ?",
-            (content, status, message_id),
-        )
+        await self._write(lambda con: con.execute(
+            "UPDATE messages SET content = ?, status = ? WHERE id = ?", (content, status, message_id)
+        ).close())
 
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         """Record that ``user`` read ``message_id``; ``False`` if already recorded."""
@@ -196,11 +277,17 @@ class Store:
                 raise StoreError(
                     f"message {message_id} does not exist in this room", code="unknown_message"
                 )
-        cur = await self._db.execute(
-            "INSERT OR IGNORE INTO read_receipts (message_id, user, read_at) VALUES (?, ?, ?)",
-            (message_id, user, utc_now()),
-        )
-        return cur.rowcount == 1
+        read_at = utc_now()
+
+        def op(con: sqlite3.Connection) -> bool:
+            cur = con.execute(
+                "INSERT OR IGNORE INTO read_receipts (message_id, user, read_at) VALUES (?, ?, ?)",
+                (message_id, user, read_at),
+            )
+            cur.close()
+            return cur.rowcount == 1
+
+        return await self._write(op)
 
     # -- reads ---------------------------------------------------------------
 
