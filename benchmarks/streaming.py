@@ -20,7 +20,7 @@ import time
 
 from websockets.asyncio.client import connect
 
-from common import CpuMeter, ServerProcess, gather_bounded, percentile, print_table, raise_nofile, ratio, write_results
+from common import RESULTS, CpuMeter, ServerProcess, gather_bounded, percentile, print_table, raise_nofile, ratio, write_results
 
 
 async def room_loop(server: ServerProcess, room: str, until: float, stats: dict) -> None:
@@ -67,12 +67,14 @@ async def main() -> None:
     parser.add_argument("--rooms", default="1,10,50")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--profile", action="store_true", help="run chatkit under cProfile and print the top functions")
     args = parser.parse_args()
     raise_nofile()
     rows = []
     options = ["--echo-chunks", str(args.chunks), "--echo-stamp"]
     for kind in ("baseline", "chatkit"):
-        with ServerProcess(kind, options) as server:
+        profile = str(RESULTS / "streaming.prof") if args.profile and kind == "chatkit" else None
+        with ServerProcess(kind, options, profile=profile) as server:
             for rooms in map(int, args.rooms.split(",")):
                 result = await run(server, rooms, args.duration)
                 rows.append({"server": kind, "rooms": rooms, **result})
@@ -90,6 +92,11 @@ async def main() -> None:
                  "loadgen_cpu_pct"])
     print_table("chatkit / baseline (same run)", ratios, ["rooms", "chunks_ratio", "first_p99_ratio", "added_p99_ratio"])
     write_results("streaming", {"rows": rows, "ratios": ratios, "args": vars(args)})
+    if args.profile:
+        import pstats
+
+        print("\nchatkit profile (internal time, top 30):")
+        pstats.Stats(str(RESULTS / "streaming.prof")).sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":

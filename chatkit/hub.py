@@ -138,6 +138,8 @@ class Room:
     active: ActiveReply | None = None
     context: collections.deque | None = None
     """The last messages of the room, kept for the model's context (loaded once from the store)."""
+    last_id: int | None = None
+    """The newest message id of the room (loaded once, then kept up to date under the lock)."""
 
     def users(self) -> list[str]:
         return sorted(self.online)
@@ -198,7 +200,9 @@ class Hub:
             async with room.lock:
                 await self.store.ensure_session(session_id)
                 backlog = [] if after is None else await self.store.messages_after(session_id, after)
-                last_id = backlog[-1].id if backlog else await self.store.last_id(session_id)
+                if room.last_id is None:
+                    room.last_id = await self.store.last_id(session_id)
+                last_id = room.last_id
                 # From here to the end of the block nothing awaits: the replay and
                 # the registration are one step as far as other tasks can see.
                 member = Member(
@@ -309,6 +313,7 @@ class Hub:
             async with room.lock:
                 msg, created = await self.store.append(session_id, user, text, client_id=client_id)
                 if created:
+                    room.last_id = msg.id
                     room.fanout(encode(msg.to_frame()))
                     room.remember(msg)
         finally:
@@ -407,6 +412,7 @@ class Hub:
         messages = await self._context(room, prompt)
         async with room.lock:
             row = await self.store.start_reply(room.session_id, self.config.ai_user)
+            room.last_id = row.id
         reply = room.active = ActiveReply(row.id, prompt.user)
         status = "complete"
         reply.task = asyncio.create_task(self._pump(room, reply, messages))
@@ -434,23 +440,41 @@ class Hub:
         await self._finish(room, reply, status)
 
     async def _pump(self, room: Room, reply: ActiveReply, messages: list[ChatMessage]) -> None:
+        """Forward the streamer's deltas to the room; cut the stream when it stalls.
+
+        The idle timeout is one watchdog timer per reply that re-arms itself,
+        not a timeout per chunk: the hot path only notes the time of each chunk.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self.config.llm_idle_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        last = loop.time()
+        timed_out = False
+
+        def watchdog() -> None:
+            nonlocal handle, timed_out
+            remaining = last + idle - loop.time()
+            if remaining <= 0:
+                timed_out = True
+                task.cancel()
+            else:
+                handle = loop.call_later(remaining, watchdog)
+
+        handle = loop.call_later(idle, watchdog)
         stream = self.streamer.stream(messages)
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.config.llm_idle_timeout):
-                        chunk = await anext(stream)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise LLMError(
-                        f"the model sent nothing for {self.config.llm_idle_timeout:g} s",
-                        code="llm_timeout",
-                    ) from None
+            async for chunk in stream:
+                last = loop.time()
                 if chunk:
                     reply.text += chunk
                     self._send_reply_frame(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+        except asyncio.CancelledError:
+            if timed_out and task.uncancel() == 0:
+                raise LLMError(f"the model sent nothing for {idle:g} s", code="llm_timeout") from None
+            raise
         finally:
+            handle.cancel()
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:
