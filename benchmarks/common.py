@@ -195,3 +195,51 @@ async def gather_bounded(coros, limit: int) -> list:
             return await coro
 
     return await asyncio.gather(*(run(c) for c in coros))
+
+
+class CountingProxy:
+    """A loopback TCP proxy that counts the bytes flowing server → client (framing and headers included)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.down = 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> "CountingProxy":
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self.tasks.add(task)  # type: ignore[arg-type]
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(reader, writer, count: bool) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if count:
+                        self.down += len(data)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        try:
+            await asyncio.gather(pump(client_r, server_w, False), pump(server_r, client_w, True))
+        finally:
+            self.tasks.discard(task)  # type: ignore[arg-type]

@@ -123,6 +123,8 @@ class ActiveReply:
     text: str = ""
     task: asyncio.Task | None = None
     stopped: bool = False
+    targets: list["Member"] = field(default_factory=list)
+    targets_version: int = -1
 
 
 @dataclass(eq=False)
@@ -140,6 +142,8 @@ class Room:
     """The last messages of the room, kept for the model's context (loaded once from the store)."""
     last_id: int | None = None
     """The newest message id of the room (loaded once, then kept up to date under the lock)."""
+    version: int = 0
+    """Bumped on every join and leave: cached member lists know when they are stale."""
 
     def users(self) -> list[str]:
         return sorted(self.online)
@@ -225,6 +229,7 @@ class Hub:
                     if typist != user:
                         member.send(protocol.typing_frame(typist, True))
                 room.members.add(member)
+                room.version += 1
                 if first:
                     room.fanout(encode(protocol.user_join_frame(user)), exclude=member)
         finally:
@@ -244,6 +249,7 @@ class Hub:
         if member not in room.members:
             return
         room.members.discard(member)
+        room.version += 1
         room.online[member.user] -= 1
         if room.online[member.user] <= 0:
             del room.online[member.user]
@@ -374,9 +380,14 @@ class Hub:
     # -- AI replies ----------------------------------------------------------
 
     def _targets(self, room: Room, reply: ActiveReply) -> list[Member]:
-        if self.config.ai_replies == "sender":
-            return [m for m in room.members if m.user == reply.sender]
-        return list(room.members)
+        """Who gets the reply's frames, recomputed only when membership changed."""
+        if reply.targets_version != room.version:
+            if self.config.ai_replies == "sender":
+                reply.targets = [m for m in room.members if m.user == reply.sender]
+            else:
+                reply.targets = list(room.members)
+            reply.targets_version = room.version
+        return reply.targets
 
     def _send_reply_frame(self, room: Room, reply: ActiveReply, frame: dict) -> None:
         fanout(self._targets(room, reply), encode(frame))
