@@ -317,9 +317,16 @@ class Hub:
         room.pending += 1
         try:
             async with room.lock:
-                msg, created = await self.store.append(session_id, user, text, client_id=client_id)
+                # When the room is idle its reply starts at once: reserve the reply's row
+                # in the same transaction as the message.
+                idle = (room.worker is None and not room.queue and not self._closing
+                        and self.config.reply_queue > 0)
+                msg, created, reserved = await self.store.append_with_reply(
+                    session_id, user, text, client_id=client_id,
+                    reply_user=self.config.ai_user if idle else None,
+                )
                 if created:
-                    room.last_id = msg.id
+                    room.last_id = reserved.id if reserved else msg.id
                     room.fanout(encode(msg.to_frame()))
                     room.remember(msg)
         finally:
@@ -332,7 +339,7 @@ class Hub:
             logger.warning("room %s: reply queue full, message %d gets no reply", session_id, msg.id)
             self._maybe_drop(room)
             return msg, True, False
-        room.queue.append(msg)
+        room.queue.append((msg, reserved))
         if room.worker is None:
             room.worker = asyncio.create_task(
                 self._reply_worker(room), name=f"chatkit-replies-{session_id}"
@@ -395,7 +402,7 @@ class Hub:
     async def _reply_worker(self, room: Room) -> None:
         try:
             while room.queue:
-                await self._reply(room, room.queue.popleft())
+                await self._reply(room, *room.queue.popleft())
         finally:
             room.worker = None
             self._maybe_drop(room)
@@ -419,35 +426,37 @@ class Hub:
                 messages.append({"role": "assistant", "content": msg.content})
         return messages
 
-    async def _reply(self, room: Room, prompt: StoredMessage) -> None:
+    async def _reply(self, room: Room, prompt: StoredMessage, row: StoredMessage | None) -> None:
         messages = await self._context(room, prompt)
-        async with room.lock:
-            row = await self.store.start_reply(room.session_id, self.config.ai_user)
-            room.last_id = row.id
+        if row is None:
+            async with room.lock:
+                row = await self.store.start_reply(room.session_id, self.config.ai_user)
+                room.last_id = row.id
         reply = room.active = ActiveReply(row.id, prompt.user)
+        reply.task = asyncio.current_task()  # what `stop` cancels
         status = "complete"
-        reply.task = asyncio.create_task(self._pump(room, reply, messages))
         try:
             try:
-                await reply.task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the hub is closing: handled below
-                status = "cancelled"
-            except LLMError as exc:
-                status = "error"
-                logger.warning("reply %d in room %s failed: %s", reply.id, room.session_id, exc)
-                self._send_reply_frame(room, reply, protocol.error_frame(exc.code, exc.message))
-            except Exception:
-                status = "error"
-                logger.exception("reply %d in room %s crashed", reply.id, room.session_id)
-                self._send_reply_frame(
-                    room, reply, protocol.error_frame("llm_error", "the tutor failed to answer")
-                )
+                await self._pump(room, reply, messages)
+            finally:
+                reply.task = None  # past this point `stop` has nothing to cancel
         except asyncio.CancelledError:
-            await self._finish(room, reply, "interrupted")
-            raise
+            task = asyncio.current_task()
+            if reply.stopped and task is not None and task.uncancel() == 0:
+                status = "cancelled"  # a `stop`, and nothing else, cancelled us
+            else:
+                await self._finish(room, reply, "interrupted")  # the hub is closing
+                raise
+        except LLMError as exc:
+            status = "error"
+            logger.warning("reply %d in room %s failed: %s", reply.id, room.session_id, exc)
+            self._send_reply_frame(room, reply, protocol.error_frame(exc.code, exc.message))
+        except Exception:
+            status = "error"
+            logger.exception("reply %d in room %s crashed", reply.id, room.session_id)
+            self._send_reply_frame(
+                room, reply, protocol.error_frame("llm_error", "the tutor failed to answer")
+            )
         await self._finish(room, reply, status)
 
     async def _pump(self, room: Room, reply: ActiveReply, messages: list[ChatMessage]) -> None:

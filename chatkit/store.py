@@ -76,24 +76,32 @@ def _row(row: Any) -> StoredMessage:
 
 
 def _run_batch(con: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
-    """Run write ops in one transaction (on aiosqlite's thread); one savepoint per op."""
-    results: list[Any] = []
+    """Run write ops in one transaction (on aiosqlite's thread).
+
+    The fast path runs every op in one transaction. If one raises, the
+    transaction is rolled back and each op is re-run in a transaction of its
+    own, so one bad op fails alone and the others still commit.
+    """
     con.execute("BEGIN IMMEDIATE")
     try:
-        for op in ops:
-            con.execute("SAVEPOINT op")
-            try:
-                results.append(op(con))
-                con.execute("RELEASE op")
-            except Exception as exc:  # this op only: roll back to its savepoint
-                con.execute("ROLLBACK TO op")
-                con.execute("RELEASE op")
-                results.append(exc)
+        results = [op(con) for op in ops]
         con.execute("COMMIT")
+        return results
+    except Exception:
+        con.execute("ROLLBACK")
     except BaseException:
         if con.in_transaction:
             con.execute("ROLLBACK")
         raise
+    results = []
+    for op in ops:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            results.append(op(con))
+            con.execute("COMMIT")
+        except Exception as exc:
+            con.execute("ROLLBACK")
+            results.append(exc)
     return results
 
 
@@ -164,8 +172,8 @@ class Store:
 
         Writes are committed in groups: every write queued while the previous
         batch was being committed goes into one transaction, run in one hop to
-        aiosqlite's thread. Each op has its own savepoint, so one failing op
-        does not undo the others. The result is returned only after COMMIT:
+        aiosqlite's thread; a failing op is retried alone, so it does not undo
+        the others. The result is returned only after COMMIT:
         nothing is broadcast before it is on disk.
         """
         future = asyncio.get_running_loop().create_future()
@@ -226,6 +234,28 @@ class Store:
         and the stored message is returned with ``created=False``: a re-sent
         message never becomes a duplicate.
         """
+        msg, created, _ = await self.append_with_reply(
+            session_id, user, content, is_user=is_user, client_id=client_id, status=status
+        )
+        return msg, created
+
+    async def append_with_reply(
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        is_user: bool = True,
+        client_id: str | None = None,
+        status: str = "complete",
+        reply_user: str | None = None,
+    ) -> tuple[StoredMessage, bool, StoredMessage | None]:
+        """Like :meth:`append`; with ``reply_user``, also reserve the AI reply's row
+        (status ``streaming``) in the same transaction — one write fewer per reply.
+
+        Returns ``(message, created, reply)``; ``reply`` is ``None`` when nothing
+        was reserved (no ``reply_user``, or a re-sent ``client_id``).
+        """
         created_at = utc_now()
         known = session_id in self._sessions
 
@@ -244,7 +274,16 @@ class Store:
             row = cur.fetchone()
             cur.close()
             if row is not None:
-                return row[0]
+                if reply_user is None:
+                    return row[0], None
+                cur = con.execute(
+                    "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at)"
+                    " VALUES (?, ?, 0, '', 'streaming', NULL, ?) RETURNING id",
+                    (session_id, reply_user, created_at),
+                )
+                reply_row = cur.fetchone()
+                cur.close()
+                return row[0], reply_row[0]
             cur = con.execute(f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
                               (session_id, client_id))
             existing = cur.fetchone()
@@ -254,8 +293,13 @@ class Store:
         result = await self._write(op)
         self._sessions.add(session_id)
         if isinstance(result, StoredMessage):
-            return result, False
-        return StoredMessage(result, session_id, user, is_user, content, status, client_id, created_at), True
+            return result, False, None
+        msg_id, reply_id = result
+        msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
+        reply = None
+        if reply_id is not None:
+            reply = StoredMessage(reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at)
+        return msg, True, reply
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
         """Reserve the id of an AI reply about to stream (status ``streaming``)."""
