@@ -10,7 +10,6 @@ cells of the course run from start to finish. The solutions in
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import html

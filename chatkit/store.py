@@ -60,6 +60,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "id, session_id, user, is_user, content, status, client_id, created_at"
+_INSERT_SESSION = "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)"
 
 
 def _row(row: Any) -> StoredMessage:
@@ -213,9 +214,7 @@ class Store:
         if session_id in self._sessions:
             return
         created_at = utc_now()
-        await self._write(lambda con: con.execute(
-            "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)", (session_id, created_at)
-        ).close())
+        await self._write(lambda con: con.execute(_INSERT_SESSION, (session_id, created_at)).close())
         self._sessions.add(session_id)
 
     async def append(
@@ -261,8 +260,7 @@ class Store:
 
         def op(con: sqlite3.Connection) -> Any:
             if not known:
-                con.execute("INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)",
-                            (session_id, created_at)).close()
+                con.execute(_INSERT_SESSION, (session_id, created_at)).close()
             # The partial unique index on (session_id, client_id) turns a re-sent
             # client_id into "no row returned" instead of a duplicate.
             cur = con.execute(

@@ -8,7 +8,6 @@ import random
 import pytest
 from websockets.asyncio.server import serve
 
-from chatkit import ChatServer
 from chatkit.client import ChatClient, ExponentialBackoff, FixedDelay
 from chatkit.errors import HandshakeRefused
 from chatkit.llm import EchoStreamer

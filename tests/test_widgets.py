@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 
 from chatkit.client import FixedDelay
 from chatkit.llm import EchoStreamer
