@@ -144,3 +144,23 @@ async def test_disconnect_does_not_reconnect(browser, servers):
         await asyncio.sleep(1.5)
         assert await page.evaluate("window.chatkit.service.socket") is None
         assert srv.hub.online("bye") == []
+
+
+async def test_load_older_pages_and_stop_button(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer(chunks=400, delay=0.02))
+    for i in range(30):
+        await srv.store.append("paging", "teacher", f"earlier {i}")
+    async with open_page(browser, room_url(srv, "paging", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await page.wait_for_selector("#list .message >> nth=19")
+        assert await page.locator("#list .message").count() == 20
+        await page.click("#older")
+        await page.wait_for_selector("#list .message >> nth=29")
+        texts = await page.locator("#list .message .text").all_text_contents()
+        assert texts == [f"earlier {i}" for i in range(30)]
+        assert await page.locator("#older").is_hidden()
+        await send(page, "a long one")
+        await page.wait_for_selector("#stop:not([hidden])")
+        await page.click("#stop")
+        await page.wait_for_selector("#list .message.ai .meta >> text=[cancelled]")
+        assert await page.locator("#stop").is_hidden()
