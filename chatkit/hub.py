@@ -45,19 +45,31 @@ class Sink(Protocol):
     def send(self, data: str) -> None: ...
 
 
-def fanout(members: "list[Member] | set[Member]", data: str, exclude: "Member | None" = None) -> None:
-    """Hand one encoded frame to every member's sink, batched per sink class."""
-    groups: dict[type, list[Sink]] = {}
+Groups = list[tuple["Callable[[list[Sink], str], None] | None", list[Sink]]]
+
+
+def group_sinks(members: "list[Member] | set[Member]", exclude: "Member | None" = None) -> Groups:
+    """Members' sinks grouped by sink class, with the class's ``send_many`` if it has one."""
+    by_class: dict[type, list[Sink]] = {}
     for member in members:
         if member is not exclude:
-            groups.setdefault(type(member.sink), []).append(member.sink)
-    for cls, sinks in groups.items():
-        send_many = getattr(cls, "send_many", None)
+            by_class.setdefault(type(member.sink), []).append(member.sink)
+    return [(getattr(cls, "send_many", None), sinks) for cls, sinks in by_class.items()]
+
+
+def send_groups(groups: Groups, data: str) -> None:
+    """Hand one encoded frame to every sink of the groups."""
+    for send_many, sinks in groups:
         if send_many is not None:
             send_many(sinks, data)
         else:
             for sink in sinks:
                 sink.send(data)
+
+
+def fanout(members: "list[Member] | set[Member]", data: str, exclude: "Member | None" = None) -> None:
+    """Hand one encoded frame to every member's sink, batched per sink class."""
+    send_groups(group_sinks(members, exclude), data)
 
 
 @dataclass
@@ -124,6 +136,7 @@ class ActiveReply:
     task: asyncio.Task | None = None
     stopped: bool = False
     targets: list["Member"] = field(default_factory=list)
+    groups: "Groups" = field(default_factory=list)
     targets_version: int = -1
 
 
@@ -386,18 +399,19 @@ class Hub:
 
     # -- AI replies ----------------------------------------------------------
 
-    def _targets(self, room: Room, reply: ActiveReply) -> list[Member]:
-        """Who gets the reply's frames, recomputed only when membership changed."""
+    def _targets(self, room: Room, reply: ActiveReply) -> Groups:
+        """Who gets the reply's frames (grouped sinks), recomputed only when membership changed."""
         if reply.targets_version != room.version:
             if self.config.ai_replies == "sender":
                 reply.targets = [m for m in room.members if m.user == reply.sender]
             else:
                 reply.targets = list(room.members)
+            reply.groups = group_sinks(reply.targets)
             reply.targets_version = room.version
-        return reply.targets
+        return reply.groups
 
     def _send_reply_frame(self, room: Room, reply: ActiveReply, frame: dict) -> None:
-        fanout(self._targets(room, reply), encode(frame))
+        send_groups(self._targets(room, reply), encode(frame))
 
     async def _reply_worker(self, room: Room) -> None:
         try:

@@ -183,9 +183,16 @@ def decode(data: str | bytes, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFram
     raise ProtocolError(f"unknown frame type {shown!r}", code="unknown_type")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(frame: dict[str, Any]) -> str:
-    """Encode a frame as compact JSON text (UTF-8 kept as is, as the seed does)."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    """Encode a frame as compact JSON text (UTF-8 kept as is, as the seed does).
+
+    One encoder is reused: ``json.dumps`` with non-default options builds a new
+    ``JSONEncoder`` on every call, and this runs once per streamed chunk.
+    """
+    return _ENCODER.encode(frame)
 
 
 # ---------------------------------------------------------------------------
