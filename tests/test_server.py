@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 import urllib.request
 
@@ -359,3 +360,54 @@ async def test_every_broadcast_message_is_in_db_with_its_id(server):
             assert rows[f["id"]] == f["message"]
         if f["type"] == "ai_complete":
             assert rows[f["id"]] == f["message"]
+
+
+async def read_close_code(reader: asyncio.StreamReader) -> int:
+    """Skip server frames on a raw WebSocket stream until the close frame; return its code."""
+    while True:
+        b0, b1 = await reader.readexactly(2)
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        if b0 & 0x0F == 8:
+            return int.from_bytes(payload[:2], "big")
+
+
+async def test_slow_consumer_is_closed_1013_and_the_room_keeps_going(servers, caplog):
+    caplog.set_level(logging.WARNING, logger="chatkit")
+    srv = await servers(max_buffer_bytes=256 * 1024, rate_limit=10_000, rate_burst=10_000, reply_queue=10_000,
+                        max_text=50_000, max_message_bytes=128 * 1024)
+    # The sloth: a raw WebSocket with a tiny receive buffer that stops reading after the handshake.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /ws/chat/slow/?user=sloth HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.transport.pause_reading()
+    n, big = 100, "x" * 49_000  # ~15 MB to every member (message + echoed reply)
+    async with peer(srv.ws_url("slow", user="fast"), max_size=None) as fast:
+        await fast.until("connection")
+        for i in range(n):
+            await fast.send({"message": f"{i} {big}"})
+        async with asyncio.timeout(60):  # the fast member gets everything, undisturbed
+            while len([f for f in fast.seen if f["type"] == "ai_complete"]) < n:
+                await fast.recv()
+    assert "closing slow consumer" in caplog.text
+    writer.transport.resume_reading()
+    assert await asyncio.wait_for(read_close_code(reader), 30) == 1013
+    writer.write(bytes([0x88, 0x82, 0, 0, 0, 0]) + (1013).to_bytes(2, "big"))  # answer the close (mask 0)
+    writer.close()
+    # it comes back and resumes by id: nothing was lost
+    async with peer(srv.ws_url("slow", user="sloth", after=0), max_size=None) as back:
+        await back.until("connection")
+        async with asyncio.timeout(60):  # every message and every reply (read all, then close)
+            while len([f for f in back.seen if f["type"] == "message"]) < 2 * n:
+                await back.recv()
+        assert len([f for f in back.seen if f["type"] == "message" and f["is_user"]]) == n
