@@ -5,7 +5,34 @@ from __future__ import annotations
 import asyncio
 
 
-class CuttingProxy:
+class LoopbackProxy:
+    """A TCP server on 127.0.0.1 (a free port) whose connection handlers it owns and cancels on exit."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class CuttingProxy(LoopbackProxy):
     """Forward 127.0.0.1:<port> to a target port; cut connections on demand.
 
     ``cut_on(marker)`` arms a one-shot trap: the first server-to-client packet
@@ -14,30 +41,15 @@ class CuttingProxy:
     """
 
     def __init__(self, target_port: int) -> None:
+        super().__init__()
         self.target_port = target_port
-        self.server: asyncio.Server | None = None
         self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self.tasks: set[asyncio.Task] = set()
         self.marker: bytes | None = None
         self.cuts = 0
 
-    async def __aenter__(self) -> "CuttingProxy":
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
         self.cut_all()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
+        await super().__aexit__(*exc)
 
     def cut_on(self, marker: bytes) -> None:
         self.marker = marker
@@ -83,7 +95,7 @@ class CuttingProxy:
             self.pairs.discard(pair)
 
 
-class PrefixProxy:
+class PrefixProxy(LoopbackProxy):
     """A tiny reverse proxy with jupyter-server-proxy's URL scheme: ``/proxy/<port>/<path>``
     is forwarded to ``127.0.0.1:<port>/<path>`` (HTTP and WebSocket upgrades alike).
 
@@ -91,25 +103,8 @@ class PrefixProxy:
     """
 
     def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task] = set()
+        super().__init__()
         self.requests: list[str] = []
-
-    async def __aenter__(self) -> "PrefixProxy":
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -411,3 +411,10 @@ async def test_slow_consumer_is_closed_1013_and_the_room_keeps_going(servers, ca
             while len([f for f in back.seen if f["type"] == "message"]) < 2 * n:
                 await back.recv()
         assert len([f for f in back.seen if f["type"] == "message" and f["is_user"]]) == n
+
+
+async def test_app_level_ping_gets_pong(server):
+    async with peer(server.ws_url("hb", user="ann")) as ann:
+        await ann.until("connection")
+        await ann.send({"type": "ping"})
+        assert await ann.recv() == {"type": "pong"}
