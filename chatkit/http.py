@@ -32,7 +32,7 @@ import h11
 from . import protocol
 from .errors import ChatkitError, LLMError, ProtocolError
 from .hub import BUSY_MESSAGE, TokenBucket
-from .server import cors_headers, history_response
+from .server import HISTORY_PATH, cors_headers, history_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import ChatServer
@@ -49,7 +49,6 @@ KEEPALIVE_IDLE_S = 30.0
 
 _SSE_ROOM = re.compile(r"/sse/chat/(?P<sid>[^/]+)/")
 _SSE_POST = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/?")
-_HISTORY = re.compile(r"/api/chat/(?P<sid>[^/]+)/messages/?")
 
 
 class HTTPError(Exception):
@@ -267,11 +266,10 @@ class HTTPServer:
                 self._require(method, "GET")
                 await self._stream_room(conn, reader, writer, m["sid"], url.query, headers, cors)
                 return True
-            if (m := _HISTORY.fullmatch(path)) is not None:
+            if (m := HISTORY_PATH.fullmatch(path)) is not None:
                 self._require(method, "GET")
-                sid = self._session(m["sid"])
                 assert self.chat.store is not None
-                status, payload = await history_response(self.chat.store, sid, url.query)
+                status, payload = await history_response(self.chat.store, m["sid"], url.query)
                 await self._respond(conn, writer, *_json_body(status, payload, cors))
                 return False
             if path == "/v1/models":
@@ -374,15 +372,11 @@ class HTTPServer:
         sid = self._session(sid)
         hub = self.chat.hub
         try:
-            obj = json.loads(body or b"null")
-        except ValueError:
-            obj = None
-        try:
-            if not isinstance(obj, dict):
-                frame = protocol.decode(body or b"null")  # raises the right code
-            else:
-                frame = protocol.decode(json.dumps({**obj, "type": "message"}), max_text=hub.config.max_text)
-            user = obj.get("user") or "anonymous"  # type: ignore[union-attr]
+            obj = protocol.parse_json(body or b"null")
+            if isinstance(obj, dict):
+                obj = {**obj, "type": "message"}  # this route only takes chat messages
+            frame = protocol.decode_object(obj, max_text=hub.config.max_text)
+            user = obj.get("user") or "anonymous"
             if not isinstance(user, str):
                 raise ProtocolError("field 'user' must be a string", code="bad_field")
             protocol.validate_user(user)

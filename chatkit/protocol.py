@@ -36,6 +36,8 @@ __all__ = [
     "StoredMessage",
     "ChatPath",
     "decode",
+    "decode_object",
+    "parse_json",
     "encode",
     "parse_chat_path",
     "validate_session_id",
@@ -128,6 +130,19 @@ def _require_id(obj: dict[str, Any], *names: str) -> int:
     raise ProtocolError(f"missing field {names[0]!r}", code="missing_field")
 
 
+def parse_json(data: str | bytes) -> Any:
+    """Parse a frame's JSON text; ``ProtocolError("bad_json")`` when it is not UTF-8 JSON."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("frame is not valid UTF-8", code="bad_json") from None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError("frame is not valid JSON", code="bad_json") from None
+
+
 def decode(data: str | bytes, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
     """Decode and validate one frame sent by a client.
 
@@ -135,15 +150,11 @@ def decode(data: str | bytes, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFram
     ``bad_json``, ``not_an_object``, ``unknown_type``, ``missing_field``,
     ``bad_field``, ``empty_message`` or ``too_long``.
     """
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        try:
-            data = bytes(data).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("frame is not valid UTF-8", code="bad_json") from None
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ProtocolError("frame is not valid JSON", code="bad_json") from None
+    return decode_object(parse_json(data), max_text=max_text)
+
+
+def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
+    """Validate an already parsed frame (the SSE transport's POST body, for one)."""
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object", code="not_an_object")
 

@@ -16,6 +16,7 @@ import asyncio
 import http
 import json
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -95,6 +96,10 @@ def cors_headers(origin: str | None, allowed: list[str] | None) -> list[tuple[st
     return [("Vary", "Origin")]
 
 
+HISTORY_PATH = re.compile(r"/api/chat/(?P<sid>[A-Za-z0-9_-]{1,64})/messages/?")
+"""``/api/chat/<session_id>/messages``, served on the WebSocket port and on the HTTP server."""
+
+
 async def history_response(store: Store, session_id: str, query: str) -> tuple[int, dict]:
     """``GET /api/chat/<id>/messages?before=&limit=`` as (status, JSON payload).
 
@@ -108,8 +113,7 @@ async def history_response(store: Store, session_id: str, query: str) -> tuple[i
         return 400, protocol.error_frame("bad_field", "'before' and 'limit' must be integers")
     if limit < 1 or (before is not None and before < 1):
         return 400, protocol.error_frame("bad_field", "'before' and 'limit' must be positive")
-    page = await store.history(session_id, before=before, limit=limit)
-    has_more = bool(page) and bool(await store.history(session_id, before=page[0].id, limit=1))
+    page, has_more = await store.history_page(session_id, before=before, limit=limit)
     return 200, {
         "session_id": session_id,
         "messages": [m.to_frame() for m in page],
@@ -313,18 +317,10 @@ class ChatServer:
             return None  # go on with the WebSocket handshake
         if path.path == "/health":
             return json_response(200, {"status": "ok", "llm": self.backend})
-        if path.path.startswith("/api/chat/"):
-            parts = path.path.split("/")
-            if len(parts) == 6 and parts[4] == "messages" and parts[5] == "" or (
-                len(parts) == 5 and parts[4] == "messages"
-            ):
-                session_id = parts[3]
-                if protocol.SESSION_ID_RE.fullmatch(session_id):
-                    assert self.store is not None
-                    status, payload = await history_response(self.store, session_id, path.query)
-                    return json_response(
-                        status, payload, cors_headers(origin, self.config.allowed_origins)
-                    )
+        if (history := HISTORY_PATH.fullmatch(path.path)) is not None:
+            assert self.store is not None
+            status, payload = await history_response(self.store, history["sid"], path.query)
+            return json_response(status, payload, cors_headers(origin, self.config.allowed_origins))
         if path.path == "/config.json":
             return json_response(200, self.page_config())
         static = self._static(path.path)

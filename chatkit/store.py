@@ -376,15 +376,22 @@ class Store:
         ``limit`` is capped at :data:`MAX_PAGE`; the page is returned oldest first,
         ready to prepend to what a client shows. Replies still streaming are left out.
         """
+        page, _ = await self.history_page(session_id, before=before, limit=limit)
+        return page
+
+    async def history_page(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> tuple[list[StoredMessage], bool]:
+        """:meth:`history` plus whether older messages remain, in one query (it reads one row more)."""
         limit = max(1, min(int(limit), MAX_PAGE))
         before = before if before is not None else 2**63 - 1
         async with self._db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id < ?"
             " AND status != 'streaming' ORDER BY id DESC LIMIT ?",
-            (session_id, before, limit),
+            (session_id, before, limit + 1),
         ) as cur:
             rows = await cur.fetchall()
-        return [_row(r) for r in reversed(rows)]
+        return [_row(r) for r in reversed(rows[:limit])], len(rows) > limit
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` finished messages (the LLM's conversation context)."""

@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               keep: Callable[[bytes], bool] = lambda data: True) -> None:
+    """Copy bytes until EOF (or until ``keep(data)`` says no), then abort the writer."""
+    try:
+        while data := await reader.read(65536):
+            if not keep(data):
+                return
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.transport.abort()
 
 
 class LoopbackProxy:
@@ -29,6 +45,15 @@ class LoopbackProxy:
         return self.server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await self.handle(reader, writer)
+        finally:
+            self.tasks.discard(task)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
 
@@ -61,8 +86,7 @@ class CuttingProxy(LoopbackProxy):
         self.pairs.clear()
         self.cuts += 1
 
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        self.tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -71,26 +95,19 @@ class CuttingProxy(LoopbackProxy):
         pair = (client_w, server_w)
         self.pairs.add(pair)
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool) -> None:
-            try:
-                while data := await reader.read(65536):
-                    if downstream and self.marker is not None and self.marker in data:
-                        self.marker = None
-                        self.cuts += 1
-                        client_w.transport.abort()
-                        server_w.transport.abort()
-                        return
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.transport.abort()
+        def unless_marked(data: bytes) -> bool:
+            if self.marker is not None and self.marker in data:
+                self.marker = None
+                self.cuts += 1
+                client_w.transport.abort()
+                server_w.transport.abort()
+                return False
+            return True
 
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(pump(client_r, server_w, False))
-                tg.create_task(pump(server_r, client_w, True))
+                tg.create_task(pipe(client_r, server_w))
+                tg.create_task(pipe(server_r, client_w, unless_marked))
         finally:
             self.pairs.discard(pair)
 
@@ -106,9 +123,7 @@ class PrefixProxy(LoopbackProxy):
         super().__init__()
         self.requests: list[str] = []
 
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self.tasks.add(task)  # type: ignore[arg-type]
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             head = await client_r.readuntil(b"\r\n\r\n")
             request_line, _, rest = head.partition(b"\r\n")
@@ -126,22 +141,10 @@ class PrefixProxy(LoopbackProxy):
                     line for line in rest.split(b"\r\n") if not line.lower().startswith(b"connection:"))
             server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
             server_w.write(b" ".join([method, path, version]) + b"\r\n" + rest)
-
-            async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                try:
-                    while data := await reader.read(65536):
-                        writer.write(data)
-                        await writer.drain()
-                except (ConnectionError, OSError):
-                    pass
-                finally:
-                    writer.transport.abort()
-
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(pump(client_r, server_w))
-                tg.create_task(pump(server_r, client_w))
+                tg.create_task(pipe(client_r, server_w))
+                tg.create_task(pipe(server_r, client_w))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
             pass
         finally:
             client_w.transport.abort()
-            self.tasks.discard(task)  # type: ignore[arg-type]

@@ -83,3 +83,13 @@ async def test_receipts():
         with pytest.raises(StoreError) as info:
             await store.add_receipt("other-room", msg.id, "bob")
         assert info.value.code == "unknown_message"
+
+
+async def test_history_page_reports_older_messages_in_one_query():
+    async with await Store.open(":memory:") as store:
+        ids = [(await store.append("r", "u", f"m{i}"))[0].id for i in range(150)]
+        page, more = await store.history_page("r", limit=MAX_PAGE)
+        assert [m.id for m in page] == ids[-MAX_PAGE:] and more is True
+        page, more = await store.history_page("r", before=page[0].id, limit=MAX_PAGE)
+        assert [m.id for m in page] == ids[:50] and more is False
+        assert await store.history_page("r", before=ids[0]) == ([], False)
