@@ -18,24 +18,24 @@ transports and every member sees the same frames with the same ids.
 from __future__ import annotations
 
 import asyncio
-import http
 import json
 import logging
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 
 from . import protocol
+from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, json_response
 from .errors import ChatkitError, LLMError, ProtocolError
-from .hub import BUSY_MESSAGE, TokenBucket
-from .server import HISTORY_PATH, cors_headers, history_response
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import ChatServer
+from .hub import Hub
+from .llm.base import Streamer
+from .ratelimit import TokenBucket
+from .rooms import BUSY_MESSAGE
+from .sinks import Outgoing, Sink
 
 __all__ = ["HTTPServer", "SSESink", "SSE_RETRY_MS", "HEARTBEAT_S"]
 
@@ -57,7 +57,7 @@ class HTTPError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class SSESink:
+class SSESink(Sink):
     """A hub sink that queues frames for one event stream.
 
     Each event's ``id:`` is this stream's safe resume cursor: the newest
@@ -72,14 +72,12 @@ class SSESink:
         self.pending: set[int] = set()
         self.overflowed = False
 
-    def send(self, data: str) -> None:
+    def send(self, frame: Outgoing) -> None:
         if self.overflowed:
             return
-        frame = _parse_cached(data)
-        kind = frame.get("type", "message")
-        msg_id = frame.get("id")
+        kind, msg_id = frame.type, frame.id
         event_id: int | None = None
-        if isinstance(msg_id, int):
+        if msg_id is not None:
             if kind == "ai_chunk":
                 self.pending.add(msg_id)
             elif kind in ("message", "ai_complete"):
@@ -87,7 +85,7 @@ class SSESink:
                 self.cursor = max(self.cursor or 0, msg_id)
             event_id = min(self.pending) - 1 if self.pending else self.cursor
         try:
-            self.queue.put_nowait(protocol.sse_event(data, event=kind, id=event_id))
+            self.queue.put_nowait(protocol.sse_event(frame.text, event=kind, id=event_id))
         except asyncio.QueueFull:
             self.overflowed = True
             logger.warning("ending a slow SSE stream (%d events queued)", self.queue.qsize())
@@ -100,35 +98,31 @@ class SSESink:
             self.overflowed = True
 
 
-_last_parsed: tuple[str, dict] = ("", {})
-
-
-def _parse_cached(data: str) -> dict:
-    """json.loads with a one-entry cache: a fan-out hands every sink the same str."""
-    global _last_parsed
-    if _last_parsed[0] is not data:
-        _last_parsed = (data, json.loads(data))
-    return _last_parsed[1]
-
-
-def _json_body(status: int, payload: Any, extra: list[tuple[str, str]] | None = None):
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    headers = [
-        ("Content-Type", "application/json; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-    ] + (extra or [])
-    return status, headers, body
-
-
 class HTTPServer:
-    """The SSE/HTTP server of one :class:`~chatkit.server.ChatServer`."""
+    """The SSE/HTTP server: rooms of ``hub`` as event streams, ``streamer`` behind ``/v1``.
 
-    def __init__(self, chat: "ChatServer", host: str, port: int) -> None:
-        self.chat = chat
+    ``endpoints`` answers ``/health`` and history (shared with the WebSocket
+    port); ``backend`` names the model in ``/v1/models``.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        streamer: Streamer,
+        endpoints: Endpoints,
+        host: str,
+        port: int,
+        *,
+        backend: str = "",
+    ) -> None:
+        self.hub = hub
+        self.streamer = streamer
+        self.endpoints = endpoints
+        self.backend = backend or endpoints.backend
         self.host = host
         self.requested_port = port
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._sinks: set[SSESink] = set()
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self.heartbeat_s = HEARTBEAT_S
@@ -212,13 +206,11 @@ class HTTPServer:
                         return
             except h11.RemoteProtocolError as exc:
                 logger.warning("bad HTTP from %s: %s", peer, exc)
-                await self._respond(conn, writer, *_json_body(
-                    400, protocol.error_frame("bad_request", "malformed HTTP request")))
+                await self._respond(conn, writer, error_response(400, "bad_request", "malformed HTTP request"))
                 return
             except HTTPError as exc:
                 logger.warning("refused request from %s: %s", peer, exc.message)
-                await self._respond(conn, writer, *_json_body(
-                    exc.status, protocol.error_frame(exc.code, exc.message)))
+                await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message))
                 return
             method = request.method.decode("ascii", "replace")
             target = request.target.decode("utf-8", "replace")
@@ -231,12 +223,11 @@ class HTTPServer:
             except h11.LocalProtocolError:
                 return
 
-    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter,
-                       status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers,
-                                            reason=http.HTTPStatus(status).phrase.encode())))
-        if body:
-            writer.write(conn.send(h11.Data(data=body)))
+    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: HTTPResponse) -> None:
+        writer.write(conn.send(h11.Response(status_code=response.status, headers=response.headers,
+                                            reason=response.reason.encode())))
+        if response.body:
+            writer.write(conn.send(h11.Data(data=response.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
@@ -246,35 +237,32 @@ class HTTPServer:
         url = urlsplit(target)
         path = url.path
         origin = headers.get("origin")
-        cors = cors_headers(origin, self.chat.config.allowed_origins)
+        cors = self.endpoints.cors(origin)
         try:
             if method == "OPTIONS":
-                await self._respond(conn, writer, 204, cors + [
+                await self._respond(conn, writer, HTTPResponse(204, cors + [
                     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
                     ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID"),
-                    ("Content-Length", "0")], b"")
+                    ("Content-Length", "0")], b""))
                 return False
-            if path == "/health" and method == "GET":
-                await self._respond(conn, writer, *_json_body(200, {"status": "ok", "llm": self.chat.backend}, cors))
-                return False
+            if method == "GET":
+                answer = await self.endpoints.get(path, url.query, origin, page=False)
+                if answer is not None:
+                    await self._respond(conn, writer, answer)
+                    return False
             if (m := _SSE_POST.fullmatch(path)) is not None:
                 self._require(method, "POST")
-                status, payload = await self._post_message(m["sid"], body, headers, peer)
-                await self._respond(conn, writer, *_json_body(status, payload, cors))
+                await self._respond(conn, writer, await self._post_message(m["sid"], body, peer, cors))
                 return False
             if (m := _SSE_ROOM.fullmatch(path)) is not None:
                 self._require(method, "GET")
                 await self._stream_room(conn, reader, writer, m["sid"], url.query, headers, cors)
                 return True
-            if (m := HISTORY_PATH.fullmatch(path)) is not None:
-                self._require(method, "GET")
-                assert self.chat.store is not None
-                status, payload = await history_response(self.chat.store, m["sid"], url.query)
-                await self._respond(conn, writer, *_json_body(status, payload, cors))
-                return False
+            if HISTORY_PATH.fullmatch(path) is not None:
+                self._require(method, "GET")  # a GET was answered above
             if path == "/v1/models":
                 self._require(method, "GET")
-                await self._respond(conn, writer, *_json_body(200, {"object": "list", "data": [
+                await self._respond(conn, writer, json_response(200, {"object": "list", "data": [
                     {"id": self._model_name(), "object": "model", "created": 0, "owned_by": "chatkit"}]}, cors))
                 return False
             if path == "/v1/chat/completions":
@@ -284,7 +272,7 @@ class HTTPServer:
         except HTTPError as exc:
             logger.warning("refused %s %s from %s: %s", method, path, peer, exc.message)
             if conn.our_state is h11.SEND_RESPONSE:
-                await self._respond(conn, writer, *_json_body(exc.status, protocol.error_frame(exc.code, exc.message), cors))
+                await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message, cors))
             return False
 
     @staticmethod
@@ -303,7 +291,6 @@ class HTTPServer:
 
     async def _stream_room(self, conn, reader, writer, sid: str, query: str,
                            headers: dict[str, str], cors: list[tuple[str, str]]) -> None:
-        assert self.chat.hub is not None
         sid = self._session(sid)
         params = parse_qs(query)
         user = params.get("user", [None])[-1]
@@ -318,7 +305,7 @@ class HTTPServer:
             raise HTTPError(400, exc.code, exc.message) from None
         except ValueError:
             raise HTTPError(400, "bad_field", "Last-Event-ID / after must be a non-negative integer") from None
-        user = user or self.chat.next_guest()
+        user = user or self.hub.next_guest()
         writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
@@ -328,7 +315,7 @@ class HTTPServer:
         sink = SSESink()
         sink.cursor = after
         self._sinks.add(sink)
-        member = await self.chat.hub.join(sid, user, sink, after=after)
+        member = await self.hub.join(sid, user, sink, after=after)
         try:
             async with asyncio.TaskGroup() as tg:
                 pump = tg.create_task(self._pump(conn, writer, sink))
@@ -337,7 +324,7 @@ class HTTPServer:
                 pump.add_done_callback(lambda _: watcher.cancel())
                 watcher.add_done_callback(lambda _: pump.cancel())
         finally:
-            self.chat.hub.leave(member)
+            self.hub.leave(member)
             self._sinks.discard(sink)
 
     @staticmethod
@@ -367,10 +354,9 @@ class HTTPServer:
             writer.write(conn.send(h11.Data(data=b"".join(data))))
             await writer.drain()
 
-    async def _post_message(self, sid: str, body: bytes, headers: dict[str, str], peer: Any) -> tuple[int, dict]:
-        assert self.chat.hub is not None
+    async def _post_message(self, sid: str, body: bytes, peer: Any, cors: list[tuple[str, str]]) -> HTTPResponse:
         sid = self._session(sid)
-        hub = self.chat.hub
+        hub = self.hub
         try:
             obj = protocol.parse_json(body or b"null")
             if isinstance(obj, dict):
@@ -388,23 +374,22 @@ class HTTPServer:
                     self._buckets.clear()
                 bucket = self._buckets[key] = hub.message_bucket()
             hub.check_rate(bucket)
-            msg, created, queued = await hub.post(sid, user, frame.text, client_id=frame.client_id)
+            posted = await hub.post(sid, user, frame.text, client_id=frame.client_id)
         except ChatkitError as exc:
             status = {"rate_limited": 429, "shutting_down": 503}.get(exc.code, 400)
             logger.info("refused POST room=%s code=%s: %s", sid, exc.code, exc.message)
-            return status, protocol.error_frame(exc.code, exc.message)
-        payload = msg.to_frame()
-        if created and not queued:
+            return error_response(status, exc.code, exc.message, cors)
+        payload = posted.message.to_frame()
+        if posted.created and not posted.queued:
             payload["warning"] = {"code": "busy", "message": BUSY_MESSAGE}
-        return (201 if created else 200), payload
+        return json_response(201 if posted.created else 200, payload, cors)
 
     # -- OpenAI-compatible API -----------------------------------------------
 
     def _model_name(self) -> str:
-        return f"chatkit-{self.chat.backend}"
+        return f"chatkit-{self.backend}"
 
     async def _completions(self, conn, writer, body: bytes, cors: list[tuple[str, str]]) -> bool:
-        assert self.chat.streamer is not None
         try:
             req = json.loads(body)
             messages = req["messages"]
@@ -419,7 +404,7 @@ class HTTPServer:
         model = req.get("model") or self._model_name()
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        stream = self.chat.streamer.stream([{"role": m["role"], "content": m["content"]} for m in messages])
+        stream = self.streamer.stream([{"role": m["role"], "content": m["content"]} for m in messages])
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
             return protocol.sse_event(json.dumps({
@@ -431,9 +416,9 @@ class HTTPServer:
             try:
                 text = "".join([piece async for piece in stream])
             except LLMError as exc:
-                await self._respond(conn, writer, *_json_body(502, {"error": {"message": exc.message, "code": exc.code}}, cors))
+                await self._respond(conn, writer, json_response(502, {"error": {"message": exc.message, "code": exc.code}}, cors))
                 return False
-            await self._respond(conn, writer, *_json_body(200, {
+            await self._respond(conn, writer, json_response(200, {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ import aiosqlite
 from .errors import StoreError
 from .protocol import StoredMessage, utc_now
 
-__all__ = ["Store", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
+__all__ = ["Store", "Appended", "HistoryPage", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
 
 AI_USER = "AI"
 MAX_PAGE = 100
@@ -61,6 +62,26 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "id, session_id, user, is_user, content, status, client_id, created_at"
 _INSERT_SESSION = "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What :meth:`Store.append` stored."""
+
+    message: StoredMessage
+    """The stored message (for a re-sent ``client_id``: the one stored the first time)."""
+    created: bool
+    """``False`` when the ``client_id`` was already stored and nothing was written."""
+    reply: StoredMessage | None = None
+    """The AI reply's row reserved in the same transaction (``streaming``), if asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of history, oldest first, and whether older messages remain."""
+
+    messages: list[StoredMessage]
+    has_more: bool
 
 
 def _row(row: Any) -> StoredMessage:
@@ -226,17 +247,16 @@ class Store:
         is_user: bool = True,
         client_id: str | None = None,
         status: str = "complete",
-    ) -> tuple[StoredMessage, bool]:
-        """Store a message and return ``(message, created)``.
+    ) -> Appended:
+        """Store a message.
 
         With a ``client_id`` already stored in this session, nothing is written
         and the stored message is returned with ``created=False``: a re-sent
         message never becomes a duplicate.
         """
-        msg, created, _ = await self.append_with_reply(
+        return await self.append_with_reply(
             session_id, user, content, is_user=is_user, client_id=client_id, status=status
         )
-        return msg, created
 
     async def append_with_reply(
         self,
@@ -248,12 +268,12 @@ class Store:
         client_id: str | None = None,
         status: str = "complete",
         reply_user: str | None = None,
-    ) -> tuple[StoredMessage, bool, StoredMessage | None]:
+    ) -> Appended:
         """Like :meth:`append`; with ``reply_user``, also reserve the AI reply's row
         (status ``streaming``) in the same transaction — one write fewer per reply.
 
-        Returns ``(message, created, reply)``; ``reply`` is ``None`` when nothing
-        was reserved (no ``reply_user``, or a re-sent ``client_id``).
+        ``reply`` is ``None`` when nothing was reserved (no ``reply_user``, or a
+        re-sent ``client_id``).
         """
         created_at = utc_now()
         known = session_id in self._sessions
@@ -291,18 +311,17 @@ class Store:
         result = await self._write(op)
         self._sessions.add(session_id)
         if isinstance(result, StoredMessage):
-            return result, False, None
+            return Appended(result, created=False)
         msg_id, reply_id = result
         msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
         reply = None
         if reply_id is not None:
             reply = StoredMessage(reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at)
-        return msg, True, reply
+        return Appended(msg, created=True, reply=reply)
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
         """Reserve the id of an AI reply about to stream (status ``streaming``)."""
-        msg, _ = await self.append(session_id, user, "", is_user=False, status="streaming")
-        return msg
+        return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
 
     async def finish_reply(self, message_id: int, content: str, status: str) -> None:
         """Store the text of an AI reply and its final status."""
@@ -376,12 +395,11 @@ class Store:
         ``limit`` is capped at :data:`MAX_PAGE`; the page is returned oldest first,
         ready to prepend to what a client shows. Replies still streaming are left out.
         """
-        page, _ = await self.history_page(session_id, before=before, limit=limit)
-        return page
+        return (await self.history_page(session_id, before=before, limit=limit)).messages
 
     async def history_page(
         self, session_id: str, *, before: int | None = None, limit: int = 20
-    ) -> tuple[list[StoredMessage], bool]:
+    ) -> HistoryPage:
         """:meth:`history` plus whether older messages remain, in one query (it reads one row more)."""
         limit = max(1, min(int(limit), MAX_PAGE))
         before = before if before is not None else 2**63 - 1
@@ -391,7 +409,7 @@ class Store:
             (session_id, before, limit + 1),
         ) as cur:
             rows = await cur.fetchall()
-        return [_row(r) for r in reversed(rows[:limit])], len(rows) > limit
+        return HistoryPage([_row(r) for r in reversed(rows[:limit])], has_more=len(rows) > limit)
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` finished messages (the LLM's conversation context)."""

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from chatkit.errors import StoreError
-from chatkit.store import MAX_PAGE, SCHEMA_VERSION, Store
+from chatkit.store import MAX_PAGE, SCHEMA_VERSION, HistoryPage, Store
 
 
 async def test_schema_wal_index_and_version(db_path):
@@ -33,10 +33,10 @@ async def test_refuses_newer_schema(db_path):
 
 async def test_ids_increase_across_reopen(db_path):
     async with await Store.open(db_path) as store:
-        a, _ = await store.append("r", "ann", "one")
-        b, _ = await store.append("other", "bob", "two")
+        a = (await store.append("r", "ann", "one")).message
+        b = (await store.append("other", "bob", "two")).message
     async with await Store.open(db_path) as store:
-        c, _ = await store.append("r", "ann", "three")
+        c = (await store.append("r", "ann", "three")).message
         assert a.id < b.id < c.id
         assert [m.content for m in await store.messages_after("r", 0)] == ["one", "three"]
         assert [m.content for m in await store.messages_after("r", a.id)] == ["three"]
@@ -44,18 +44,18 @@ async def test_ids_increase_across_reopen(db_path):
 
 async def test_client_id_dedup():
     async with await Store.open(":memory:") as store:
-        first, created = await store.append("r", "ann", "hi", client_id="c-1")
-        again, created2 = await store.append("r", "ann", "hi (re-sent)", client_id="c-1")
-        assert created and not created2
-        assert again == first
-        other_room, created3 = await store.append("r2", "ann", "hi", client_id="c-1")
-        assert created3 and other_room.id != first.id
+        first = await store.append("r", "ann", "hi", client_id="c-1")
+        again = await store.append("r", "ann", "hi (re-sent)", client_id="c-1")
+        assert first.created and not again.created
+        assert again.message == first.message
+        other_room = await store.append("r2", "ann", "hi", client_id="c-1")
+        assert other_room.created and other_room.message.id != first.message.id
         assert await store.count("r") == 1
 
 
 async def test_history_pages_oldest_first_and_capped():
     async with await Store.open(":memory:") as store:
-        ids = [(await store.append("r", "u", f"m{i}"))[0].id for i in range(250)]
+        ids = [(await store.append("r", "u", f"m{i}")).message.id for i in range(250)]
         page = await store.history("r", limit=20)
         assert [m.id for m in page] == ids[-20:]
         older = await store.history("r", before=page[0].id, limit=20)
@@ -76,7 +76,7 @@ async def test_streaming_reply_marked_interrupted_on_reopen(db_path):
 
 async def test_receipts():
     async with await Store.open(":memory:") as store:
-        msg, _ = await store.append("r", "ann", "hi")
+        msg = (await store.append("r", "ann", "hi")).message
         assert await store.add_receipt("r", msg.id, "bob") is True
         assert await store.add_receipt("r", msg.id, "bob") is False
         assert await store.receipts(msg.id) == ["bob"]
@@ -87,9 +87,9 @@ async def test_receipts():
 
 async def test_history_page_reports_older_messages_in_one_query():
     async with await Store.open(":memory:") as store:
-        ids = [(await store.append("r", "u", f"m{i}"))[0].id for i in range(150)]
-        page, more = await store.history_page("r", limit=MAX_PAGE)
-        assert [m.id for m in page] == ids[-MAX_PAGE:] and more is True
-        page, more = await store.history_page("r", before=page[0].id, limit=MAX_PAGE)
-        assert [m.id for m in page] == ids[:50] and more is False
-        assert await store.history_page("r", before=ids[0]) == ([], False)
+        ids = [(await store.append("r", "u", f"m{i}")).message.id for i in range(150)]
+        page = await store.history_page("r", limit=MAX_PAGE)
+        assert [m.id for m in page.messages] == ids[-MAX_PAGE:] and page.has_more is True
+        page = await store.history_page("r", before=page.messages[0].id, limit=MAX_PAGE)
+        assert [m.id for m in page.messages] == ids[:50] and page.has_more is False
+        assert await store.history_page("r", before=ids[0]) == HistoryPage([], has_more=False)

@@ -1,0 +1,162 @@
+"""The plain HTTP answers both servers give, with no transport: history, health,
+the page's config, CORS, JSON responses and the chat page's static files.
+
+Each answer is an :class:`HTTPResponse` (status, headers, body); the WebSocket
+server turns it into a ``websockets`` response in ``process_request``, the
+h11 server writes it on its connection. This module depends only on the store
+and the protocol.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from . import protocol
+from .store import Store
+
+__all__ = [
+    "HTTPResponse",
+    "Endpoints",
+    "json_response",
+    "error_response",
+    "cors_headers",
+    "HISTORY_PATH",
+    "STATIC_TYPES",
+]
+
+Headers = list[tuple[str, str]]
+
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+HISTORY_PATH = re.compile(r"/api/chat/(?P<sid>[A-Za-z0-9_-]{1,64})/messages/?")
+"""``/api/chat/<session_id>/messages``, served on the WebSocket port and on the HTTP server."""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A complete HTTP response, ready for either server to send."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+    @property
+    def reason(self) -> str:
+        return http.HTTPStatus(self.status).phrase
+
+
+def json_response(status: int, payload: Any, extra: Headers | None = None) -> HTTPResponse:
+    """The one JSON response of chatkit: UTF-8, ``Content-Length``, extra headers after."""
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ]
+    return HTTPResponse(status, headers + (extra or []), body)
+
+
+def error_response(status: int, code: str, message: str, extra: Headers | None = None) -> HTTPResponse:
+    """A JSON ``error`` frame (``{"type": "error", "code", "message"}``) with an HTTP status."""
+    return json_response(status, protocol.error_frame(code, message), extra)
+
+
+def cors_headers(origin: str | None, allowed: list[str] | None) -> Headers:
+    """CORS headers for a read-only JSON endpoint, limited to the allowed origins."""
+    if origin is None:
+        return []
+    if allowed is None:
+        return [("Access-Control-Allow-Origin", "*")]
+    if origin in allowed:
+        return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+    return [("Vary", "Origin")]
+
+
+@dataclass
+class Endpoints:
+    """The answers to plain GETs, shared by the WebSocket port and the HTTP server."""
+
+    store: Store
+    backend: str
+    """The LLM backend's name, shown by ``/health`` and ``/config.json``."""
+    allowed_origins: list[str] | None = None
+    max_text: int = protocol.DEFAULT_MAX_TEXT
+    http_port: int | None = None
+    """The SSE/HTTP server's port, for the page (set once that server listens)."""
+
+    def cors(self, origin: str | None) -> Headers:
+        return cors_headers(origin, self.allowed_origins)
+
+    async def get(self, path: str, query: str, origin: str | None, *, page: bool) -> HTTPResponse | None:
+        """Answer ``GET path?query``, or ``None`` when it is not one of these routes.
+
+        ``page``: also serve the chat page (``/``, static files, ``/config.json``).
+        """
+        if path == "/health":
+            return self.health(origin)
+        if (history := HISTORY_PATH.fullmatch(path)) is not None:
+            return await self.history(history["sid"], query, origin)
+        if page:
+            if path == "/config.json":
+                return json_response(200, self.page_config())
+            return self.static(path)
+        return None
+
+    def health(self, origin: str | None = None) -> HTTPResponse:
+        return json_response(200, {"status": "ok", "llm": self.backend}, self.cors(origin))
+
+    async def history(self, session_id: str, query: str, origin: str | None = None) -> HTTPResponse:
+        """``GET /api/chat/<id>/messages?before=&limit=``: one page, oldest first."""
+        cors = self.cors(origin)
+        params = parse_qs(query)
+        try:
+            before = int(params["before"][-1]) if params.get("before", [""])[-1] else None
+            limit = int(params["limit"][-1]) if params.get("limit", [""])[-1] else 20
+        except ValueError:
+            return error_response(400, "bad_field", "'before' and 'limit' must be integers", cors)
+        if limit < 1 or (before is not None and before < 1):
+            return error_response(400, "bad_field", "'before' and 'limit' must be positive", cors)
+        page = await self.store.history_page(session_id, before=before, limit=limit)
+        return json_response(200, {
+            "session_id": session_id,
+            "messages": [m.to_frame() for m in page.messages],
+            "has_more": page.has_more,
+        }, cors)
+
+    def page_config(self) -> dict[str, Any]:
+        """What the browser page needs to know: the SSE port, the backend, the protocol."""
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "http_port": self.http_port,
+            "llm": self.backend,
+            "max_text": self.max_text,
+        }
+
+    def static(self, path: str) -> HTTPResponse | None:
+        """A file of the chat page (``chatkit/web/``), or ``None``."""
+        name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
+        if "/" in name or name.startswith("."):
+            return None
+        suffix = Path(name).suffix
+        if suffix not in STATIC_TYPES:
+            return None
+        resource = resources.files("chatkit.web").joinpath(name)
+        if not resource.is_file():
+            return None
+        body = resource.read_bytes()
+        return HTTPResponse(200, [
+            ("Content-Type", STATIC_TYPES[suffix]),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+        ], body)

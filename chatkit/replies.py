@@ -1,0 +1,209 @@
+"""The reply pipeline: one AI reply at a time per room, streamed to the room.
+
+A room's prompts wait in its bounded queue; one worker task per busy room
+(owned here, cancelled by :meth:`ReplyPipeline.close`) takes them in order,
+builds the model's context, runs the **pump** (each delta becomes an
+``ai_chunk`` frame, encoded once and handed to every target sink) under an
+idle **watchdog**, and **finishes** the reply: its text and status are stored,
+then ``ai_complete`` goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, Callable
+
+from . import protocol
+from .clock import Clock, Timer
+from .errors import LLMError
+from .llm.base import ChatMessage, Streamer
+from .protocol import StoredMessage
+from .rooms import ActiveReply, HubConfig, Room
+from .sinks import Groups, Outgoing, group_sinks, send_groups
+from .store import Store
+
+__all__ = ["ReplyPipeline"]
+
+logger = logging.getLogger("chatkit.hub")
+
+
+class ReplyPipeline:
+    """Queues, runs, stops and finishes the AI replies of every room of a hub."""
+
+    def __init__(
+        self,
+        store: Store,
+        streamer: Streamer,
+        config: HubConfig,
+        clock: Clock,
+        on_idle: Callable[[Room], None],
+    ) -> None:
+        self.store = store
+        self.streamer = streamer
+        self.config = config
+        self.clock = clock
+        self._on_idle = on_idle
+        """Called when a room's worker ends (the hub drops the room if nothing else uses it)."""
+        self._workers: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def starts_now(self, room: Room) -> bool:
+        """Whether a prompt posted now would be replied to at once (its reply row can be
+        reserved in the same transaction as the prompt)."""
+        return (room.worker is None and not room.queue and not self.closing
+                and self.config.reply_queue > 0)
+
+    def enqueue(self, room: Room, prompt: StoredMessage, reserved: StoredMessage | None) -> bool:
+        """Queue a reply to ``prompt``; ``False`` when the room's queue is full (no reply)."""
+        if len(room.queue) >= self.config.reply_queue:
+            logger.warning("room %s: reply queue full, message %d gets no reply", room.session_id, prompt.id)
+            return False
+        room.queue.append((prompt, reserved))
+        if room.worker is None:
+            room.worker = asyncio.create_task(self._worker(room), name=f"chatkit-replies-{room.session_id}")
+            self._workers.add(room.worker)
+            room.worker.add_done_callback(self._workers.discard)
+        return True
+
+    def stop(self, room: Room) -> bool:
+        """Stop the reply streaming in ``room``; ``False`` when none is."""
+        active = room.active
+        if active is None or active.task is None or active.stopped:
+            return False
+        active.stopped = True
+        active.task.cancel()
+        return True
+
+    async def close(self) -> None:
+        """Drop queued prompts, cancel the workers; partial replies are stored ``interrupted``."""
+        self.closing = True
+        workers = list(self._workers)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    # -- the worker ----------------------------------------------------------
+
+    async def _worker(self, room: Room) -> None:
+        try:
+            while room.queue and not self.closing:
+                await self._reply(room, *room.queue.popleft())
+        finally:
+            if self.closing:
+                room.queue.clear()
+            room.worker = None
+            self._on_idle(room)
+
+    def _targets(self, room: Room, reply: ActiveReply) -> Groups:
+        """Who gets the reply's frames (grouped sinks), recomputed only when membership changed."""
+        if reply.targets_version != room.version:
+            if self.config.ai_replies == "sender":
+                reply.targets = [m for m in room.members if m.user == reply.sender]
+            else:
+                reply.targets = list(room.members)
+            reply.groups = group_sinks(reply.targets)
+            reply.targets_version = room.version
+        return reply.groups
+
+    def _send(self, room: Room, reply: ActiveReply, frame: dict[str, Any]) -> None:
+        send_groups(self._targets(room, reply), Outgoing.encode(frame))
+
+    async def context(self, room: Room, prompt: StoredMessage) -> list[ChatMessage]:
+        """System prompt + the room's last messages up to and including ``prompt``.
+
+        The recent messages are kept in memory per room; they are loaded once,
+        under the room lock so that no message stored meanwhile is missed.
+        """
+        if room.context is None:
+            async with room.lock:
+                if room.context is None:
+                    history = await self.store.recent(room.session_id, self.config.context_messages)
+                    room.context = collections.deque(history, maxlen=self.config.context_messages)
+        messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
+        for msg in sorted((m for m in room.context if m.id <= prompt.id), key=lambda m: m.id):
+            messages.append({"role": "user" if msg.is_user else "assistant", "content": msg.content})
+        return messages
+
+    async def _reply(self, room: Room, prompt: StoredMessage, row: StoredMessage | None) -> None:
+        messages = await self.context(room, prompt)
+        if row is None:
+            async with room.lock:
+                row = await self.store.start_reply(room.session_id, self.config.ai_user)
+                room.last_id = row.id
+        reply = room.active = ActiveReply(row.id, prompt.user)
+        reply.task = asyncio.current_task()  # what `stop` cancels
+        status = "complete"
+        try:
+            try:
+                await self._pump(room, reply, messages)
+            finally:
+                reply.task = None  # past this point `stop` has nothing to cancel
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if reply.stopped and task is not None and task.uncancel() == 0:
+                status = "cancelled"  # a `stop`, and nothing else, cancelled us
+            else:
+                await self._finish(room, reply, "interrupted")  # the hub is closing
+                raise
+        except LLMError as exc:
+            status = "error"
+            logger.warning("reply %d in room %s failed: %s", reply.id, room.session_id, exc)
+            self._send(room, reply, protocol.error_frame(exc.code, exc.message))
+        except Exception:
+            status = "error"
+            logger.exception("reply %d in room %s crashed", reply.id, room.session_id)
+            self._send(room, reply, protocol.error_frame("llm_error", "the tutor failed to answer"))
+        await self._finish(room, reply, status)
+
+    async def _pump(self, room: Room, reply: ActiveReply, messages: list[ChatMessage]) -> None:
+        """Forward the streamer's deltas to the room; cut the stream when it stalls.
+
+        The idle timeout is one watchdog timer per reply that re-arms itself,
+        not a timeout per chunk: the hot path only notes the time of each chunk.
+        """
+        clock = self.clock
+        idle = self.config.llm_idle_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        last = clock.time()
+        timed_out = False
+        handle: Timer
+
+        def watchdog() -> None:
+            nonlocal handle, timed_out
+            remaining = last + idle - clock.time()
+            if remaining <= 0:
+                timed_out = True
+                task.cancel()
+            else:
+                handle = clock.call_later(remaining, watchdog)
+
+        handle = clock.call_later(idle, watchdog)
+        stream = self.streamer.stream(messages)
+        try:
+            async for chunk in stream:
+                last = clock.time()
+                if chunk:
+                    reply.text += chunk
+                    self._send(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+        except asyncio.CancelledError:
+            if timed_out and task.uncancel() == 0:
+                raise LLMError(f"the model sent nothing for {idle:g} s", code="llm_timeout") from None
+            raise
+        finally:
+            handle.cancel()
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:
+        async with room.lock:
+            await self.store.finish_reply(reply.id, reply.text, status)
+            room.active = None
+            if room.context is not None and reply.text:
+                room.context.append(
+                    StoredMessage(reply.id, room.session_id, self.config.ai_user, False,
+                                  reply.text, status, None, "")
+                )
+            self._send(room, reply, protocol.ai_complete_frame(reply.id, reply.text, status=status))
+        logger.info("reply %d in room %s %s (%d chars)", reply.id, room.session_id, status, len(reply.text))

@@ -1,0 +1,110 @@
+"""A room's state and its configuration: members, presence, typing, reply state.
+
+Plain data, shared by the hub (membership, presence, typing) and the reply
+pipeline (:mod:`chatkit.replies`); the behaviour lives in those two modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import protocol
+from .clock import Timer
+from .llm.base import DEFAULT_SYSTEM_PROMPT
+from .protocol import StoredMessage
+from .ratelimit import TokenBucket
+from .sinks import Groups, Outgoing, Sink, fanout
+from .store import AI_USER
+
+__all__ = ["HubConfig", "Member", "Room", "ActiveReply", "BUSY_MESSAGE"]
+
+BUSY_MESSAGE = "the tutor is busy; your message is saved but gets no reply"
+
+
+@dataclass
+class HubConfig:
+    """Room behaviour; every field is also a ``chatkit serve`` option."""
+
+    ai_replies: Literal["room", "sender"] = "room"
+    """Stream AI replies to the whole room, or only to the sender (the seed's behaviour)."""
+    context_messages: int = 20
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    reply_queue: int = 8
+    """Replies waiting per room; past it the sender gets ``busy`` (its message is kept)."""
+    llm_idle_timeout: float = 30.0
+    """A stream that yields nothing for this long is cut (``llm_timeout``)."""
+    rate_limit: float = 5.0
+    """Chat messages per second per member (sustained)."""
+    rate_burst: int = 10
+    typing_timeout: float = 5.0
+    """A typing state not refreshed for this long expires (``is_typing: false``)."""
+    max_text: int = protocol.DEFAULT_MAX_TEXT
+    ai_user: str = AI_USER
+    welcome: str = "Connected to the chat."
+
+
+@dataclass(eq=False)
+class Member:
+    """One connection's place in a room."""
+
+    room: "Room"
+    user: str
+    sink: Sink
+    messages: TokenBucket
+    frames: TokenBucket
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sink.send(Outgoing.encode(frame))
+
+
+@dataclass(eq=False)
+class ActiveReply:
+    """The reply a room is streaming now."""
+
+    id: int
+    sender: str
+    text: str = ""
+    task: "asyncio.Task[Any] | None" = None
+    stopped: bool = False
+    targets: list[Member] = field(default_factory=list)
+    groups: Groups = field(default_factory=list)
+    targets_version: int = -1
+
+
+@dataclass(eq=False)
+class Room:
+    session_id: str
+    members: set[Member] = field(default_factory=set)
+    online: collections.Counter[str] = field(default_factory=collections.Counter)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: int = 0
+    """Tasks inside a hub call for this room: it is not dropped while they run."""
+    typing: dict[str, Timer] = field(default_factory=dict)
+    queue: "collections.deque[tuple[StoredMessage, StoredMessage | None]]" = field(
+        default_factory=collections.deque
+    )
+    """Prompts waiting for a reply, with the reply's row when it was reserved with the prompt."""
+    worker: "asyncio.Task[None] | None" = None
+    active: ActiveReply | None = None
+    context: "collections.deque[StoredMessage] | None" = None
+    """The last messages of the room, kept for the model's context (loaded once from the store)."""
+    last_id: int | None = None
+    """The newest message id of the room (loaded once, then kept up to date under the lock)."""
+    version: int = 0
+    """Bumped on every join and leave: cached member lists know when they are stale."""
+
+    def users(self) -> list[str]:
+        return sorted(self.online)
+
+    def fanout(self, frame: Outgoing, exclude: Member | None = None) -> None:
+        fanout(list(self.members), frame, exclude)
+
+    def remember(self, msg: StoredMessage) -> None:
+        if self.context is not None and msg.content:
+            self.context.append(msg)
+
+    def idle(self) -> bool:
+        return not self.members and self.worker is None and self.pending == 0
