@@ -12,7 +12,14 @@ every message exactly once, in id order, across drops and server restarts:
   was streaming is replayed as a snapshot of its text, then continues live.
 - **Outbox**: every message carries a ``client_id`` and stays in a bounded
   outbox until the server's broadcast of it comes back; it is re-sent after a
-  reconnect and the server stores it at most once.
+  reconnect, paced to the limits the server states in its ``connection``
+  frame, and the server stores it at most once.
+- **Every send resolves**: with the stored message, with
+  :class:`~chatkit.errors.MessageRefused` when the server refuses it for good
+  (``too_long``, ``bad_field``… — matched by ``client_id``), or with
+  :class:`~chatkit.errors.SendTimeout` after its deadline. Refusals that may
+  pass later (``rate_limited``, ``busy``) are retried after the server's
+  ``retry_after_ms``.
 - **Deduplication** by id: replays overlap what was already seen; the client
   drops what it has already delivered.
 
@@ -29,7 +36,6 @@ import json
 import logging
 import random
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -37,11 +43,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .errors import ClientClosed, ClientError, HandshakeRefused
+from . import protocol
+from .errors import ClientClosed, ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
+from .protocol import Limits, ReadReceipt, SendMessage, Stop, Typing
+from .resume import Acknowledged, Outbox, Refused, ResumeState
 
 __all__ = [
     "ChatClient",
-    "ResumeState",
+    "ResumeState",  # re-exported from chatkit.resume, where it lives
     "ConnectionState",
     "ReconnectPolicy",
     "ExponentialBackoff",
@@ -106,84 +115,13 @@ class ConnectionState:
                 "delay": self.delay, "error": self.error}
 
 
-class ResumeState:
-    """Exactly-once delivery over a resumable stream of frames (WebSocket or SSE).
-
-    Feed it every frame with :meth:`accept`; it returns the event to give the
-    application, or ``None`` for a duplicate. It knows the resume cursor: the
-    newest delivered id, or one less than a reply still streaming (so a reply
-    cut off mid-stream is replayed). A ``snapshot`` chunk (sent on resume) is
-    turned into the delta the application has not seen yet, and a finished
-    reply replayed as a ``message`` completes a reply seen streaming with a
-    synthesized ``ai_complete``.
-    """
-
-    def __init__(self, after: int | None = None) -> None:
-        self._cursor = after
-        self.delivered: set[int] = set()
-        self.partial: dict[int, str] = {}
-
-    @property
-    def cursor(self) -> int | None:
-        if self.partial:
-            return min(self.partial) - 1
-        return self._cursor
-
-    def connected(self, frame: Event) -> None:
-        """Take the room's ``last_id`` from a ``connection`` frame as the first cursor."""
-        last = frame.get("last_id")
-        if isinstance(last, int) and self._cursor is None:
-            self._cursor = last
-
-    def _mark(self, msg_id: int) -> None:
-        self.delivered.add(msg_id)
-        if self._cursor is None or msg_id > self._cursor:
-            self._cursor = msg_id
-
-    def accept(self, frame: Event) -> Event | None:
-        kind = frame.get("type")
-        msg_id = frame.get("id")
-        if not isinstance(msg_id, int):
-            return frame
-        if msg_id in self.delivered:
-            return None  # a replay, or the answer to a re-send, of something delivered
-        if kind == "message":
-            if msg_id in self.partial and not frame.get("is_user", True):
-                # a reply we saw streaming, finished while we were away
-                self.partial.pop(msg_id)
-                frame = {"type": "ai_complete", "message": frame["message"], "id": msg_id,
-                         "status": frame.get("status", "complete"),
-                         "cancelled": frame.get("status") == "cancelled", "replayed": True}
-            self._mark(msg_id)
-        elif kind == "ai_chunk":
-            have = self.partial.get(msg_id, "")
-            if frame.get("snapshot"):
-                text = frame.get("chunk", "")
-                if not text.startswith(have):
-                    return None  # cannot happen with one server; keep what was shown
-                self.partial[msg_id] = text
-                if text == have:
-                    return None
-                return {"type": "ai_chunk", "chunk": text[len(have):], "id": msg_id}
-            self.partial[msg_id] = have + frame.get("chunk", "")
-        elif kind == "ai_complete":
-            self.partial.pop(msg_id, None)
-            self._mark(msg_id)
-        return frame
-
-
-@dataclass
-class _Outgoing:
-    text: str
-    future: asyncio.Future
-
-
 class ChatClient:
     """Connect to a chatkit room and keep the conversation exactly-once.
 
     ``url`` is a room URL (``ws://HOST:PORT/ws/chat/<room>/``); ``user`` is added
     to its query. ``after`` asks for a replay of history on the first connection
-    (``0`` = everything). Extra keyword arguments go to ``websockets`` ``connect``.
+    (``0`` = everything). ``send_timeout`` is the default deadline of :meth:`send`.
+    Extra keyword arguments go to ``websockets`` ``connect``.
     """
 
     def __init__(
@@ -196,6 +134,7 @@ class ChatClient:
         outbox_limit: int = 100,
         open_timeout: float = 10.0,
         queue_limit: int = 10_000,
+        send_timeout: float = 60.0,
         **connect_options: Any,
     ) -> None:
         self.url = url
@@ -203,9 +142,14 @@ class ChatClient:
         self.policy = policy or ExponentialBackoff()
         self.outbox_limit = outbox_limit
         self.open_timeout = open_timeout
+        self.send_timeout = send_timeout
         self.connect_options = {"proxy": None, **connect_options}
         self.resume = ResumeState(after)
-        self._outbox: OrderedDict[str, _Outgoing] = OrderedDict()
+        self.limits = Limits()
+        """What the server accepts (from its ``connection`` frame; defaults until then)."""
+        self._outbox = Outbox(outbox_limit)
+        self._waiters: dict[str, asyncio.Future[Event]] = {}
+        self._wake = asyncio.Event()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(queue_limit)
         self._callbacks: list[Callable[[Event], Any]] = []
         self._state = ConnectionState("closed")
@@ -250,10 +194,11 @@ class ChatClient:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for item in self._outbox.values():
-            if not item.future.done():
-                item.future.set_exception(ClientClosed("the client closed before the server stored it"))
-        self._outbox.clear()
+        for client_id, future in list(self._waiters.items()):
+            self._outbox.remove(client_id)
+            if not future.done():
+                future.set_exception(ClientClosed("the client closed before the server stored it"))
+                future.exception()  # retrieved: its send() may have been cancelled meanwhile
         if self._state.state != "closed":
             self._set_state(ConnectionState("closed", error=self.error and str(self.error)))
         self._push(None)
@@ -298,48 +243,93 @@ class ChatClient:
 
     # -- sending -------------------------------------------------------------
 
-    async def send(self, text: str, *, client_id: str | None = None) -> Event:
+    async def send(
+        self, text: str, *, client_id: str | None = None, timeout: float | None = None
+    ) -> Event:
         """Send a chat message; return the server's ``message`` frame once it is stored.
 
         The message waits in the outbox while the client is offline and is
         re-sent after each reconnect until the server has it; the server keeps
-        at most one copy per ``client_id``.
+        at most one copy per ``client_id``. Raises
+        :class:`~chatkit.errors.MessageRefused` when the server (or, for what
+        it can check itself, the client) refuses it for good, and
+        :class:`~chatkit.errors.SendTimeout` when it is not stored within
+        ``timeout`` seconds (default ``send_timeout``); then it leaves the outbox.
         """
         if self._closing:
             raise ClientClosed("the client is closed")
-        if len(self._outbox) >= self.outbox_limit:
-            raise ClientError(f"outbox full ({self.outbox_limit} unsent messages)", code="outbox_full")
         client_id = client_id or uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        self._outbox[client_id] = _Outgoing(text, future)
-        await self._transmit({"type": "message", "message": text, "client_id": client_id})
-        return await asyncio.shield(future)
+        frame = SendMessage(text, client_id)
+        try:  # what the server would refuse for good is refused here, without a round trip
+            protocol.decode_object(frame.to_object(), max_text=self.limits.max_text)
+        except ProtocolError as exc:
+            raise MessageRefused(exc.message, code=exc.code) from None
+        self._outbox.add(client_id, text)
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._waiters[client_id] = future
+        self._wake.set()
+        deadline = self.send_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(deadline):
+                return await future
+        except TimeoutError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()
+            raise SendTimeout(
+                f"the server did not acknowledge the message within {deadline:g} s"
+            ) from None
+        finally:
+            self._waiters.pop(client_id, None)
+            self._outbox.remove(client_id)
 
     @property
     def outbox(self) -> list[str]:
         """Texts of the messages not yet confirmed by the server, in order."""
-        return [item.text for item in self._outbox.values()]
+        return self._outbox.texts
 
     async def typing(self, is_typing: bool = True) -> None:
         """Tell the room this user is (not) typing. Dropped while offline."""
-        await self._transmit({"type": "typing", "isTyping": is_typing})
+        await self._transmit(Typing(is_typing).encode())
 
     async def mark_read(self, message_id: int) -> None:
         """Send a read receipt for ``message_id``. Dropped while offline."""
-        await self._transmit({"type": "read_receipt", "messageId": message_id})
+        await self._transmit(ReadReceipt(message_id).encode())
 
     async def stop_reply(self) -> None:
         """Ask the server to stop the AI reply streaming in the room."""
-        await self._transmit({"type": "stop"})
+        await self._transmit(Stop().encode())
 
-    async def _transmit(self, frame: dict[str, Any]) -> None:
+    async def _transmit(self, data: str) -> None:
         ws = self._ws
         if ws is None or self._state.state != "open":
             return
         try:
-            await ws.send(json.dumps(frame, ensure_ascii=False))
+            await ws.send(data)
         except ConnectionClosed:
             pass  # the run loop notices the drop and reconnects; the outbox keeps messages
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        """Send the outbox's messages as they fall due, paced to the server's limits.
+
+        One per connection, owned by :meth:`_session`; woken by :meth:`send` and
+        by retryable refusals, else sleeping until the next message is due.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            batch, wait = self._outbox.due(loop.time())
+            try:
+                for pending in batch:
+                    await ws.send(SendMessage(pending.text, pending.client_id).encode())
+            except ConnectionClosed:
+                return  # the session notices the drop; the outbox re-sends on the next connection
+            if batch and wait is None:
+                continue  # sending yielded: something may have been added meanwhile
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     # -- the connection loop -------------------------------------------------
 
@@ -387,40 +377,60 @@ class ChatClient:
 
     async def _session(self, ws: ClientConnection) -> None:
         first = True
-        async for raw in ws:
-            try:
-                frame = json.loads(raw)
-            except ValueError:
-                logger.warning("%s: ignored a frame that is not JSON", self.user)
-                continue
-            if first:
-                first = False
-                if frame.get("type") == "connection":
-                    self._on_connection(frame)
-                    self._set_state(ConnectionState("open"))
-                    if self._opened is not None and not self._opened.done():
-                        self._opened.set_result(None)
-                    for client_id, item in list(self._outbox.items()):
-                        await ws.send(json.dumps(
-                            {"type": "message", "message": item.text, "client_id": client_id},
-                            ensure_ascii=False,
-                        ))
-                    self._deliver(frame)
+        flusher: asyncio.Task | None = None
+        try:
+            async for raw in ws:
+                try:
+                    frame = json.loads(raw)
+                except ValueError:
+                    logger.warning("%s: ignored a frame that is not JSON", self.user)
                     continue
-            self._handle(frame)
+                if not isinstance(frame, dict):
+                    logger.warning("%s: ignored a frame that is not an object", self.user)
+                    continue
+                if first:
+                    first = False
+                    if frame.get("type") == "connection":
+                        self._on_connection(frame)
+                        self._set_state(ConnectionState("open"))
+                        if self._opened is not None and not self._opened.done():
+                            self._opened.set_result(None)
+                        flusher = asyncio.create_task(
+                            self._flush(ws), name=f"chatkit-client-flush-{self.user}"
+                        )
+                        flusher.add_done_callback(_log_failure)
+                        self._deliver(frame)
+                        continue
+                self._handle(frame)
+        finally:
+            self._outbox.disconnected()
+            if flusher is not None:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
 
     def _on_connection(self, frame: Event) -> None:
         self.online = list(frame.get("online", []))
+        self.limits = Limits.from_object(frame.get("limits"))
+        self._outbox.connected(self.limits, asyncio.get_running_loop().time())
         self.resume.connected(frame)
 
     def _handle(self, frame: Event) -> None:
         kind = frame.get("type")
-        if kind == "message":
-            client_id = frame.get("client_id")
-            if client_id in self._outbox:
-                item = self._outbox.pop(client_id)
-                if not item.future.done():
-                    item.future.set_result(frame)
+        if kind in ("message", "error"):
+            outcome = self._outbox.receive(frame, asyncio.get_running_loop().time())
+            if outcome is not None:
+                future = self._waiters.get(outcome.pending.client_id)
+                if isinstance(outcome, Acknowledged):
+                    if future is not None and not future.done():
+                        future.set_result(outcome.frame)
+                elif isinstance(outcome, Refused):
+                    if future is not None and not future.done():
+                        future.set_exception(MessageRefused(outcome.message, code=outcome.code))
+                else:
+                    logger.info("%s: message %s refused (%s); re-sending in %.2f s", self.user,
+                                outcome.pending.client_id, outcome.code,
+                                outcome.at - asyncio.get_running_loop().time())
+                    self._wake.set()
         elif kind == "user_join" and frame.get("username") not in self.online:
             self.online = sorted([*self.online, frame.get("username", "")])
         elif kind == "user_leave":
@@ -454,6 +464,12 @@ class ChatClient:
         except asyncio.QueueFull:  # nobody iterates: keep the newest events
             self._events.get_nowait()
             self._events.put_nowait(event)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """Log a helper task's crash when it happens, not when (if ever) it is awaited."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 def _refusal_text(exc: InvalidStatus) -> str:

@@ -15,6 +15,8 @@ __all__ = [
     "ClientError",
     "HandshakeRefused",
     "ClientClosed",
+    "MessageRefused",
+    "SendTimeout",
 ]
 
 
@@ -80,3 +82,28 @@ class ClientClosed(ClientError):
     """The client was closed before the operation could complete."""
 
     code = "client_closed"
+
+
+class MessageRefused(ClientError):
+    """The server refused a message for good (``too_long``, ``bad_field``, ``empty_message``…),
+    or the client refused to send one the server would refuse; ``code`` is the server's.
+
+    Sending the same message again cannot succeed. ``retry_after_ms`` is set when
+    the refusal was a retryable one that the client gave up on.
+    """
+
+    code = "refused"
+
+    def __init__(self, message: str, *, code: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_ms = retry_after_ms
+
+
+class SendTimeout(ClientError):
+    """A message was not acknowledged by the server within its deadline.
+
+    It may still have been stored (the acknowledgement can be what got lost):
+    sending it again with the same ``client_id`` is safe, the server keeps one copy.
+    """
+
+    code = "send_timeout"

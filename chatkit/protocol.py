@@ -26,6 +26,9 @@ from .errors import ProtocolError
 __all__ = [
     "PROTOCOL_VERSION",
     "DEFAULT_MAX_TEXT",
+    "MAX_ID",
+    "RETRY_CODES",
+    "Limits",
     "SESSION_ID_RE",
     "SendMessage",
     "Typing",
@@ -38,6 +41,9 @@ __all__ = [
     "decode",
     "decode_object",
     "parse_json",
+    "parse_id",
+    "parse_cursor",
+    "check_text",
     "encode",
     "parse_chat_path",
     "validate_session_id",
@@ -62,6 +68,15 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_TEXT = 4000
 """Default longest chat message, in characters (``too_long`` beyond it)."""
 
+MAX_ID = 2**63 - 1
+"""Largest message id and cursor: SQLite's INTEGER is a signed 64-bit number."""
+
+RETRY_CODES = frozenset({"rate_limited", "busy", "shutting_down", "store_full", "store_error"})
+"""Error codes after which a refused message may be sent again (after ``retry_after_ms``).
+Every other code refusing a message is permanent: sending it again cannot help."""
+
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²" and "٣"
+
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,32}")
 CLIENT_ID_MAX = 64
@@ -72,12 +87,27 @@ _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # ---------------------------------------------------------------------------
 
 
+# Each frame is a frozen dataclass that both sides use, as h11's events are:
+# the server gets one from :func:`decode`, a client builds one and sends
+# ``frame.encode()``. ``to_object()`` is the frame as a JSON object, in the
+# seed's field names; ``decode(frame.encode()) == frame`` for every valid frame.
+
+
 @dataclass(frozen=True, slots=True)
 class SendMessage:
     """A chat message: ``{"message": "text"}`` (``type`` and ``client_id`` optional)."""
 
     text: str
     client_id: str | None = None
+
+    def to_object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"type": "message", "message": self.text}
+        if self.client_id is not None:
+            obj["client_id"] = self.client_id
+        return obj
+
+    def encode(self) -> str:
+        return encode(self.to_object())
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +116,12 @@ class Typing:
 
     is_typing: bool
 
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "typing", "isTyping": self.is_typing}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
+
 
 @dataclass(frozen=True, slots=True)
 class ReadReceipt:
@@ -93,15 +129,33 @@ class ReadReceipt:
 
     message_id: int
 
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "read_receipt", "messageId": self.message_id}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
+
 
 @dataclass(frozen=True, slots=True)
 class Stop:
     """Stop the AI reply streaming in the room."""
 
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "stop"}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
+
 
 @dataclass(frozen=True, slots=True)
 class Ping:
     """An application-level heartbeat (browsers cannot send WebSocket pings)."""
+
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "ping"}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
 
 
 ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping]
@@ -121,13 +175,41 @@ def _require_id(obj: dict[str, Any], *names: str) -> int:
     for name in names:
         if name in obj:
             value = obj[name]
+            if isinstance(value, str):
+                return parse_id(value, name)  # the seed's markAsRead passes a string id
             # bool is an int subclass: reject it explicitly.
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)  # the seed's markAsRead passes a string id
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
                 raise ProtocolError(f"field {name!r} must be a positive integer", code="bad_field")
             return value
     raise ProtocolError(f"missing field {names[0]!r}", code="missing_field")
+
+
+def parse_cursor(text: str, name: str = "after") -> int:
+    """A cursor from a query string or header: ASCII digits, ``0`` to :data:`MAX_ID`.
+
+    Anything else (``"²"``, ``"-1"``, ``" 7"``, 2**63, 5,000 digits) raises
+    ``ProtocolError("bad_field")``: it must never reach ``int()`` or SQLite.
+    """
+    if not _DIGITS.fullmatch(text) or int(text) > MAX_ID:
+        raise ProtocolError(f"{name!r} must be an integer from 0 to {MAX_ID}", code="bad_field")
+    return int(text)
+
+
+def parse_id(text: str, name: str = "id") -> int:
+    """A message id given as text: like :func:`parse_cursor`, but at least 1."""
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= MAX_ID:
+        raise ProtocolError(f"{name!r} must be an integer from 1 to {MAX_ID}", code="bad_field")
+    return int(text)
+
+
+def check_text(value: str, name: str) -> str:
+    """Refuse (``bad_field``) a string that cannot be encoded as UTF-8 (a lone surrogate,
+    which JSON's ``\\ud800`` escape can carry): the store and the wire would fail on it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"field {name!r} is not valid Unicode text", code="bad_field") from None
+    return value
 
 
 def parse_json(data: str | bytes) -> Any:
@@ -168,6 +250,7 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
         text = obj["message"]
         if not isinstance(text, str):
             raise ProtocolError("field 'message' must be a string", code="bad_field")
+        check_text(text, "message")
         if not text.strip():
             raise ProtocolError("message is empty", code="empty_message")
         if len(text) > max_text:
@@ -181,6 +264,7 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
                     f"field 'client_id' must be a string of 1 to {CLIENT_ID_MAX} characters",
                     code="bad_field",
                 )
+            check_text(client_id, "client_id")
         return SendMessage(text, client_id)
     if kind == "typing":
         return Typing(_require_bool(obj, "isTyping", "is_typing"))
@@ -191,7 +275,8 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
     if kind == "ping":
         return Ping()
     shown = kind if len(kind) <= 32 else kind[:32] + "..."
-    raise ProtocolError(f"unknown frame type {shown!r}", code="unknown_type")
+    # ascii(): the error frame echoes the type, and a lone surrogate could not be sent back
+    raise ProtocolError(f"unknown frame type {ascii(shown)}", code="unknown_type")
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -222,6 +307,7 @@ def validate_session_id(session_id: str) -> str:
 
 def validate_user(user: str) -> str:
     """Return ``user`` if it is 1 to 32 printable characters."""
+    check_text(user, "user")
     if not USER_RE.fullmatch(user) or not user.strip():
         raise ProtocolError("user name must be 1 to 32 printable characters", code="bad_user")
     return user
@@ -252,11 +338,7 @@ def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
     if user is not None:
         validate_user(user)
     after_raw = query.get("after", [None])[-1]
-    after = None
-    if after_raw not in (None, ""):
-        if not after_raw.isdigit():
-            raise ProtocolError("'after' must be a non-negative integer", code="bad_field")
-        after = int(after_raw)
+    after = None if after_raw in (None, "") else parse_cursor(after_raw, "after")
     return ChatPath(session_id, user, after)
 
 
@@ -288,13 +370,55 @@ class StoredMessage:
         return message_frame(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a server accepts from one connection, stated in its ``connection`` frame
+    (``"limits"``) so that a client can pace itself instead of being refused.
+
+    The defaults are the server's; a client talking to a server that states
+    nothing assumes them.
+    """
+
+    max_text: int = DEFAULT_MAX_TEXT
+    messages_per_s: float = 5.0
+    message_burst: int = 10
+    frames_per_s: float = 50.0
+    frame_burst: int = 100
+
+    def to_object(self) -> dict[str, Any]:
+        return {
+            "max_text": self.max_text,
+            "messages_per_s": self.messages_per_s,
+            "message_burst": self.message_burst,
+            "frames_per_s": self.frames_per_s,
+            "frame_burst": self.frame_burst,
+        }
+
+    @classmethod
+    def from_object(cls, obj: Any) -> "Limits":
+        """Read ``limits`` from a frame; missing or malformed fields keep their defaults."""
+        if not isinstance(obj, dict):
+            return cls()
+        values: dict[str, Any] = {}
+        for name in ("max_text", "messages_per_s", "message_burst", "frames_per_s", "frame_burst"):
+            value = obj.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                values[name] = value
+        return cls(**values)
+
+
 def connection_frame(
-    session_id: str, user: str, online: list[str], message: str, last_id: int = 0
+    session_id: str,
+    user: str,
+    online: list[str],
+    message: str,
+    last_id: int = 0,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
-    """The first frame on every connection: the seed's welcome, who is online, and
+    """The first frame on every connection: the seed's welcome, who is online,
     ``last_id``, the room's newest message id (a client's resume cursor even
-    before it has seen any message)."""
-    return {
+    before it has seen any message), and the connection's ``limits``."""
+    frame: dict[str, Any] = {
         "type": "connection",
         "message": message,
         "session_id": session_id,
@@ -303,6 +427,9 @@ def connection_frame(
         "last_id": last_id,
         "protocol": PROTOCOL_VERSION,
     }
+    if limits is not None:
+        frame["limits"] = limits.to_object()
+    return frame
 
 
 def message_frame(msg: StoredMessage) -> dict[str, Any]:
@@ -368,8 +495,18 @@ def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:
     return {"type": "read_receipt", "message_id": message_id, "user": user}
 
 
-def error_frame(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def error_frame(
+    code: str, message: str, *, client_id: str | None = None, retry_after_ms: int | None = None
+) -> dict[str, Any]:
+    """A refusal or a failure. When it refuses a chat message that carried a
+    ``client_id``, the frame carries it too, so the sender knows which message;
+    ``retry_after_ms`` says when sending it again may succeed (see :data:`RETRY_CODES`)."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    if retry_after_ms is not None:
+        frame["retry_after_ms"] = retry_after_ms
+    return frame
 
 
 def pong_frame() -> dict[str, Any]:

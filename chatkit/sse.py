@@ -3,9 +3,10 @@
 Built on ``httpx`` and ``httpx-sse`` (which parses the event stream by the
 WHATWG rules). It reconnects after a drop, sending the last event id in the
 ``Last-Event-ID`` header, so the server replays what was missed; the same
-:class:`~chatkit.client.ResumeState` as the WebSocket client removes
+:class:`~chatkit.resume.ResumeState` as the WebSocket client removes
 duplicates, so the application sees every message exactly once. Messages are
-sent with ``POST /sse/chat/<room>/messages``.
+sent with ``POST /sse/chat/<room>/messages``; a refusal that may pass later
+(429, 503) is retried after the server's ``Retry-After``, within the post's deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any, AsyncIterator
 from urllib.parse import quote
@@ -20,8 +22,10 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import aconnect_sse
 
-from .client import ExponentialBackoff, ReconnectPolicy, ResumeState
-from .errors import ClientError, HandshakeRefused
+from . import protocol
+from .client import ExponentialBackoff, ReconnectPolicy
+from .errors import ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
+from .resume import DEFAULT_RETRY_MS, ResumeState
 
 __all__ = ["SSEClient"]
 
@@ -43,11 +47,13 @@ class SSEClient:
         after: int | None = None,
         policy: ReconnectPolicy | None = None,
         timeout: float = 10.0,
+        send_timeout: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.room = room
         self.user = user
         self.policy = policy or ExponentialBackoff()
+        self.send_timeout = send_timeout
         self.resume = ResumeState(after)
         self.last_event_id: str | None = None if after is None else str(after)
         self.connections = 0
@@ -100,12 +106,59 @@ class SSEClient:
             attempt += 1
             await asyncio.sleep(self.policy.delay(attempt))
 
-    async def post(self, text: str, *, client_id: str | None = None) -> dict[str, Any]:
-        """Send a message; returns the stored message (201, or 200 for a known ``client_id``)."""
-        payload = {"message": text, "user": self.user or "anonymous",
-                   "client_id": client_id or uuid.uuid4().hex}
-        response = await self._http.post(f"{self.base_url}/sse/chat/{self.room}/messages", json=payload)
-        body = response.json()
-        if response.status_code >= 400:
-            raise ClientError(body.get("message", "refused"), code=body.get("code", "client_error"))
-        return body
+    async def post(
+        self, text: str, *, client_id: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a message; returns the stored message (201, or 200 for a known ``client_id``).
+
+        Raises :class:`~chatkit.errors.MessageRefused` for a permanent refusal
+        and :class:`~chatkit.errors.SendTimeout` when the message is not stored
+        within ``timeout`` seconds (default ``send_timeout``); 429 and 503 are
+        retried after ``Retry-After`` with the same ``client_id`` (stored once).
+        """
+        frame = protocol.SendMessage(text, client_id or uuid.uuid4().hex)
+        try:
+            protocol.decode_object(frame.to_object())
+        except ProtocolError as exc:
+            raise MessageRefused(exc.message, code=exc.code) from None
+        payload = {**frame.to_object(), "user": self.user or "anonymous"}
+        url = f"{self.base_url}/sse/chat/{self.room}/messages"
+        deadline = self.send_timeout if timeout is None else timeout
+        give_up = time.monotonic() + deadline
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, give_up - time.monotonic())):
+                    response = await self._http.post(url, json=payload)
+            except TimeoutError:
+                raise SendTimeout(f"the server did not store the message within {deadline:g} s") from None
+            except httpx.TransportError as exc:
+                response = None
+                logger.info("POST failed (%s); retrying", exc)
+            if response is not None:
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                if response.status_code < 400:
+                    return body
+                if response.status_code not in (429, 503):
+                    raise MessageRefused(str(body.get("message", "refused")),
+                                         code=str(body.get("code", "client_error")))
+                wait = _retry_after(response, body)
+            else:
+                wait = DEFAULT_RETRY_MS / 1000
+            if time.monotonic() + wait > give_up:
+                raise SendTimeout(f"the server did not store the message within {deadline:g} s")
+            await asyncio.sleep(wait)
+
+
+def _retry_after(response: httpx.Response, body: Any) -> float:
+    """Seconds to wait from ``retry_after_ms`` in the body, else ``Retry-After``, else 1 s."""
+    if isinstance(body, dict):
+        ms = body.get("retry_after_ms")
+        if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
+            return ms / 1000
+    header = response.headers.get("retry-after", "")
+    if header.isascii() and header.isdigit():
+        return float(header)
+    return DEFAULT_RETRY_MS / 1000

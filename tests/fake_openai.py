@@ -2,7 +2,9 @@
 
 Its behaviour per request is chosen by ``mode``: ``ok`` (normal stream with an
 empty-``choices`` usage chunk), ``401``, ``429``, ``drop`` (closes the socket
-mid-stream), ``stall`` (sends two chunks, then nothing).
+mid-stream), ``stall`` (sends two chunks, then nothing), ``eof`` (sends two
+chunks, then ends the response cleanly: no ``finish_reason``, no ``[DONE]``),
+``done_only`` (every chunk, then ``[DONE]`` without any ``finish_reason``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ class FakeOpenAI:
                     return
                 if self.mode == "stall" and i == 1:
                     await asyncio.sleep(3600)
+                if self.mode == "eof" and i == 1:
+                    send(h11.EndOfMessage())  # a well-formed end of the body, mid-answer
+                    await writer.drain()
+                    return
+            if self.mode == "done_only":
+                send(h11.Data(data=b"data: [DONE]\n\n"))
+                send(h11.EndOfMessage())
+                await writer.drain()
+                return
             send(h11.Data(data=chunk(None, choices=False)))  # a usage chunk: empty choices
             send(h11.Data(data=chunk(None, "stop")))
             send(h11.Data(data=b"data: [DONE]\n\n"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import pytest
 from websockets.asyncio.server import serve
 
 from chatkit.client import ChatClient, ExponentialBackoff, FixedDelay
-from chatkit.errors import HandshakeRefused
+from chatkit.errors import HandshakeRefused, MessageRefused, SendTimeout
 from chatkit.llm import EchoStreamer
 
 from .conftest import peer
@@ -148,3 +149,96 @@ async def test_lost_broadcast_is_deduplicated_on_resend(servers):
                         break
     assert delivered == [stored["id"]]  # delivered to the application exactly once
     assert await srv.store.count("cut") == 2  # one user message, one reply: the re-send was deduplicated
+
+
+async def test_fifteen_sends_at_once_all_resolve_at_the_default_rate_limit(server):
+    """Issue 13: 15 concurrent sends on one client left 5 unresolved (rate-limited, unmatched)."""
+    async with ChatClient(server.ws_url("burst"), user="ann", policy=FAST) as chat:
+        assert chat.limits.message_burst >= 1
+        stored = await asyncio.wait_for(
+            asyncio.gather(*(chat.send(f"m{i}") for i in range(15))), timeout=10
+        )
+        assert sorted(m["message"] for m in stored) == sorted(f"m{i}" for i in range(15))
+        assert len({m["id"] for m in stored}) == 15 and chat.outbox == []
+    assert await server.store.count("burst") >= 15
+
+
+async def test_too_long_and_blank_messages_raise_instead_of_hanging(server):
+    async with ChatClient(server.ws_url("long"), user="ann", policy=FAST) as chat:
+        with pytest.raises(MessageRefused) as info:
+            await asyncio.wait_for(chat.send("x" * 5000), timeout=5)
+        assert info.value.code == "too_long"
+        with pytest.raises(MessageRefused) as info:
+            await chat.send("  ")
+        assert info.value.code == "empty_message"
+        with pytest.raises(MessageRefused) as info:
+            await chat.send("\ud800")
+        assert info.value.code == "bad_field"
+        assert chat.outbox == []
+        assert (await chat.send("fine"))["message"] == "fine"
+
+
+async def refusing_server(script):
+    """A bare WebSocket server: ``script(frame, attempt)`` answers each message frame
+    with a list of frames (``attempt`` counts the sends of that client_id)."""
+    attempts: dict[str, int] = {}
+    next_id = 0
+
+    async def handler(ws):
+        nonlocal next_id
+        await ws.send(json.dumps({"type": "connection", "online": [], "last_id": 0,
+                                  "limits": {"max_text": 50, "messages_per_s": 100, "message_burst": 100}}))
+        async for raw in ws:
+            frame = json.loads(raw)
+            cid = frame["client_id"]
+            attempts[cid] = attempts.get(cid, 0) + 1
+            for answer in script(frame, attempts[cid]):
+                if answer == "store":
+                    next_id += 1
+                    answer = {"type": "message", "id": next_id, "is_user": True, "message": frame["message"],
+                              "user": "ann", "client_id": cid}
+                await ws.send(json.dumps(answer))
+
+    return attempts, serve(handler, "127.0.0.1", 0)
+
+
+async def test_refusals_are_matched_by_client_id_and_retried_after_the_stated_delay():
+    def script(frame, attempt):
+        cid, text = frame["client_id"], frame["message"]
+        if text == "bad":
+            return [{"type": "error", "code": "bad_field", "message": "no", "client_id": cid}]
+        if text == "silent":
+            return []
+        if text == "slow" and attempt < 3:
+            return [{"type": "error", "code": "rate_limited", "message": "later", "client_id": cid,
+                     "retry_after_ms": 20}]
+        return ["store"]
+
+    attempts, server_cm = await refusing_server(script)
+    async with server_cm as srv:
+        url = f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}/ws/chat/x/"
+        async with ChatClient(url, user="ann", policy=FAST) as chat:
+            assert chat.limits.max_text == 50  # taken from the connection frame
+            with pytest.raises(MessageRefused) as info:
+                await chat.send("y" * 51)
+            assert info.value.code == "too_long"  # refused locally by the server's own limit
+            bad, slow, silent = await asyncio.gather(
+                chat.send("bad"), chat.send("slow"), chat.send("silent", timeout=0.3),
+                return_exceptions=True,
+            )
+            assert isinstance(bad, MessageRefused) and bad.code == "bad_field"
+            assert slow["message"] == "slow"
+            assert isinstance(silent, SendTimeout) and silent.code == "send_timeout"
+            assert sorted(attempts.values()) == [1, 1, 3]
+            assert chat.outbox == []
+
+
+async def test_send_while_offline_times_out_by_its_own_deadline(servers):
+    srv = await servers()
+    chat = ChatClient(srv.ws_url("off"), user="ann", policy=FixedDelay(30))
+    async with chat:
+        await srv.stop()
+        await chat.next_event("state", state="reconnecting", timeout=5)
+        with pytest.raises(SendTimeout):
+            await chat.send("into the void", timeout=0.2)
+        assert chat.outbox == []

@@ -31,7 +31,9 @@ async def test_streams_and_skips_empty_choices():
         assert fake.requests[0]["model"] == "m"
 
 
-@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"), ("drop", "llm_stream_dropped")])
+@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"),
+                                        ("drop", "llm_stream_dropped"), ("eof", "llm_stream_dropped"),
+                                        ("done_only", "llm_stream_dropped")])
 async def test_failures_become_llm_errors(mode, code):
     async with FakeOpenAI(mode) as fake:
         streamer = OpenAIStreamer(base_url=fake.base_url, api_key="sk-secret-123", model="m")
@@ -39,6 +41,16 @@ async def test_failures_become_llm_errors(mode, code):
             await collect(streamer)
         assert info.value.code == code
         assert "sk-secret" not in info.value.message and "Traceback" not in info.value.message
+
+
+async def test_a_clean_end_without_finish_reason_keeps_the_partial_text():
+    async with FakeOpenAI("eof") as fake:
+        streamer = OpenAIStreamer(base_url=fake.base_url, api_key="k", model="m")
+        got = []
+        with pytest.raises(LLMError) as info:
+            async for piece in streamer.stream(CONVO):
+                got.append(piece)
+        assert got == ["Hel", "lo"] and info.value.code == "llm_stream_dropped"
 
 
 async def test_unreachable():
@@ -96,7 +108,8 @@ async def test_server_streams_from_openai_compatible_backend(servers, monkeypatc
         assert roles[1:] == [("user", "first"), ("assistant", "WebSockets!"), ("user", "second")]
 
 
-@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"), ("drop", "llm_stream_dropped")])
+@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"),
+                                        ("drop", "llm_stream_dropped"), ("eof", "llm_stream_dropped")])
 async def test_server_survives_backend_failure(servers, monkeypatch, mode, code):
     async with FakeOpenAI(mode) as fake:
         monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
@@ -115,8 +128,8 @@ async def test_server_survives_backend_failure(servers, monkeypatch, mode, code)
         con = sqlite3.connect(srv.config.db)
         status, content = con.execute("SELECT status, content FROM messages WHERE id = ?", (done["id"],)).fetchone()
         assert status == "error" and content == done["message"]
-        if mode == "drop":
-            assert content == "Hello"  # the partial reply is kept
+        if mode in ("drop", "eof"):
+            assert content == "Hello"  # the partial reply is kept, and not called complete
 
 
 async def test_server_cuts_a_stalled_stream(servers, monkeypatch):

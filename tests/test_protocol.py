@@ -155,3 +155,115 @@ def test_sse_event_encoding_multiline_and_ids():
     assert protocol.sse_event("a\u2028b") == "data: a\u2028b\n\n".encode()
     assert protocol.sse_comment("hb") == b": hb\n\n"
     assert protocol.sse_retry(3000) == b"retry: 3000\n\n"
+
+
+# -- ids, cursors, Unicode (issue 13, item 4) ------------------------------------
+
+BAD_IDS = ["²", "٣", "1²", "-1", "+1", " 1", "1 ", "0x10", "1e3", "", str(2**63), "9" * 5000]
+
+
+@pytest.mark.parametrize("value", [*BAD_IDS, 2**63, 0, -5, 1.5, None, "0"])
+def test_read_receipt_ids_are_ascii_digits_within_sqlite_range(value):
+    with pytest.raises(ProtocolError) as info:
+        decode(json.dumps({"type": "read_receipt", "messageId": value}))
+    assert info.value.code == "bad_field"
+
+
+def test_largest_ids_are_accepted():
+    assert decode(json.dumps({"type": "read_receipt", "messageId": protocol.MAX_ID})) == ReadReceipt(2**63 - 1)
+    assert decode(json.dumps({"type": "read_receipt", "messageId": str(2**63 - 1)})) == ReadReceipt(2**63 - 1)
+    assert protocol.parse_chat_path(f"/ws/chat/d/?after={2**63 - 1}").after == 2**63 - 1
+    assert protocol.parse_chat_path("/ws/chat/d/?after=0").after == 0
+
+
+@pytest.mark.parametrize("value", BAD_IDS[:-3] + [str(2**63), "9" * 5000, "%C2%B2"])
+def test_after_cursor_is_ascii_digits_within_sqlite_range(value):
+    if not value:
+        assert protocol.parse_chat_path("/ws/chat/d/?after=").after is None  # blank = absent
+        return
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse_chat_path(f"/ws/chat/d/?after={value}")
+    assert info.value.code == "bad_field"
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"message": "\ud800"},
+        {"message": "ok \udfff ok"},
+        {"message": "ok", "client_id": "\ud83d"},
+    ],
+)
+def test_strings_that_are_not_unicode_text_are_bad_field(obj):
+    raw = json.dumps(obj)  # JSON escapes carry lone surrogates: "\ud800"
+    with pytest.raises(ProtocolError) as info:
+        decode(raw)
+    assert info.value.code == "bad_field"
+
+
+def test_lone_surrogates_in_names_and_types_are_refused_without_echoing_them():
+    # Percent-encoded surrogate bytes in a URL decode to U+FFFD: text, not a crash.
+    assert protocol.parse_chat_path("/ws/chat/d/?user=%ED%A0%80").user.encode("utf-8")
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_user("a\ud800")
+    assert info.value.code == "bad_field"
+    with pytest.raises(ProtocolError) as info:
+        decode(json.dumps({"type": "\ud800"}))
+    assert info.value.code == "unknown_type"
+    info.value.message.encode("utf-8")  # the error frame can be sent back
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.booleans(), st.none()))
+def test_fuzz_ids_never_escape_as_other_exceptions(value):
+    try:
+        frame = decode(json.dumps({"type": "read_receipt", "messageId": value}))
+    except ProtocolError as exc:
+        assert exc.code == "bad_field"
+    else:
+        assert isinstance(frame, ReadReceipt) and 0 < frame.message_id <= protocol.MAX_ID
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_fuzz_handshake_query_gives_a_path_or_a_coded_error(query):
+    from urllib.parse import quote
+
+    for raw in (query, quote(query, safe="=&")):
+        try:
+            chat = protocol.parse_chat_path(f"/ws/chat/demo/?{raw}")
+        except ProtocolError as exc:
+            assert exc.code in ("bad_field", "bad_user")
+        else:
+            assert chat is not None
+            assert chat.after is None or 0 <= chat.after <= protocol.MAX_ID
+            if chat.user is not None:
+                chat.user.encode("utf-8")
+
+
+valid_frames = st.one_of(
+    st.builds(
+        SendMessage,
+        st.text(min_size=1, max_size=50).filter(str.strip).map(lambda t: t.encode("utf-8", "replace").decode()),
+        st.one_of(st.none(), st.text(min_size=1, max_size=64, alphabet=st.characters(codec="utf-8"))),
+    ),
+    st.builds(Typing, st.booleans()),
+    st.builds(ReadReceipt, st.integers(1, protocol.MAX_ID)),
+    st.just(Stop()),
+    st.just(protocol.Ping()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_frames)
+def test_client_frames_round_trip(frame):
+    """What a client builds with the constructors is what the server decodes."""
+    assert decode(frame.encode()) == frame
+    assert protocol.decode_object(frame.to_object()) == frame
+
+
+def test_error_frame_names_the_refused_message():
+    assert protocol.error_frame("too_long", "no", client_id="c1") == {
+        "type": "error", "code": "too_long", "message": "no", "client_id": "c1"}
+    assert protocol.error_frame("rate_limited", "slow", client_id="c", retry_after_ms=200)["retry_after_ms"] == 200
+    assert "client_id" not in protocol.error_frame("llm_error", "x")

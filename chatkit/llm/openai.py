@@ -6,7 +6,11 @@ Built on the ``openai`` library's ``AsyncOpenAI`` client. ``base_url``,
 classroom from the offline tutor to a real model needs no code change.
 
 Every failure becomes an :class:`~chatkit.errors.LLMError` with a stable code
-and a message without tracebacks or secrets.
+and a message without tracebacks or secrets. A stream is complete only when
+the backend says so with a ``finish_reason``: one that simply ends without it
+(a proxy or server closing the response cleanly mid-answer — the ``openai``
+library then ends iteration quietly) is ``llm_stream_dropped``, so the partial
+reply is stored as ``error``, never as ``complete``.
 """
 
 from __future__ import annotations
@@ -65,14 +69,25 @@ class OpenAIStreamer:
         except openai.APIError as exc:
             raise _translate(exc) from None
         started = False
+        finished = False
         try:
             async for chunk in response:
                 if not chunk.choices:  # usage or content-filter chunks
                     continue
-                delta = chunk.choices[0].delta.content
+                choice = chunk.choices[0]
+                delta = choice.delta.content if choice.delta is not None else None
                 if delta:
                     started = True
                     yield delta
+                if choice.finish_reason is not None:
+                    finished = True
+            if not finished:
+                # The library stops at `data: [DONE]` and at a clean end of the body
+                # alike and does not say which; only finish_reason proves the end.
+                raise LLMError(
+                    "the model's stream ended before the answer was finished",
+                    code="llm_stream_dropped",
+                )
         except openai.APIError as exc:
             raise _translate(exc, started) from None
         except LLMError:

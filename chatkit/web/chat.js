@@ -14,42 +14,8 @@
   const newClientId = () =>
     (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
-  // --- exactly-once delivery: the same rules as chatkit.client.ResumeState --------------------
-  class ResumeState {
-    constructor() { this.cursor = null; this.delivered = new Set(); this.partial = new Map(); }
-    get after() {
-      if (this.partial.size) return Math.min(...this.partial.keys()) - 1;
-      return this.cursor;
-    }
-    connected(frame) {
-      if (this.cursor === null && Number.isInteger(frame.last_id)) this.cursor = frame.last_id;
-    }
-    mark(id) { this.delivered.add(id); if (this.cursor === null || id > this.cursor) this.cursor = id; }
-    accept(frame) {
-      const id = frame.id;
-      if (!Number.isInteger(id)) return frame;
-      if (this.delivered.has(id)) return null;
-      if (frame.type === "message") {
-        if (this.partial.has(id) && !frame.is_user) {
-          this.partial.delete(id);
-          frame = { type: "ai_complete", id, message: frame.message, status: frame.status, replayed: true };
-        }
-        this.mark(id);
-      } else if (frame.type === "ai_chunk") {
-        const have = this.partial.get(id) || "";
-        if (frame.snapshot) {
-          if (!frame.chunk.startsWith(have) || frame.chunk === have) { return null; }
-          this.partial.set(id, frame.chunk);
-          return { type: "ai_chunk", id, chunk: frame.chunk.slice(have.length) };
-        }
-        this.partial.set(id, have + frame.chunk);
-      } else if (frame.type === "ai_complete") {
-        this.partial.delete(id);
-        this.mark(id);
-      }
-      return frame;
-    }
-  }
+  // --- exactly-once delivery: resume.js (the same rules as chatkit/resume.py) ----------------
+  const { ResumeState } = window.ChatkitResume;
 
   // --- the service ----------------------------------------------------------------------------
   class ChatService {
@@ -72,7 +38,7 @@
       const url = new URL(`ws/chat/${encodeURIComponent(this.room)}/`, location.href);
       url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
       url.searchParams.set("user", this.user);
-      if (this.resume.after !== null) url.searchParams.set("after", String(this.resume.after));
+      if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
       return url.toString();
     }
 
@@ -124,7 +90,7 @@
       try {
         const url = new URL(`sse/chat/${encodeURIComponent(this.room)}/`, await this.sseBase());
         url.searchParams.set("user", this.user);
-        if (this.resume.after !== null) url.searchParams.set("after", String(this.resume.after));
+        if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
         const source = new EventSource(url);
         this.source = source;
         const types = ["connection", "message", "ai_chunk", "ai_complete", "typing", "user_join",
