@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=d.port, help="WebSocket port; 0 picks a free one (default %(default)s)")
     s.add_argument("--http-port", type=int, default=None,
                    help="SSE/HTTP port (default: WebSocket port + 1; 0 picks a free one; -1 disables)")
-    s.add_argument("--db", default=d.db, help="SQLite file, or :memory: (default %(default)s)")
+    s.add_argument("--db", default=d.db, help="SQLite file, :memory:, or a postgresql://USER@HOST:PORT/DB URL (default %(default)s)")
     s.add_argument("--llm", choices=BACKENDS, default=d.llm,
                    help="reply backend; auto = openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline")
     s.add_argument("--first-token-ms", type=float, default=d.first_token_ms, help="offline tutor: delay before the first piece")

@@ -19,6 +19,7 @@ from .endpoints import Endpoints
 from .http import HTTPServer
 from .hub import Hub, HubConfig
 from .llm import Streamer, make_streamer, resolve_backend
+from .storage import open_store
 from .store import Store
 from .ws import WebSocketServer, WebSocketSink
 
@@ -112,7 +113,7 @@ class ChatServer:
             echo_chunks=cfg.echo_chunks,
             echo_stamp=cfg.echo_stamp,
         )
-        self.store = await Store.open(cfg.db)
+        self.store = await open_store(cfg.db)  # type: ignore[assignment]
         self.hub = Hub(self.store, self.streamer, cfg.hub)
         self.endpoints = Endpoints(
             self.store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text

@@ -138,11 +138,13 @@ class Store:
         self._writer: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, path: str | Path = "chatkit.db") -> "Store":
+    async def open(cls, path: str | Path = "chatkit.db", *, recover: bool = True) -> "Store":
         """Open (creating or migrating) the database at ``path`` (``:memory:`` allowed).
 
-        Replies that were still streaming when a previous process died are
-        marked ``interrupted``, so they are never shown as in progress again.
+        With ``recover``, replies that were still streaming when a previous
+        process died are marked ``interrupted``, so they are never shown as in
+        progress again. Processes sharing the file through a broker pass
+        ``recover=False``: there the room's reply lease decides.
         """
         path = str(path)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -153,9 +155,10 @@ class Store:
             await db.execute("PRAGMA busy_timeout=5000")
             store = cls(db, path)
             await store._migrate()
-            await db.execute(
-                "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
-            )
+            if recover:
+                await db.execute(
+                    "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
+                )
         except BaseException:
             await db.close()
             raise
@@ -323,11 +326,19 @@ class Store:
         """Reserve the id of an AI reply about to stream (status ``streaming``)."""
         return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
 
-    async def finish_reply(self, message_id: int, content: str, status: str) -> None:
-        """Store the text of an AI reply and its final status."""
-        await self._write(lambda con: con.execute(
-            "UPDATE messages SET content = ?, status = ? WHERE id = ?", (content, status, message_id)
-        ).close())
+    async def finish_reply(self, message_id: int, content: str, status: str) -> bool:
+        """Store the text of an AI reply and its final status — only if it is still
+        ``streaming``; ``False`` when another process already finished it (fencing)."""
+
+        def op(con: sqlite3.Connection) -> bool:
+            cur = con.execute(
+                "UPDATE messages SET content = ?, status = ? WHERE id = ? AND status = 'streaming'",
+                (content, status, message_id),
+            )
+            cur.close()
+            return cur.rowcount == 1
+
+        return await self._write(op)
 
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         """Record that ``user`` read ``message_id``; ``False`` if already recorded."""

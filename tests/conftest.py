@@ -85,3 +85,44 @@ async def servers(db_path):
     yield factory
     for srv in started:
         await srv.stop()
+
+
+# -- real engines (tests/services.py): Redis, PostgreSQL, nginx -------------------
+
+
+@pytest.fixture
+def redis_service():
+    """A fresh ``redis-server`` (no persistence) on a free port; ``.restart()`` wipes it."""
+    from .services import RedisService
+
+    service = RedisService()
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throw-away PostgreSQL 15 cluster for the session (started on first use)."""
+    from .services import PostgresService
+
+    service = PostgresService()
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+async def pg_dsn(postgres_cluster) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return await postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request, tmp_path) -> str:
+    """The ``--db`` of each store: an SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return await request.getfixturevalue("postgres_cluster").new_database()

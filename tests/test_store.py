@@ -1,12 +1,21 @@
-"""The SQLite store: schema, ids, dedup, resume, pagination, receipts, recovery."""
+"""The stores: schema, ids, dedup, resume, pagination, receipts, recovery.
+
+Most tests run against both stores (``store_url``: an SQLite file and a fresh
+PostgreSQL database on a real server, see ``tests/services.py``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from chatkit.errors import StoreError
+from chatkit.storage import open_store
 from chatkit.store import MAX_PAGE, SCHEMA_VERSION, HistoryPage, Store
 
 
@@ -31,30 +40,78 @@ async def test_refuses_newer_schema(db_path):
     assert info.value.code == "schema_too_new"
 
 
-async def test_ids_increase_across_reopen(db_path):
-    async with await Store.open(db_path) as store:
+async def test_postgres_schema_version_index_and_newer_schema(pg_dsn):
+    import asyncpg
+
+    from chatkit.store_pg import PG_SCHEMA_VERSION, PostgresStore
+
+    async with await PostgresStore.open(pg_dsn) as store:
+        assert await store.schema_version() == PG_SCHEMA_VERSION
+    async with await PostgresStore.open(pg_dsn) as store:  # a second open migrates nothing
+        assert await store.schema_version() == PG_SCHEMA_VERSION
+    con = await asyncpg.connect(pg_dsn)
+    try:
+        index = await con.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_by_session'")
+        assert "(session_id, id)" in index
+        await con.execute("UPDATE chatkit_schema SET version = $1", PG_SCHEMA_VERSION + 1)
+    finally:
+        await con.close()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore.open(pg_dsn)
+    assert info.value.code == "schema_too_new"
+
+
+async def test_ids_increase_across_reopen(store_url):
+    async with await open_store(store_url) as store:
         a = (await store.append("r", "ann", "one")).message
         b = (await store.append("other", "bob", "two")).message
-    async with await Store.open(db_path) as store:
+    async with await open_store(store_url) as store:
         c = (await store.append("r", "ann", "three")).message
         assert a.id < b.id < c.id
         assert [m.content for m in await store.messages_after("r", 0)] == ["one", "three"]
         assert [m.content for m in await store.messages_after("r", a.id)] == ["three"]
+        assert await store.last_id("r") == c.id and await store.last_id("nobody") == 0
 
 
-async def test_client_id_dedup():
-    async with await Store.open(":memory:") as store:
+async def test_client_id_dedup(store_url):
+    async with await open_store(store_url) as store:
         first = await store.append("r", "ann", "hi", client_id="c-1")
         again = await store.append("r", "ann", "hi (re-sent)", client_id="c-1")
         assert first.created and not again.created
         assert again.message == first.message
+        assert await store.by_client_id("r", "c-1") == first.message
         other_room = await store.append("r2", "ann", "hi", client_id="c-1")
         assert other_room.created and other_room.message.id != first.message.id
+        assert await store.count("r") == 1 and await store.count() == 2
+
+
+async def test_concurrent_resends_store_one_row(store_url):
+    """A burst of re-sends of one client_id (one group-commit batch) stores one row."""
+    async with await open_store(store_url) as store:
+        results = await asyncio.gather(*(store.append("r", "ann", "hi", client_id="same") for _ in range(10)))
+        assert sum(r.created for r in results) == 1
+        assert len({r.message.id for r in results}) == 1
         assert await store.count("r") == 1
 
 
-async def test_history_pages_oldest_first_and_capped():
-    async with await Store.open(":memory:") as store:
+async def test_reply_row_reserved_with_its_message(store_url):
+    async with await open_store(store_url) as store:
+        first = await store.append_with_reply("r", "ann", "q?", client_id="c", reply_user="AI")
+        msg, reply = first.message, first.reply
+        assert first.created and reply is not None and reply.id > msg.id and reply.status == "streaming"
+        assert (await store.get(reply.id)).status == "streaming"
+        again = await store.append_with_reply("r", "ann", "q?", client_id="c", reply_user="AI")
+        assert not again.created and again.reply is None and again.message.id == msg.id
+        assert await store.finish_reply(reply.id, "answer", "complete") is True
+        # fencing: a second finish (a process whose lease was taken over) changes nothing
+        assert await store.finish_reply(reply.id, "late", "interrupted") is False
+        stored = await store.get(reply.id)
+        assert (stored.content, stored.status) == ("answer", "complete")
+        assert [m.id for m in await store.recent("r", 10)] == [msg.id, reply.id]
+
+
+async def test_history_pages_oldest_first_and_capped(store_url):
+    async with await open_store(store_url) as store:
         ids = [(await store.append("r", "u", f"m{i}")).message.id for i in range(250)]
         page = await store.history("r", limit=20)
         assert [m.id for m in page] == ids[-20:]
@@ -66,16 +123,18 @@ async def test_history_pages_oldest_first_and_capped():
         assert await store.history("empty-room") == []
 
 
-async def test_streaming_reply_marked_interrupted_on_reopen(db_path):
-    async with await Store.open(db_path) as store:
+async def test_streaming_reply_marked_interrupted_on_reopen(store_url):
+    async with await open_store(store_url) as store:
         reply = await store.start_reply("r")
         assert (await store.get(reply.id)).status == "streaming"
-    async with await Store.open(db_path) as store:
+    async with await open_store(store_url, recover=False) as store:  # a broker's process: left alone
+        assert (await store.get(reply.id)).status == "streaming"
+    async with await open_store(store_url) as store:
         assert (await store.get(reply.id)).status == "interrupted"
 
 
-async def test_receipts():
-    async with await Store.open(":memory:") as store:
+async def test_receipts(store_url):
+    async with await open_store(store_url) as store:
         msg = (await store.append("r", "ann", "hi")).message
         assert await store.add_receipt("r", msg.id, "bob") is True
         assert await store.add_receipt("r", msg.id, "bob") is False
@@ -85,11 +144,63 @@ async def test_receipts():
         assert info.value.code == "unknown_message"
 
 
-async def test_history_page_reports_older_messages_in_one_query():
-    async with await Store.open(":memory:") as store:
+async def test_history_page_reports_older_messages_in_one_query(store_url):
+    async with await open_store(store_url) as store:
         ids = [(await store.append("r", "u", f"m{i}")).message.id for i in range(150)]
         page = await store.history_page("r", limit=MAX_PAGE)
         assert [m.id for m in page.messages] == ids[-MAX_PAGE:] and page.has_more is True
         page = await store.history_page("r", before=page.messages[0].id, limit=MAX_PAGE)
         assert [m.id for m in page.messages] == ids[:50] and page.has_more is False
         assert await store.history_page("r", before=ids[0]) == HistoryPage([], has_more=False)
+
+
+WRITER = textwrap.dedent("""
+    import asyncio, sys
+    from chatkit.storage import open_store
+
+    async def main(url, name, n):
+        async with await open_store(url, recover=False) as store:
+            async def one(i):
+                room = "shared" if i % 3 else f"side-{name}"
+                await store.append_with_reply(
+                    room, name, f"{name}-{i}", client_id=f"{name}-{i}",
+                    reply_user="AI" if i % 5 == 0 else None)
+            # batches of concurrent writes: group commit with several rooms per transaction
+            for start in range(0, n, 8):
+                await asyncio.gather(*(one(i) for i in range(start, min(n, start + 8))))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+""")
+
+
+async def test_processes_share_one_store_and_resume_never_skips(store_url):
+    """Three writer processes on one database, one reader resuming by cursor.
+
+    The reader only ever asks for ``messages_after(cursor)`` and moves its
+    cursor to the largest id it got — what every client does. If ids were
+    committed out of order within a room, it would skip one for good.
+    """
+    async with await open_store(store_url) as reader:
+        await reader.ensure_session("shared")
+        procs = [
+            await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, store_url, name, "60")
+            for name in ("p1", "p2", "p3")
+        ]
+        seen: list[int] = []
+        cursor = 0
+        running = True
+        while running:
+            running = any(p.returncode is None for p in procs)  # read once more after they exit
+            batch = await reader.messages_after("shared", cursor)
+            seen += [m.id for m in batch]
+            cursor = seen[-1] if seen else cursor
+            if running:
+                await asyncio.sleep(0)  # poll as fast as possible: the window to catch is small
+        assert [p.returncode for p in procs] == [0, 0, 0]
+        stored = [m.id for m in await reader.messages_after("shared", 0)]
+        assert seen == stored, "the resuming reader skipped or repeated an id"
+        assert stored == sorted(stored) and len(stored) == len(set(stored))
+        # every process's 40 "shared" messages, and the reply rows reserved with some of them
+        users = [m for m in await reader.messages_after("shared", 0) if m.is_user]
+        assert sorted(m.content for m in users) == sorted(
+            f"{p}-{i}" for p in ("p1", "p2", "p3") for i in range(60) if i % 3)

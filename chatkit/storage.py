@@ -1,0 +1,68 @@
+"""The store interface, and :func:`open_store`, which picks SQLite or PostgreSQL by ``--db``.
+
+Both stores keep the same promises: ids strictly increase within a room *in
+commit order* (so resuming after id *n* never skips a smaller id committed
+later), every write commits before it returns (group commit), a re-sent
+``client_id`` is stored once, and ``messages_after`` is the one resume query.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .protocol import StoredMessage
+from .store import Appended, HistoryPage
+
+__all__ = ["ChatStore", "open_store", "is_postgres_url"]
+
+
+class ChatStore(Protocol):
+    """What the hub and the transports need from a store (SQLite or PostgreSQL)."""
+
+    path: str
+
+    async def close(self) -> None: ...
+    async def ensure_session(self, session_id: str) -> None: ...
+    async def append(
+        self, session_id: str, user: str, content: str, *, is_user: bool = True,
+        client_id: str | None = None, status: str = "complete",
+    ) -> Appended: ...
+    async def append_with_reply(
+        self, session_id: str, user: str, content: str, *, is_user: bool = True,
+        client_id: str | None = None, status: str = "complete", reply_user: str | None = None,
+    ) -> Appended: ...
+    async def start_reply(self, session_id: str, user: str = ...) -> StoredMessage: ...
+    async def finish_reply(self, message_id: int, content: str, status: str) -> bool | None: ...
+    async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool: ...
+    async def get(self, message_id: int) -> StoredMessage | None: ...
+    async def by_client_id(self, session_id: str, client_id: str) -> StoredMessage | None: ...
+    async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]: ...
+    async def last_id(self, session_id: str) -> int: ...
+    async def history(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> list[StoredMessage]: ...
+    async def history_page(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> HistoryPage: ...
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]: ...
+    async def receipts(self, message_id: int) -> list[str]: ...
+    async def count(self, session_id: str | None = None) -> int: ...
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+async def open_store(db: str, *, recover: bool = True) -> ChatStore:
+    """Open the store ``db`` names: a ``postgresql://`` URL, or an SQLite path (``:memory:`` too).
+
+    ``recover`` marks replies left ``streaming`` as ``interrupted`` — right for
+    one process; with a broker the reply lease decides (see :mod:`chatkit.broker`).
+    """
+    if is_postgres_url(db):
+        from .store_pg import PostgresStore
+
+        return await PostgresStore.open(db, recover=recover)
+    from .store import Store
+
+    return await Store.open(db, recover=recover)

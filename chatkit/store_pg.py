@@ -1,0 +1,362 @@
+"""The message store on PostgreSQL (``asyncpg``), for several hosts.
+
+The same interface and guarantees as the SQLite :class:`~chatkit.store.Store`:
+schema migrations, group commit, ``client_id`` dedup, the reply row reserved
+in the message's transaction, ``messages_after`` (resume), history pages and
+read receipts. Selected with ``--db postgresql://…`` (see
+:func:`chatkit.storage.open_store`).
+
+**One order per room across processes.** A sequence hands out ids without
+waiting for commits, so two processes writing one room could commit id 11
+before id 10 — and a client that has seen 11 would resume past 10 forever.
+Every write transaction therefore first takes a transaction-scoped advisory
+lock per room it touches (``pg_advisory_xact_lock``, in a fixed order, so
+batches never deadlock): within a room, ids are assigned and committed one
+transaction at a time, so a reader that sees id *n* sees every smaller id of
+that room. SQLite gets the same property from ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+
+from .errors import StoreError
+from .protocol import StoredMessage, utc_now
+from .store import AI_USER, MAX_PAGE, Appended, HistoryPage
+
+__all__ = ["PostgresStore", "PG_SCHEMA_VERSION", "PG_MIGRATIONS"]
+
+PG_MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema (the SQLite schema, in PostgreSQL's types).
+    """
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions(id),
+        "user"      TEXT NOT NULL,
+        is_user     BOOLEAN NOT NULL,
+        content     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        client_id   TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_session ON messages(session_id, id);
+    CREATE UNIQUE INDEX messages_by_client_id
+        ON messages(session_id, client_id) WHERE client_id IS NOT NULL;
+    CREATE TABLE read_receipts (
+        message_id  BIGINT NOT NULL REFERENCES messages(id),
+        "user"      TEXT NOT NULL,
+        read_at     TEXT NOT NULL,
+        PRIMARY KEY (message_id, "user")
+    );
+    """,
+]
+PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
+
+_COLUMNS = 'id, session_id, "user", is_user, content, status, client_id, created_at'
+_INSERT_SESSION = "INSERT INTO sessions (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+_INSERT_MESSAGE = (
+    'INSERT INTO messages (session_id, "user", is_user, content, status, client_id, created_at)'
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_MIGRATION_LOCK = 0x636B6D67  # "ckmg": one process migrates at a time
+
+Op = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+def _row(row: Any) -> StoredMessage:
+    return StoredMessage(
+        id=row[0], session_id=row[1], user=row[2], is_user=row[3], content=row[4],
+        status=row[5], client_id=row[6], created_at=row[7],
+    )
+
+
+async def _lock_rooms(con: asyncpg.Connection, rooms: set[str]) -> None:
+    """Serialize writers per room until COMMIT (sorted: two batches never deadlock)."""
+    for room in sorted(rooms):
+        await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", room)
+
+
+class PostgresStore:
+    """Async access to a PostgreSQL chat database. Use :meth:`open` (or ``async with``)."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self.path = dsn
+        self._sessions: set[str] = set()
+        self._pending: list[tuple[str | None, Op, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, dsn: str, *, recover: bool = True, pool_size: int = 4) -> "PostgresStore":
+        """Connect (creating or migrating the schema).
+
+        With ``recover``, replies left ``streaming`` by a dead process are marked
+        ``interrupted`` — right for one process; with a broker, the reply lease
+        decides instead (another process may be streaming them right now).
+        """
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to {dsn}: {exc}", code="store_unavailable") from exc
+        store = cls(pool, dsn)
+        try:
+            await store._migrate()
+            if recover:
+                await pool.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._pool.acquire() as con, con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await con.execute("CREATE TABLE IF NOT EXISTS chatkit_schema (version INTEGER NOT NULL)")
+            version = await con.fetchval("SELECT version FROM chatkit_schema")
+            if version is None:
+                version = 0
+                await con.execute("INSERT INTO chatkit_schema (version) VALUES (0)")
+            if version > PG_SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema {version} is newer than this chatkit ({PG_SCHEMA_VERSION})",
+                    code="schema_too_new",
+                )
+            for target in range(version + 1, PG_SCHEMA_VERSION + 1):
+                await con.execute(PG_MIGRATIONS[target - 1])
+                await con.execute("UPDATE chatkit_schema SET version = $1", target)
+
+    async def schema_version(self) -> int:
+        return int(await self._pool.fetchval("SELECT version FROM chatkit_schema"))
+
+    async def close(self) -> None:
+        """Finish the writes queued so far, then close the pool."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        await self._pool.close()
+
+    async def __aenter__(self) -> "PostgresStore":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- group commit --------------------------------------------------------
+
+    async def _write(self, room: str | None, op: Op) -> Any:
+        """Run ``op(connection)`` in the next write batch; return its result after COMMIT.
+
+        Every write queued while a batch commits goes into the next one (one
+        transaction, the rooms' advisory locks taken first); if the batch fails,
+        each op is retried in a transaction of its own so one bad op fails alone.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((room, op, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches(), name="chatkit-pg-writer")
+        return await future
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._run_batch(batch)
+                except BaseException as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreError(f"write failed: {exc}", code="store_error"))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, _, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._writer = None
+
+    async def _run_batch(self, batch: list[tuple[str | None, Op, asyncio.Future]]) -> list[Any]:
+        async with self._pool.acquire() as con:
+            try:
+                async with con.transaction():
+                    await _lock_rooms(con, {room for room, _, _ in batch if room is not None})
+                    return [await op(con) for _, op, _ in batch]
+            except (asyncpg.PostgresError, StoreError):
+                pass
+            results: list[Any] = []
+            for room, op, _ in batch:
+                try:
+                    async with con.transaction():
+                        await _lock_rooms(con, {room} if room is not None else set())
+                        results.append(await op(con))
+                except (asyncpg.PostgresError, StoreError) as exc:
+                    results.append(exc)
+            return results
+
+    # -- writes --------------------------------------------------------------
+
+    async def ensure_session(self, session_id: str) -> None:
+        if session_id in self._sessions:
+            return
+        created_at = utc_now()
+
+        async def op(con: asyncpg.Connection) -> None:
+            await con.execute(_INSERT_SESSION, session_id, created_at)
+
+        await self._write(None, op)
+        self._sessions.add(session_id)
+
+    async def append(
+        self, session_id: str, user: str, content: str, *, is_user: bool = True,
+        client_id: str | None = None, status: str = "complete",
+    ) -> Appended:
+        return await self.append_with_reply(
+            session_id, user, content, is_user=is_user, client_id=client_id, status=status
+        )
+
+    async def append_with_reply(
+        self, session_id: str, user: str, content: str, *, is_user: bool = True,
+        client_id: str | None = None, status: str = "complete", reply_user: str | None = None,
+    ) -> Appended:
+        """Store a message (and, with ``reply_user``, reserve its reply's row) in one transaction."""
+        created_at = utc_now()
+        known = session_id in self._sessions
+
+        async def op(con: asyncpg.Connection) -> Any:
+            if not known:
+                await con.execute(_INSERT_SESSION, session_id, created_at)
+            msg_id = await con.fetchval(
+                _INSERT_MESSAGE + " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL"
+                " DO NOTHING RETURNING id",
+                session_id, user, is_user, content, status, client_id, created_at,
+            )
+            if msg_id is None:
+                row = await con.fetchrow(
+                    f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2",
+                    session_id, client_id,
+                )
+                return _row(row)
+            reply_id = None
+            if reply_user is not None:
+                reply_id = await con.fetchval(
+                    _INSERT_MESSAGE + " RETURNING id",
+                    session_id, reply_user, False, "", "streaming", None, created_at,
+                )
+            return msg_id, reply_id
+
+        result = await self._write(session_id, op)
+        self._sessions.add(session_id)
+        if isinstance(result, StoredMessage):
+            return Appended(result, created=False)
+        msg_id, reply_id = result
+        msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
+        reply = None
+        if reply_id is not None:
+            reply = StoredMessage(reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at)
+        return Appended(msg, created=True, reply=reply)
+
+    async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
+        return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
+
+    async def finish_reply(self, message_id: int, content: str, status: str) -> bool:
+        """Store a reply's text and final status — only if it is still ``streaming``.
+
+        Returns ``False`` when it was already finished (by a process that took
+        over the room's reply lease): the late writer is fenced off.
+        """
+
+        async def op(con: asyncpg.Connection) -> bool:
+            done = await con.execute(
+                "UPDATE messages SET content = $1, status = $2 WHERE id = $3 AND status = 'streaming'",
+                content, status, message_id,
+            )
+            return done == "UPDATE 1"
+
+        return await self._write(None, op)
+
+    async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
+        if await self._pool.fetchval(
+            "SELECT 1 FROM messages WHERE id = $1 AND session_id = $2", message_id, session_id
+        ) is None:
+            raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
+        read_at = utc_now()
+
+        async def op(con: asyncpg.Connection) -> bool:
+            done = await con.execute(
+                'INSERT INTO read_receipts (message_id, "user", read_at) VALUES ($1, $2, $3)'
+                " ON CONFLICT DO NOTHING",
+                message_id, user, read_at,
+            )
+            return done == "INSERT 0 1"
+
+        return await self._write(None, op)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, message_id: int) -> StoredMessage | None:
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM messages WHERE id = $1", message_id)
+        return None if row is None else _row(row)
+
+    async def by_client_id(self, session_id: str, client_id: str) -> StoredMessage | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2",
+            session_id, client_id,
+        )
+        return None if row is None else _row(row)
+
+    async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id > $2 ORDER BY id",
+            session_id, after,
+        )
+        return [_row(r) for r in rows]
+
+    async def last_id(self, session_id: str) -> int:
+        value = await self._pool.fetchval("SELECT MAX(id) FROM messages WHERE session_id = $1", session_id)
+        return int(value or 0)
+
+    async def history(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> list[StoredMessage]:
+        return (await self.history_page(session_id, before=before, limit=limit)).messages
+
+    async def history_page(
+        self, session_id: str, *, before: int | None = None, limit: int = 20
+    ) -> HistoryPage:
+        limit = max(1, min(int(limit), MAX_PAGE))
+        before = before if before is not None else 2**63 - 1
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id < $2"
+            " AND status != 'streaming' ORDER BY id DESC LIMIT $3",
+            session_id, before, limit + 1,
+        )
+        return HistoryPage([_row(r) for r in reversed(rows[:limit])], has_more=len(rows) > limit)
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND status != 'streaming'"
+            " AND content != '' ORDER BY id DESC LIMIT $2",
+            session_id, limit,
+        )
+        return [_row(r) for r in reversed(rows)]
+
+    async def receipts(self, message_id: int) -> list[str]:
+        rows = await self._pool.fetch(
+            'SELECT "user" FROM read_receipts WHERE message_id = $1 ORDER BY read_at, "user"', message_id
+        )
+        return [r[0] for r in rows]
+
+    async def count(self, session_id: str | None = None) -> int:
+        if session_id is None:
+            return int(await self._pool.fetchval("SELECT COUNT(*) FROM messages"))
+        return int(await self._pool.fetchval("SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id))
