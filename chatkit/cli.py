@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Sequence
 
-from . import __version__
+from . import __version__, auth, tls
+from .errors import ChatkitError
+from .limits import Limits
 from .hub import HubConfig
 from .llm import BACKENDS
 from .server import ChatServer, ServerConfig
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--echo-stamp", action="store_true", help="echo backend: pieces carry time.monotonic() (benchmarks)")
     s.add_argument("--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'")
     s.add_argument("--allowed-origins", default=None,
-                   help="comma-separated browser origins allowed to connect (default: any)")
+                   help="comma-separated browser origins allowed besides the server's own pages; "
+                        "'self' = same origin as the request's Host (Binder), '*' = any (default: own pages only)")
     s.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, help="largest frame; bigger ones close with 1009")
     s.add_argument("--max-text", type=int, default=h.max_text, help="longest chat message in characters")
     s.add_argument("--rate-limit", type=float, default=h.rate_limit, help="chat messages per second per connection")
@@ -53,7 +57,108 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--context-messages", type=int, default=h.context_messages, help="messages of history sent to the model")
     s.add_argument("--llm-idle-timeout", type=float, default=h.llm_idle_timeout, help="cut a stream silent for this many seconds")
     s.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
+    _add_security_options(s)
+
+    t = sub.add_parser("token", help="print a sign-in token for scripts and notebooks",
+                       description="Print a token signed with the server's secret "
+                                   f"(--secret-file or ${auth.SECRET_ENV}).")
+    t.add_argument("name", help="the user name the token is bound to")
+    t.add_argument("--role", choices=auth.ROLES, default="student", help="(default %(default)s)")
+    t.add_argument("--ttl", default="8h", help="lifetime, e.g. 45m, 8h, 2d (default %(default)s)")
+    t.add_argument("--secret-file", default=None,
+                   help="file holding the signing secret (created, mode 0600, on first use)")
     return parser
+
+
+def _add_security_options(s: argparse.ArgumentParser) -> None:
+    lim = Limits()
+    g = s.add_argument_group("sign-in and TLS")
+    g.add_argument("--join-code", default=None,
+                   help=f"turn sign-in on: the page asks for a name and this code (also ${auth.JOIN_CODE_ENV})")
+    g.add_argument("--join-code-file", default=None, help="read the join code from a file (stays out of shell history)")
+    g.add_argument("--teacher-code", default=None,
+                   help=f"a second code that signs in with the teacher role (also ${auth.TEACHER_CODE_ENV})")
+    g.add_argument("--secret-file", default=None,
+                   help=f"signing secret for tokens, created (mode 0600) on first use (also ${auth.SECRET_ENV}); "
+                        "turns sign-in on")
+    g.add_argument("--auth", choices=("auto", "none"), default="auto",
+                   help="auto: sign-in when a join code or secret is set, and required off loopback; "
+                        "none: accept a network-reachable server without sign-in")
+    g.add_argument("--token-ttl", default="8h", help="lifetime of tokens the page gets at sign-in (default %(default)s)")
+    g.add_argument("--certfile", default=None, help="TLS certificate chain (PEM): serve https:// and wss:// on both ports")
+    g.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
+    g = s.add_argument_group("limits")
+    g.add_argument("--max-connections", type=int, default=lim.max_connections,
+                   help="open connections per port (default %(default)s); past it: 503 + Retry-After")
+    g.add_argument("--max-connections-per-ip", type=int, default=lim.max_connections_per_ip,
+                   help="open connections per port and client address (default %(default)s)")
+    g.add_argument("--max-streams-per-ip", type=int, default=lim.max_streams_per_ip,
+                   help="open SSE streams per client address (default %(default)s)")
+    g.add_argument("--head-timeout", type=float, default=lim.head_timeout,
+                   help="seconds to send a whole request head (default %(default)s)")
+    g.add_argument("--body-timeout", type=float, default=lim.body_timeout,
+                   help="seconds to send a whole request body (default %(default)s)")
+    g.add_argument("--v1-rate", type=float, default=lim.v1_rate,
+                   help="/v1 completions per second per token or address (default %(default)s)")
+    g.add_argument("--v1-max-tokens", type=int, default=lim.v1_max_tokens,
+                   help="ceiling of a /v1 completion's max_tokens (default %(default)s)")
+    g.add_argument("--handshake-rate", type=float, default=lim.handshake_rate,
+                   help="WebSocket handshakes and SSE streams per second per token or address (default %(default)s)")
+    g.add_argument("--rooms-per-ip", type=int, default=lim.rooms_per_ip,
+                   help="new rooms a client address may create per hour (default %(default)s)")
+
+
+def security_from_args(args: argparse.Namespace) -> dict:
+    """The sign-in, origin, TLS and limit settings of ``chatkit serve`` (ServerConfig fields).
+
+    Raises :class:`SystemExit` with one line when the server must not start.
+    """
+    try:
+        join_code = auth.load_join_code(args.join_code, args.join_code_file)
+        teacher_code = args.teacher_code or os.environ.get(auth.TEACHER_CODE_ENV) or None
+        secret = auth.load_secret(args.secret_file)
+        authenticator = auth.Authenticator.from_options(
+            secret=secret, join_code=join_code, teacher_code=teacher_code, ttl=args.token_ttl)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"chatkit: {exc}") from None
+    problem = auth.exposure_problem(args.host, sign_in=authenticator.enabled, auth=args.auth)
+    if problem is not None:
+        raise SystemExit(f"chatkit: {problem}")
+    ssl_context = None
+    if args.certfile:
+        try:
+            ssl_context = tls.server_context(args.certfile, args.keyfile)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"chatkit: cannot load the TLS certificate: {exc}") from None
+    elif args.keyfile:
+        raise SystemExit("chatkit: --keyfile needs --certfile")
+    limits = Limits(
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_streams_per_ip=args.max_streams_per_ip,
+        head_timeout=args.head_timeout,
+        body_timeout=args.body_timeout,
+        post_rate=args.rate_limit,
+        post_burst=max(1, int(args.rate_limit * 2)),
+        v1_rate=args.v1_rate,
+        v1_max_tokens=args.v1_max_tokens,
+        handshake_rate=args.handshake_rate,
+        rooms_per_ip=args.rooms_per_ip,
+    )
+    return {"auth": authenticator, "ssl": ssl_context, "limits": limits}
+
+
+def issue_token(args: argparse.Namespace) -> int:
+    """``chatkit token NAME``: print a token (stdout), or one line why not (stderr, exit 2)."""
+    try:
+        secret = auth.load_secret(args.secret_file)
+        if secret is None:
+            raise ValueError(f"give --secret-file or set ${auth.SECRET_ENV} (the server's secret)")
+        print(auth.TokenSigner(secret).issue(args.name, args.role, args.ttl))
+    except (OSError, ValueError, ChatkitError) as exc:
+        print(f"chatkit token: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -70,6 +175,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reply_queue=args.reply_queue,
     )
     return ServerConfig(
+        **security_from_args(args),
         host=args.host,
         port=args.port,
         http_port=args.http_port,
@@ -111,6 +217,8 @@ async def serve_until_signalled(config: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "token":
+        return issue_token(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

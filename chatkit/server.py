@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl as ssl_module
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
+from .auth import Authenticator
 from .endpoints import Endpoints
 from .http import HTTPServer
 from .hub import Hub, HubConfig
+from .limits import Limits
 from .llm import Streamer, make_streamer, resolve_backend
 from .storage import open_store
 from .store import Store
@@ -70,6 +73,12 @@ class ServerConfig:
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = field(default_factory=ping_interval_from_env)
     """Seconds between keepalive pings (``None``: off); default from ``CHATKIT_PING_INTERVAL``, else 20."""
+    auth: Authenticator | None = None
+    """Sign-in policy (``None``: no sign-in). See :mod:`chatkit.auth`."""
+    ssl: ssl_module.SSLContext | None = None
+    """TLS for both ports (``--certfile``/``--keyfile``)."""
+    limits: Limits = field(default_factory=Limits)
+    """Connection caps, deadlines and rate limits of both ports. See :mod:`chatkit.limits`."""
 
 
 class ChatServer:

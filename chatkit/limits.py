@@ -1,0 +1,175 @@
+"""Limits that keep one client from locking everybody else out — sans-I/O.
+
+- :class:`ConnectionLimiter`: open connections in total and per client
+  address (both ports), and SSE streams per address. Past a cap the server
+  answers ``503`` with ``Retry-After`` at once and closes the socket, so a
+  flood of idle connections cannot use up the process's file descriptors.
+- :class:`KeyedRateLimiter`: token buckets keyed on who the request *is* (the
+  token's name, or the client address without sign-in) — never on a name the
+  client declares itself.
+- :class:`RoomQuota`: rooms a client address may create.
+
+The servers own the I/O; these classes only count. :func:`refusal_bytes` is
+the complete ``503`` answer sent before any request was parsed (there is no
+request yet for an HTTP library to answer, so it is a constant written here).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+__all__ = [
+    "Limits",
+    "ConnectionLimiter",
+    "KeyedRateLimiter",
+    "RoomQuota",
+    "refusal_bytes",
+]
+
+
+@dataclass
+class Limits:
+    """Every limit of the hardened ports; each is a ``chatkit serve`` option."""
+
+    max_connections: int = 200
+    """Open connections per port, in total (``--max-connections``). Keep it under the fd limit."""
+    max_connections_per_ip: int = 32
+    """Open connections per port and client address (``--max-connections-per-ip``)."""
+    max_streams_per_ip: int = 8
+    """Open SSE streams per client address (``--max-streams-per-ip``)."""
+    head_timeout: float = 10.0
+    """Seconds to receive a whole request head, from the connection (or the previous answer) on."""
+    body_timeout: float = 10.0
+    """Seconds to receive a whole request body."""
+    post_rate: float = 5.0
+    """POSTed messages per second per token (or address), sustained (``--rate-limit`` on WS)."""
+    post_burst: int = 10
+    v1_rate: float = 1.0
+    """``/v1`` completions per second per token (or address) (``--v1-rate``)."""
+    v1_burst: int = 5
+    v1_max_tokens: int = 1024
+    """Ceiling for a completion's ``max_tokens`` (pieces of text), whatever the client asks."""
+    handshake_rate: float = 2.0
+    """WebSocket handshakes and SSE streams per second per token (or address)."""
+    handshake_burst: int = 20
+    rooms_per_ip: int = 20
+    """New rooms a client address may create per hour (``--rooms-per-ip``)."""
+    retry_after_s: int = 5
+    """``Retry-After`` of a ``503``."""
+
+
+class ConnectionLimiter:
+    """Counts open connections, in total and per key (a client address)."""
+
+    def __init__(self, total: int | None, per_key: int | None) -> None:
+        self.total = total
+        self.per_key = per_key
+        self.open = 0
+        self.by_key: collections.Counter[Hashable] = collections.Counter()
+        self.refused = 0
+
+    def acquire(self, key: Hashable) -> bool:
+        """Take a slot for ``key``; ``False`` (and nothing taken) past a cap."""
+        if (self.total is not None and self.open >= self.total) or (
+            self.per_key is not None and self.by_key[key] >= self.per_key
+        ):
+            self.refused += 1
+            return False
+        self.open += 1
+        self.by_key[key] += 1
+        return True
+
+    def release(self, key: Hashable) -> None:
+        """Give a slot back (once per successful :meth:`acquire`)."""
+        self.open -= 1
+        self.by_key[key] -= 1
+        if self.by_key[key] <= 0:
+            del self.by_key[key]
+
+
+class _Bucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens, self.stamp = tokens, stamp
+
+
+class KeyedRateLimiter:
+    """One token bucket per key, ``rate`` per second, ``burst`` saved up.
+
+    At most ``max_keys`` buckets are kept; the least recently used goes first
+    (a full bucket is what a forgotten key would get anyway).
+    """
+
+    def __init__(self, rate: float, burst: int, *, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.max_keys, self.clock = rate, burst, max_keys, clock
+        self._buckets: collections.OrderedDict[Hashable, _Bucket] = collections.OrderedDict()
+
+    def take(self, key: Hashable) -> bool:
+        """Spend one token of ``key``'s bucket; ``False`` when it is empty."""
+        if self.rate <= 0:
+            return True  # unlimited
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        return False
+
+    def retry_after(self, key: Hashable) -> float:
+        """Seconds until ``key`` has a token again."""
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.tokens >= 1 or self.rate <= 0:
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
+
+
+class RoomQuota:
+    """New rooms per client address in a sliding window (an hour by default)."""
+
+    def __init__(self, per_key: int, window_s: float = 3600.0, *, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_key, self.window_s, self.max_keys, self.clock = per_key, window_s, max_keys, clock
+        self._created: collections.OrderedDict[Hashable, collections.deque[float]] = collections.OrderedDict()
+
+    def allow(self, key: Hashable) -> bool:
+        """Record a room created by ``key``; ``False`` (nothing recorded) past the quota."""
+        if self.per_key <= 0:
+            return True
+        now = self.clock()
+        stamps = self._created.get(key)
+        if stamps is None:
+            stamps = self._created[key] = collections.deque()
+            if len(self._created) > self.max_keys:
+                self._created.popitem(last=False)
+        self._created.move_to_end(key)
+        while stamps and stamps[0] <= now - self.window_s:
+            stamps.popleft()
+        if len(stamps) >= self.per_key:
+            return False
+        stamps.append(now)
+        return True
+
+
+def refusal_bytes(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
+    """A whole HTTP/1.1 answer, ``Connection: close``, for a connection refused before parsing."""
+    body = json.dumps({"type": "error", "code": code, "message": message}).encode()
+    reason = {503: "Service Unavailable", 429: "Too Many Requests"}.get(status, "Error")
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close"]
+    if retry_after is not None:
+        head.append(f"Retry-After: {retry_after}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
