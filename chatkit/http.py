@@ -165,7 +165,7 @@ class HTTPServer:
         assert task is not None
         self._handlers.add(task)
         try:
-            await self._connection(reader, writer)
+            await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -185,7 +185,7 @@ class HTTPServer:
                 data = await reader.read(65536)
             conn.receive_data(data)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         peer = writer.get_extra_info("peername")
         while True:

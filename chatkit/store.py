@@ -1,8 +1,12 @@
 """The message store: chat sessions, messages and read receipts in SQLite.
 
-One :class:`Store` wraps one ``aiosqlite`` connection. Every write commits
-before it returns, so a message the server has broadcast is always on disk
-(WAL mode with ``synchronous=NORMAL`` survives a killed process). Message ids
+One :class:`Store` owns one thread with one plain :mod:`sqlite3` connection:
+every statement runs there (``loop.run_in_executor`` on a one-worker executor
+the store owns), reads and writes alike, so the event loop never blocks on
+the disk. Writes are committed in groups (one transaction per batch, see
+:meth:`Store._write`), and every write commits before it returns, so a message
+the server has broadcast is always on disk (WAL mode with
+``synchronous=NORMAL`` survives a killed process). Message ids
 come from ``AUTOINCREMENT`` and are therefore strictly increasing, also across
 restarts; they are the resume cursor of every transport (``?after=``,
 ``Last-Event-ID``, history paging).
@@ -15,16 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
-
-import aiosqlite
+from typing import Any, Callable, TypeVar
 
 from .errors import StoreError
 from .protocol import StoredMessage, utc_now
 
-__all__ = ["Store", "Appended", "HistoryPage", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
+__all__ = ["Store", "Appended", "HistoryPage", "run_batch", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
 
 AI_USER = "AI"
 MAX_PAGE = 100
@@ -97,12 +101,17 @@ def _row(row: Any) -> StoredMessage:
     )
 
 
-def _run_batch(con: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
-    """Run write ops in one transaction (on aiosqlite's thread).
+T = TypeVar("T")
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+def run_batch(con: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
+    """Run write ops in one transaction (on the store's thread); one result per op.
 
     The fast path runs every op in one transaction. If one raises, the
     transaction is rolled back and each op is re-run in a transaction of its
-    own, so one bad op fails alone and the others still commit.
+    own, so one bad op fails alone (its result is the exception) and the
+    others still commit.
     """
     con.execute("BEGIN IMMEDIATE")
     try:
@@ -127,15 +136,71 @@ def _run_batch(con: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection],
     return results
 
 
+def _migrate(con: sqlite3.Connection) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
+    (version,) = _fetchone(con, "PRAGMA user_version", ())
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema {version} is newer than this chatkit ({SCHEMA_VERSION})",
+            code="schema_too_new",
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[target - 1] + f"\nPRAGMA user_version = {target};"
+        con.executescript("BEGIN;\n" + script + "\nCOMMIT;")
+
+
+MIN_SQLITE = (3, 35, 0)
+"""``RETURNING`` and ``ON CONFLICT … DO NOTHING`` on a partial index need SQLite 3.35 (2021)."""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise StoreError(
+            f"SQLite {sqlite3.sqlite_version} is too old; chatkit needs {'.'.join(map(str, MIN_SQLITE))}+",
+            code="sqlite_too_old",
+        )
+    # The connection is made on the store's thread and used only there.
+    con = sqlite3.connect(path, isolation_level=None)  # same-thread check kept on
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _fetchall(con: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    cur = con.execute(sql, args)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _fetchone(con: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Any:
+    cur = con.execute(sql, args)
+    try:
+        return cur.fetchone()
+    finally:
+        cur.close()
+
+
 class Store:
     """Async access to the chat database. Use :meth:`open` (or ``async with``)."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
-        self._db = db
+    def __init__(self, con: sqlite3.Connection, executor: ThreadPoolExecutor, path: str) -> None:
+        self._db = con
+        self._executor = executor
         self.path = path
+        self.batches = 0
+        """Write transactions committed so far (group commit: fewer than writes)."""
         self._sessions: set[str] = set()  # known to exist: no INSERT OR IGNORE round trip
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
+        self._pending: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: str | Path = "chatkit.db", *, recover: bool = True) -> "Store":
@@ -147,40 +212,47 @@ class Store:
         ``recover=False``: there the room's reply lease decides.
         """
         path = str(path)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatkit-store")
+        loop = asyncio.get_running_loop()
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            store = cls(db, path)
-            await store._migrate()
-            if recover:
-                await db.execute(
-                    "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
-                )
+            con = await loop.run_in_executor(executor, _connect, path)
         except BaseException:
-            await db.close()
+            executor.shutdown(wait=False)
+            raise
+        store = cls(con, executor, path)
+        try:
+            await store._run(_migrate)
+            if recover:
+                await store._run(lambda c: c.execute(
+                    "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'").close())
+        except BaseException:
+            await store.close()
             raise
         return store
 
-    async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            (version,) = await cur.fetchone()  # type: ignore[misc]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"database schema {version} is newer than this chatkit ({SCHEMA_VERSION})",
-                code="schema_too_new",
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            script = MIGRATIONS[target - 1] + f"\nPRAGMA user_version = {target};"
-            await self._db.executescript("BEGIN;\n" + script + "\nCOMMIT;")
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store's thread."""
+        if self._closed:
+            raise StoreError("the store is closed", code="store_closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def _select_all(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(partial(_fetchall, sql=sql, args=args))
+
+    async def _select_one(self, sql: str, *args: Any) -> Any:
+        return await self._run(partial(_fetchone, sql=sql, args=args))
 
     async def close(self) -> None:
-        """Finish the writes queued so far, then close the database."""
+        """Finish the writes queued so far, then close the database and end its thread."""
         while self._writer is not None:
             await asyncio.shield(self._writer)
-        await self._db.close()
+        if self._closed:
+            return
+        try:
+            await self._run(lambda con: con.close())
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)  # the thread is idle: this joins it at once
 
     async def __aenter__(self) -> "Store":
         return self
@@ -188,20 +260,20 @@ class Store:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- writes --------------------------------------------------------------
-
     # -- group commit --------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _write(self, op: WriteOp) -> Any:
         """Run ``op(connection)`` in the next write batch and return its result.
 
         Writes are committed in groups: every write queued while the previous
         batch was being committed goes into one transaction, run in one hop to
-        aiosqlite's thread; a failing op is retried alone, so it does not undo
-        the others. The result is returned only after COMMIT:
-        nothing is broadcast before it is on disk.
+        the store's thread; a failing op is retried alone, so it does not undo
+        the others, and fails with ``StoreError("store_error")``. The result is
+        returned only after COMMIT: nothing is broadcast before it is on disk.
         """
-        future = asyncio.get_running_loop().create_future()
+        if self._closed:
+            raise StoreError("the store is closed", code="store_closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches(), name="chatkit-store-writer")
@@ -212,8 +284,8 @@ class Store:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    # aiosqlite runs this function on its own thread with its connection.
-                    results = await self._db._execute(_run_batch, self._db._conn, [op for op, _ in batch])
+                    results = await self._run(partial(run_batch, ops=[op for op, _ in batch]))
+                    self.batches += 1
                 except BaseException as exc:  # the whole transaction failed (disk full, closed)
                     for _, future in batch:
                         if not future.done():
@@ -225,7 +297,9 @@ class Store:
                     if future.done():
                         continue
                     if isinstance(result, Exception):
-                        future.set_exception(result)
+                        error = StoreError(f"write failed: {result}", code="store_error")
+                        error.__cause__ = result
+                        future.set_exception(error)
                     else:
                         future.set_result(result)
         finally:
@@ -342,13 +416,10 @@ class Store:
 
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         """Record that ``user`` read ``message_id``; ``False`` if already recorded."""
-        async with self._db.execute(
-            "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", (message_id, session_id)
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise StoreError(
-                    f"message {message_id} does not exist in this room", code="unknown_message"
-                )
+        if await self._select_one(
+            "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", message_id, session_id
+        ) is None:
+            raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
         read_at = utc_now()
 
         def op(con: sqlite3.Connection) -> bool:
@@ -364,18 +435,13 @@ class Store:
     # -- reads ---------------------------------------------------------------
 
     async def get(self, message_id: int) -> StoredMessage | None:
-        async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._select_one(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", message_id)
         return None if row is None else _row(row)
 
     async def by_client_id(self, session_id: str, client_id: str) -> StoredMessage | None:
-        async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
-            (session_id, client_id),
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._select_one(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?", session_id, client_id
+        )
         return None if row is None else _row(row)
 
     async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]:
@@ -384,18 +450,14 @@ class Store:
         This is the one resume function of chatkit: the WebSocket ``?after=``,
         the SSE ``Last-Event-ID`` and the client's catch-up all use it.
         """
-        async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id",
-            (session_id, after),
-        ) as cur:
-            return [_row(r) for r in await cur.fetchall()]
+        rows = await self._select_all(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id", session_id, after
+        )
+        return [_row(r) for r in rows]
 
     async def last_id(self, session_id: str) -> int:
         """The newest message id of the session (0 when it has none)."""
-        async with self._db.execute(
-            "SELECT MAX(id) FROM messages WHERE session_id = ?", (session_id,)
-        ) as cur:
-            (value,) = await cur.fetchone()  # type: ignore[misc]
+        (value,) = await self._select_one("SELECT MAX(id) FROM messages WHERE session_id = ?", session_id)
         return int(value or 0)
 
     async def history(
@@ -414,38 +476,33 @@ class Store:
         """:meth:`history` plus whether older messages remain, in one query (it reads one row more)."""
         limit = max(1, min(int(limit), MAX_PAGE))
         before = before if before is not None else 2**63 - 1
-        async with self._db.execute(
+        rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id < ?"
             " AND status != 'streaming' ORDER BY id DESC LIMIT ?",
-            (session_id, before, limit + 1),
-        ) as cur:
-            rows = await cur.fetchall()
+            session_id, before, limit + 1,
+        )
         return HistoryPage([_row(r) for r in reversed(rows[:limit])], has_more=len(rows) > limit)
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` finished messages (the LLM's conversation context)."""
-        async with self._db.execute(
+        rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'streaming'"
             " AND content != '' ORDER BY id DESC LIMIT ?",
-            (session_id, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+            session_id, limit,
+        )
         return [_row(r) for r in reversed(rows)]
 
     async def receipts(self, message_id: int) -> list[str]:
         """Users who have read ``message_id``, in the order they read it."""
-        async with self._db.execute(
-            "SELECT user FROM read_receipts WHERE message_id = ? ORDER BY read_at, user",
-            (message_id,),
-        ) as cur:
-            return [r[0] for r in await cur.fetchall()]
+        rows = await self._select_all(
+            "SELECT user FROM read_receipts WHERE message_id = ? ORDER BY read_at, user", message_id
+        )
+        return [r[0] for r in rows]
 
     async def count(self, session_id: str | None = None) -> int:
         """How many messages are stored (in one session, or in all)."""
         if session_id is None:
-            sql, args = "SELECT COUNT(*) FROM messages", ()
+            (n,) = await self._select_one("SELECT COUNT(*) FROM messages")
         else:
-            sql, args = "SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,)
-        async with self._db.execute(sql, args) as cur:
-            (n,) = await cur.fetchone()  # type: ignore[misc]
+            (n,) = await self._select_one("SELECT COUNT(*) FROM messages WHERE session_id = ?", session_id)
         return int(n)

@@ -11,12 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
 from chatkit.errors import StoreError
 from chatkit.storage import open_store
-from chatkit.store import MAX_PAGE, SCHEMA_VERSION, HistoryPage, Store
+from chatkit.store import MAX_PAGE, SCHEMA_VERSION, HistoryPage, Store, run_batch
 
 
 async def test_schema_wal_index_and_version(db_path):
@@ -204,3 +205,94 @@ async def test_processes_share_one_store_and_resume_never_skips(store_url):
         users = [m for m in await reader.messages_after("shared", 0) if m.is_user]
         assert sorted(m.content for m in users) == sorted(
             f"{p}-{i}" for p in ("p1", "p2", "p3") for i in range(60) if i % 3)
+
+
+# -- group commit and its per-write fallback -------------------------------------
+
+
+async def test_concurrent_writes_share_one_transaction():
+    async with await Store.open(":memory:") as store:
+        await store.ensure_session("r")
+        before = store.batches
+        results = await asyncio.gather(*(store.append("r", "u", f"m{i}") for i in range(20)))
+        assert store.batches - before == 1  # twenty appends, one COMMIT
+        assert [r.message.id for r in results] == sorted(r.message.id for r in results)
+        assert await store.count("r") == 20
+
+
+async def test_one_failing_write_in_a_batch_fails_alone(db_path):
+    """A write that breaks a constraint mid-batch: the others of its batch still commit."""
+    async with await Store.open(db_path) as store:
+        await store.ensure_session("gone")  # the store now knows the room exists…
+        other = sqlite3.connect(db_path)
+        other.execute("DELETE FROM sessions WHERE id = 'gone'")  # …but another process removed it
+        other.commit()
+        other.close()
+        before = store.batches
+        results = await asyncio.gather(
+            store.append("r", "ann", "first"),
+            store.append("gone", "bob", "breaks the foreign key"),
+            store.append("r", "ann", "third"),
+            return_exceptions=True,
+        )
+        assert store.batches - before == 1
+        first, failed, third = results
+        assert isinstance(failed, StoreError) and failed.code == "store_error"
+        assert isinstance(failed.__cause__, sqlite3.IntegrityError)
+        assert [m.content for m in await store.messages_after("r", 0)] == ["first", "third"]
+        assert (first.message.id, third.message.id) == tuple(m.id for m in await store.messages_after("r", 0))
+        assert await store.count("gone") == 0
+
+
+def test_run_batch_commits_once_and_retries_alone_on_failure():
+    con = sqlite3.connect(":memory:", isolation_level=None)
+    con.execute("CREATE TABLE t (v INTEGER UNIQUE)")
+    statements: list[str] = []
+    con.set_trace_callback(statements.append)
+
+    def insert(v: int):
+        return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (v,)).lastrowid
+
+    assert run_batch(con, [insert(1), insert(2)]) == [1, 2]
+    assert statements.count("COMMIT") == 1
+    statements.clear()
+    results = run_batch(con, [insert(3), insert(1), insert(4)])  # 1 is taken
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert [r for i, r in enumerate(results) if i != 1] == [3, 4]
+    assert statements.count("ROLLBACK") == 2 and statements.count("COMMIT") == 2
+    assert [v for (v,) in con.execute("SELECT v FROM t ORDER BY v")] == [1, 2, 3, 4]
+
+
+async def test_a_closed_store_refuses_with_a_coded_error():
+    store = await Store.open(":memory:")
+    await store.close()
+    await store.close()  # twice is harmless
+    for call in (store.append("r", "u", "late"), store.count()):
+        with pytest.raises(StoreError) as info:
+            await call
+        assert info.value.code == "store_closed"
+
+
+async def test_close_waits_for_queued_writes(db_path):
+    store = await Store.open(db_path)
+    pending = [asyncio.ensure_future(store.append("r", "u", f"m{i}")) for i in range(5)]
+    await asyncio.sleep(0)  # one turn of the loop: the appends are queued, not yet committed
+    await store.close()
+    assert all(p.done() and not p.exception() for p in pending)
+    con = sqlite3.connect(db_path)
+    assert con.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 5
+
+
+def store_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("chatkit-store")}
+
+
+async def test_the_store_owns_one_thread_and_ends_it_on_close():
+    before = store_threads()
+    store = await Store.open(":memory:")
+    await store.append("r", "u", "hi")
+    await store.count()
+    mine = store_threads() - before
+    assert len(mine) == 1
+    await store.close()
+    assert not any(t.is_alive() for t in mine)
