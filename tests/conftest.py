@@ -13,6 +13,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from chatkit import ChatServer
 from chatkit.llm import EchoStreamer
 
+TIMEOUT = 10.0
+"""The one time limit of the tests: every wait for an event gives up after it (or a multiple of it)."""
+
 
 class Peer:
     """A raw WebSocket client speaking the wire protocol, for tests."""
@@ -24,13 +27,13 @@ class Peer:
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             frame = json.loads(await self.ws.recv())
         self.seen.append(frame)
         return frame
 
-    async def until(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def until(self, kind: str, timeout: float = TIMEOUT, **match: Any) -> dict[str, Any]:
         """Read frames until one of type ``kind`` (and matching fields) arrives."""
         async with asyncio.timeout(timeout):
             while True:
@@ -38,15 +41,17 @@ class Peer:
                 if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
                     return frame
 
-    async def quiet(self, seconds: float = 0.2) -> list[dict[str, Any]]:
-        """Frames received within ``seconds`` (to check that nothing else arrives)."""
+    async def settle(self) -> list[dict[str, Any]]:
+        """Every frame the server sent before it answered a ``ping`` now (the ``pong`` left out).
+
+        The server handles a connection's frames in order and writes in order, so
+        the ``pong`` is an ordering point: whatever the server did for earlier
+        frames has arrived by then. Use it to check that nothing else came.
+        """
+        await self.send({"type": "ping"})
         got = []
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    got.append(await self.recv(seconds))
-        except TimeoutError:
-            pass
+        while (frame := await self.recv())["type"] != "pong":
+            got.append(frame)
         return got
 
 
