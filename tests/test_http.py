@@ -15,7 +15,7 @@ from chatkit import protocol
 from chatkit.client import FixedDelay
 from chatkit.sse import SSEClient
 
-from .conftest import peer
+from .conftest import TIMEOUT, peer
 from .proxy import CuttingProxy
 
 
@@ -59,23 +59,35 @@ async def http_server(servers):
 
 
 async def read_stream(url: str, headers: dict | None = None, until: str = "ai_complete",
-                      seconds: float = 5, count: int = 1) -> tuple[httpx.Response, str]:
-    """Read an event stream until ``count`` events of type ``until`` have arrived."""
+                      count: int = 1, subscribed: asyncio.Event | None = None) -> tuple[httpx.Response, str]:
+    """Read an event stream until ``count`` events of type ``until`` have arrived.
+
+    ``subscribed`` is set when the ``connection`` event arrived: the stream is a
+    member of its room from then on.
+    """
     text = ""
-    async with httpx.AsyncClient(trust_env=False, timeout=seconds) as client:
+    async with httpx.AsyncClient(trust_env=False, timeout=TIMEOUT) as client:
         async with client.stream("GET", url, headers=headers or {}) as response:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(TIMEOUT):
                 async for chunk in response.aiter_text():
                     text += chunk
+                    if subscribed is not None and "event: connection\n" in text:
+                        subscribed.set()
                     if text.count(f"event: {until}\n") >= count and text.endswith("\n\n"):
                         break
     return response, text
 
 
+async def wait(event: asyncio.Event) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        await event.wait()
+
+
 async def test_room_stream_format_and_headers(http_server):
     base = http_server.http_url
-    task = asyncio.create_task(read_stream(f"{base}sse/chat/fmt/?user=sse"))
-    await asyncio.sleep(0.2)
+    subscribed = asyncio.Event()
+    task = asyncio.create_task(read_stream(f"{base}sse/chat/fmt/?user=sse", subscribed=subscribed))
+    await wait(subscribed)
     async with httpx.AsyncClient(trust_env=False) as client:
         r = await client.post(f"{base}sse/chat/fmt/messages", json={"message": "hi\nthere", "user": "ann"})
     assert r.status_code == 201
@@ -99,7 +111,7 @@ async def test_heartbeat_comment(http_server):
     text = ""
     async with httpx.AsyncClient(trust_env=False) as client:
         async with client.stream("GET", f"{http_server.http_url}sse/chat/hb/") as response:
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(TIMEOUT):
                 async for chunk in response.aiter_text():
                     text += chunk
                     if ": heartbeat" in text:
@@ -135,8 +147,7 @@ async def test_one_room_two_transports_same_ids_same_order(http_server):
         async with peer(http_server.ws_url("mixed", user="ws-user")) as ws:
             await ws.until("connection")
             join = await ws.until("user_join")  # presence spans transports
-            assert join["username"] == "sse-user"
-            await asyncio.sleep(0.1)
+            assert join["username"] == "sse-user"  # the SSE stream is in the room
             await ws.send({"message": "from websocket"})
             await ws.until("ai_complete")
             await sse.post("from sse")
@@ -145,7 +156,7 @@ async def test_one_room_two_transports_same_ids_same_order(http_server):
             await ws.until("ai_complete")
             await sse.post("sse again")
             await ws.until("ai_complete")
-            await asyncio.wait_for(follower, 5)
+            await asyncio.wait_for(follower, TIMEOUT)
         key = lambda frames: [(f["type"], f["id"]) for f in frames if f["type"] in ("message", "ai_complete")]
         assert key(ws.seen) == key(sse_events) and len(key(sse_events)) == 8
 
@@ -154,21 +165,27 @@ async def test_sse_client_reconnects_with_last_event_id(http_server):
     async with CuttingProxy(http_server.http_port) as proxy:
         async with SSEClient(f"http://127.0.0.1:{proxy.port}/", "drop", user="s", policy=FixedDelay(0.05)) as sse:
             got: list[dict] = []
+            subscribed, first_reply = asyncio.Event(), asyncio.Event()
 
             async def follow():
                 async for event in sse.events():
                     got.append(event)
-                    if len([e for e in got if e["type"] == "message" and not e["is_user"] or e["type"] == "ai_complete"]) == 2:
+                    if event["type"] == "connection":
+                        subscribed.set()
+                    replies = len([e for e in got if e["type"] == "message" and not e["is_user"] or e["type"] == "ai_complete"])
+                    if replies == 1:
+                        first_reply.set()
+                    if replies == 2:
                         return
 
             follower = asyncio.create_task(follow())
-            await asyncio.sleep(0.2)
+            await wait(subscribed)
             async with SSEClient(http_server.http_url, "drop", user="poster") as poster:
                 await poster.post("one")
-                await asyncio.sleep(0.2)
+                await wait(first_reply)  # "one" and its reply went through the proxy
                 proxy.cut_all()
                 await poster.post("two while away")
-            await asyncio.wait_for(follower, 5)
+            await asyncio.wait_for(follower, TIMEOUT)
     assert sse.connections == 2 and sse.raw_events[-1].id
     user_texts = [e["message"] for e in got if e["type"] == "message" and e["is_user"]]
     assert user_texts == ["one", "two while away"]
@@ -220,10 +237,21 @@ async def test_history_cors_limited_to_allowed_origins(servers):
     assert ok.json() == {"session_id": "cors", "messages": [], "has_more": False}
 
 
-async def test_disconnect_cleanup_after_100_clients(http_server):
+async def test_disconnect_cleanup_after_100_clients(http_server, monkeypatch):
     base = f"{http_server.http_url}sse/chat/churn/"
+    left, all_left = 0, asyncio.Event()
+    leave = http_server.hub.leave
+
+    def leave_and_count(member):
+        nonlocal left
+        leave(member)
+        left += 1
+        if left == 100:
+            all_left.set()
+
+    monkeypatch.setattr(http_server.hub, "leave", leave_and_count)
     gc.collect()
-    tasks_before = len(asyncio.all_tasks())
+    tasks_before = asyncio.all_tasks()
     async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=200)) as client:
         for round_ in range(2):
             streams = []
@@ -231,19 +259,24 @@ async def test_disconnect_cleanup_after_100_clients(http_server):
                 cm = client.stream("GET", f"{base}?user=u{round_}-{i}")
                 response = await cm.__aenter__()
                 streams.append((cm, response))
-            await asyncio.sleep(0.2)
+            for _, response in streams:  # each stream's first event: it is in the room
+                text = ""
+                async with asyncio.timeout(TIMEOUT):
+                    async for chunk in response.aiter_text():
+                        text += chunk
+                        if "event: connection\n" in text:
+                            break
             assert http_server.http.streams == 50
             assert len(http_server.hub.online("churn")) == 50
             for cm, _ in streams:
                 await cm.__aexit__(None, None, None)
-    for _ in range(100):
-        if http_server.http.streams == 0 and "churn" not in http_server.hub.rooms:
-            break
-        await asyncio.sleep(0.05)
+    await wait(all_left)
     assert http_server.http.streams == 0
     assert "churn" not in http_server.hub.rooms
-    await asyncio.sleep(0.1)
-    assert len(asyncio.all_tasks()) <= tasks_before
+    others = asyncio.all_tasks() - tasks_before - {asyncio.current_task()}
+    if others:  # the stream handlers end right after their leave
+        await asyncio.wait(others, timeout=TIMEOUT)
+    assert len(asyncio.all_tasks()) <= len(tasks_before)
 
 
 async def test_openai_library_against_v1(servers):

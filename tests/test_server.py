@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatkit.llm import EchoStreamer
 
-from .conftest import peer
+from .conftest import TIMEOUT, peer
 
 
 async def test_seed_client_flow(server):
@@ -82,7 +82,7 @@ async def test_typing_presence_and_receipts(server):
             assert join == {"type": "user_join", "username": "bob"}
             await bob.send({"type": "typing", "isTyping": True})
             assert await ann.until("typing") == {"type": "typing", "user": "bob", "is_typing": True}
-            assert [f for f in await bob.quiet(0.2) if f["type"] == "typing"] == []  # not echoed
+            assert [f for f in await bob.settle() if f["type"] == "typing"] == []  # not echoed
             await ann.send({"message": "read me"})
             msg = await bob.until("message")
             await bob.send({"type": "read_receipt", "messageId": msg["id"]})
@@ -103,18 +103,28 @@ async def test_typing_expires(servers):
         await bob.until("connection")
         await bob.send({"type": "typing", "is_typing": True})
         await ann.until("typing", is_typing=True)
-        stale = await ann.until("typing", timeout=2)
+        stale = await ann.until("typing")  # the server's timer, 0.2 s
         assert stale == {"type": "typing", "user": "bob", "is_typing": False}
 
 
-async def test_second_connection_of_a_user_does_not_rejoin(server):
+async def test_second_connection_of_a_user_does_not_rejoin(server, monkeypatch):
+    left = asyncio.Event()
+    leave = server.hub.leave
+
+    def leave_and_tell(member):
+        leave(member)
+        left.set()
+
+    monkeypatch.setattr(server.hub, "leave", leave_and_tell)
     async with peer(server.ws_url("r", user="ann")) as a1, peer(server.ws_url("r", user="bob")) as bob:
         await a1.until("connection")
         await bob.until("connection")
         async with peer(server.ws_url("r", user="ann")) as a2:
-            await a2.until("connection")
-            assert [f for f in await bob.quiet(0.2) if f["type"] == "user_join"] == []
-        assert [f for f in await bob.quiet(0.2) if f["type"] == "user_leave"] == []
+            await a2.until("connection")  # the join (and any user_join) is done by now
+            assert [f for f in await bob.settle() if f["type"] == "user_join"] == []
+        async with asyncio.timeout(TIMEOUT):
+            await left.wait()  # the server has handled the second connection's leave
+        assert [f for f in await bob.settle() if f["type"] == "user_leave"] == []
 
 
 @pytest.mark.parametrize(
@@ -161,13 +171,11 @@ async def test_flood_is_rate_limited(servers):
         await p.until("connection")
         for i in range(10):
             await p.send({"message": f"m{i}"})
-        frames = [await p.recv() for _ in range(10)]
-        await p.quiet(0.3)
+        await p.settle()  # every frame's answer (a message or an error) has arrived
         codes = [f["code"] for f in p.seen if f["type"] == "error"]
         assert codes and set(codes) == {"rate_limited"}
         stored = [f for f in p.seen if f["type"] == "message"]
-        assert 3 <= len(stored) <= 4
-        del frames
+        assert 3 <= len(stored) <= 4 and len(stored) + len(codes) == 10
 
 
 @pytest.mark.parametrize(
@@ -261,7 +269,7 @@ async def test_client_id_resend_is_deduplicated(server):
         await ann.send({"message": "once", "client_id": "k1"})
         again = await ann.until("message")
         assert again["id"] == first["id"]
-        assert [f for f in await ann.quiet(0.3) if f["type"] == "ai_chunk"] == []
+        assert [f for f in await ann.settle() if f["type"] == "ai_chunk"] == []  # no second reply
     con = sqlite3.connect(server.config.db)
     assert con.execute("SELECT COUNT(*) FROM messages WHERE client_id = 'k1'").fetchone()[0] == 1
 
@@ -274,7 +282,8 @@ async def test_ai_replies_sender_only(servers):
         await ann.send({"message": "just for me"})
         await ann.until("ai_complete")
         await bob.until("message")
-        assert [f["type"] for f in await bob.quiet(0.3) if f["type"].startswith("ai_")] == []
+        # ann's reply went out before her ai_complete; bob's pong comes after anything sent to him then
+        assert [f["type"] for f in bob.seen + await bob.settle() if f["type"].startswith("ai_")] == []
 
 
 async def test_ai_replies_whole_room_by_default(server):
@@ -401,7 +410,7 @@ async def test_slow_consumer_is_closed_1013_and_the_room_keeps_going(servers, ca
                 await fast.recv()
     assert "closing slow consumer" in caplog.text
     writer.transport.resume_reading()
-    assert await asyncio.wait_for(read_close_code(reader), 30) == 1013
+    assert await asyncio.wait_for(read_close_code(reader), 3 * TIMEOUT) == 1013
     writer.write(bytes([0x88, 0x82, 0, 0, 0, 0]) + (1013).to_bytes(2, "big"))  # answer the close (mask 0)
     writer.close()
     # it comes back and resumes by id: nothing was lost
