@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import time
-import unicodedata
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -36,7 +35,8 @@ from typing import Callable, Literal, Mapping
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .errors import ChatkitError, ProtocolError
+from .errors import ChatkitError
+from .protocol import RESERVED_NAMES, validate_user
 
 __all__ = [
     "AuthError",
@@ -64,18 +64,12 @@ Role = Literal["teacher", "student"]
 ROLES: tuple[str, ...] = ("teacher", "student")
 MAX_NAME = 32
 """Longest user name, in characters after NFC normalization."""
-RESERVED_NAMES = frozenset({"ai", "system", "server", "chatkit", "admin", "anonymous"})
-"""Names nobody can take (compared after NFKC case folding, so ``ＡＩ`` and ``ai`` count)."""
 COOKIE_NAME = "chatkit_token"
 SECRET_ENV = "CHATKIT_SECRET"
 JOIN_CODE_ENV = "CHATKIT_JOIN_CODE"
 TEACHER_CODE_ENV = "CHATKIT_TEACHER_CODE"
 DEFAULT_TTL_S = 8 * 3600
 _SALT = "chatkit-token-v1"
-# Unicode categories refused in names: Cc control, Cf format (U+202E RIGHT-TO-LEFT OVERRIDE,
-# U+200B ZERO WIDTH SPACE, U+2066 isolates...), Cs surrogates, Co private use, Cn unassigned,
-# Zl/Zp line/paragraph separators.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class AuthError(ChatkitError):
@@ -91,31 +85,14 @@ class AuthError(ChatkitError):
 
 
 def validate_name(name: object) -> str:
-    """Return the NFC form of a user name, or raise ``ProtocolError("bad_user")``.
+    """Return the NFC form of a user name, or raise ``ProtocolError`` (``bad_user``, ``reserved_name``).
 
-    Refused: not a string, empty or blank, longer than :data:`MAX_NAME`,
-    leading or trailing spaces, control/format/separator characters (bidi
-    overrides, zero-width characters), and :data:`RESERVED_NAMES` in any case
-    or width.
+    The wire's rule (:func:`chatkit.protocol.validate_user`): not blank, at most
+    :data:`MAX_NAME` characters, no leading or trailing spaces, no control,
+    format or separator characters (bidi overrides, zero-width characters), and
+    none of :data:`RESERVED_NAMES` in any case or width.
     """
-    if not isinstance(name, str):
-        raise ProtocolError("user name must be a string", code="bad_user")
-    name = unicodedata.normalize("NFC", name)
-    if not name.strip():
-        raise ProtocolError("user name is empty", code="bad_user")
-    if len(name) > MAX_NAME:
-        raise ProtocolError(f"user name is longer than {MAX_NAME} characters", code="bad_user")
-    if name != name.strip():
-        raise ProtocolError("user name must not start or end with spaces", code="bad_user")
-    for ch in name:
-        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
-            raise ProtocolError(
-                f"user name contains the invisible or control character U+{ord(ch):04X}",
-                code="bad_user",
-            )
-    if unicodedata.normalize("NFKC", name).casefold() in RESERVED_NAMES:
-        raise ProtocolError(f"the name {name!r} is reserved", code="reserved_name")
-    return name
+    return validate_user(name)
 
 
 # ---------------------------------------------------------------------------

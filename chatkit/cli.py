@@ -89,9 +89,10 @@ def _add_security_options(s: argparse.ArgumentParser) -> None:
     g.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
     g = s.add_argument_group("limits")
     g.add_argument("--max-connections", type=int, default=lim.max_connections,
-                   help="open connections per port (default %(default)s); past it: 503 + Retry-After")
-    g.add_argument("--max-connections-per-ip", type=int, default=lim.max_connections_per_ip,
-                   help="open connections per port and client address (default %(default)s)")
+                   help="open connections per port (default from the descriptor limit: %(default)s); "
+                        "past it: 503 + Retry-After")
+    g.add_argument("--max-connections-per-ip", type=int, default=0,
+                   help="open connections per port and client address (default: a quarter of --max-connections)")
     g.add_argument("--max-streams-per-ip", type=int, default=lim.max_streams_per_ip,
                    help="open SSE streams per client address (default %(default)s)")
     g.add_argument("--head-timeout", type=float, default=lim.head_timeout,
@@ -138,8 +139,6 @@ def security_from_args(args: argparse.Namespace) -> dict:
         max_streams_per_ip=args.max_streams_per_ip,
         head_timeout=args.head_timeout,
         body_timeout=args.body_timeout,
-        post_rate=args.rate_limit,
-        post_burst=max(1, int(args.rate_limit * 2)),
         v1_rate=args.v1_rate,
         v1_max_tokens=args.v1_max_tokens,
         handshake_rate=args.handshake_rate,

@@ -94,8 +94,14 @@ class Endpoints:
     max_text: int = protocol.DEFAULT_MAX_TEXT
     http_port: int | None = None
     """The SSE/HTTP server's port, for the page (set once that server listens)."""
+    origins: Any = None
+    """The server's :class:`~chatkit.origins.OriginPolicy`; CORS follows it when set."""
+    sign_in: str | None = None
+    """``"join_code"`` (the page asks for a name and the code), ``"token"`` or ``None`` (off)."""
 
     def cors(self, origin: str | None) -> Headers:
+        if self.origins is not None:
+            return self.origins.cors_headers(origin)
         return cors_headers(origin, self.allowed_origins)
 
     async def get(self, path: str, query: str, origin: str | None, *, page: bool) -> HTTPResponse | None:
@@ -141,6 +147,7 @@ class Endpoints:
             "http_port": self.http_port,
             "llm": self.backend,
             "max_text": self.max_text,
+            "sign_in": self.sign_in,
         }
 
     def static(self, path: str) -> HTTPResponse | None:

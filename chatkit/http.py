@@ -9,7 +9,13 @@ handlers. Routes:
 - ``POST /sse/chat/<id>/messages``    send a message: 201 with the stored message
 - ``GET  /api/chat/<id>/messages``    history pages (``before``, ``limit``)
 - ``GET  /v1/models``, ``POST /v1/chat/completions``   an OpenAI-compatible API answered by the server's streamer
+- ``POST /auth/login``                sign in with a name and the join code: a token (and an ``HttpOnly`` cookie)
 - ``GET  /health``
+
+Every request passes the server's :class:`~chatkit.guard.Guard` first (origin,
+content type, sign-in, rate limits); the connection itself is counted against
+the per-port and per-address caps, and a whole request head (and body) must
+arrive within a deadline, not per read.
 
 SSE members join the same hub rooms as WebSocket members, so one room has two
 transports and every member sees the same frames with the same ids.
@@ -21,6 +27,7 @@ import asyncio
 import json
 import logging
 import re
+import ssl as ssl_module
 import time
 import uuid
 from typing import Any
@@ -30,10 +37,12 @@ import h11
 
 from . import protocol
 from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, json_response
+from .auth import COOKIE_NAME
 from .errors import ChatkitError, LLMError, ProtocolError
+from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, Refused, redact, refusal_response
 from .hub import Hub
+from .limits import refusal_bytes
 from .llm.base import Streamer
-from .ratelimit import TokenBucket
 from .rooms import BUSY_MESSAGE
 from .sinks import Outgoing, Sink
 
@@ -55,6 +64,15 @@ class HTTPError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def _openai_error(status: int, code: str, message: str, headers: list[tuple[str, str]]) -> HTTPResponse:
+    """An error in OpenAI's shape, so ``openai`` clients report ``status_code`` and ``code``."""
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "invalid_request_error" if status < 500 else "api_error")
+    extra = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
+    return json_response(status, {"error": {"message": message, "type": kind, "param": None, "code": code}},
+                         extra)
 
 
 class SSESink(Sink):
@@ -114,8 +132,12 @@ class HTTPServer:
         port: int,
         *,
         backend: str = "",
+        guard: Guard | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.hub = hub
+        self.guard = guard or Guard()
+        self.ssl = ssl
         self.streamer = streamer
         self.endpoints = endpoints
         self.backend = backend or endpoints.backend
@@ -124,11 +146,12 @@ class HTTPServer:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._sinks: set[SSESink] = set()
-        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self.heartbeat_s = HEARTBEAT_S
 
     async def start(self) -> "HTTPServer":
-        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.requested_port, ssl=self.ssl,
+            ssl_handshake_timeout=self.guard.limits.head_timeout if self.ssl else None)
         return self
 
     @property
@@ -161,6 +184,17 @@ class HTTPServer:
     # -- connections ---------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        slots = self.guard.connections["http"]
+        if not slots.acquire(address):
+            # Refused before reading anything: the descriptor is freed at once.
+            logger.info("refused a connection from %s: %d open (%d from it)", address, slots.open,
+                        slots.by_key[address])
+            writer.write(refusal_bytes(503, "too_many_connections", "too many open connections; retry later",
+                                       self.guard.limits.retry_after_s))
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
@@ -173,6 +207,7 @@ class HTTPServer:
             # and asyncio's stream callback would log a cancelled task as an error.
             pass
         finally:
+            slots.release(address)
             self._handlers.discard(task)
             writer.close()
 
@@ -188,29 +223,49 @@ class HTTPServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         peer = writer.get_extra_info("peername")
+        limits = self.guard.limits
         while True:
             try:
-                request = await self._next_event(conn, reader, KEEPALIVE_IDLE_S)
+                try:
+                    # One deadline for the whole head (and one for the body), not one per read:
+                    # a client sending a byte now and then cannot hold the connection.
+                    async with asyncio.timeout(limits.head_timeout):
+                        request = await self._next_event(conn, reader, None)
+                except TimeoutError:
+                    if conn.trailing_data[0]:  # a head begun but not finished: a slow (or stuck) client
+                        logger.info("closing %s: request head not received within %g s", peer, limits.head_timeout)
+                        writer.write(refusal_bytes(408, "request_timeout",
+                                                   f"request head not received within {limits.head_timeout:g} s"))
+                    return  # an idle keep-alive connection is closed without a word
                 if isinstance(request, h11.ConnectionClosed) or not isinstance(request, h11.Request):
                     return
                 body = bytearray()
-                while True:
-                    event = await self._next_event(conn, reader, KEEPALIVE_IDLE_S)
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                        if len(body) > MAX_BODY:
-                            raise HTTPError(413, "too_large", f"request body over {MAX_BODY} bytes")
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return
+                try:
+                    async with asyncio.timeout(limits.body_timeout):
+                        while True:
+                            event = await self._next_event(conn, reader, None)
+                            if isinstance(event, h11.Data):
+                                body += event.data
+                                if len(body) > MAX_BODY:
+                                    raise HTTPError(413, "too_large", f"request body over {MAX_BODY} bytes")
+                            elif isinstance(event, h11.EndOfMessage):
+                                break
+                            elif isinstance(event, h11.ConnectionClosed):
+                                return
+                except TimeoutError:
+                    raise HTTPError(408, "request_timeout",
+                                    f"request body not received within {limits.body_timeout:g} s") from None
             except h11.RemoteProtocolError as exc:
                 logger.warning("bad HTTP from %s: %s", peer, exc)
                 await self._respond(conn, writer, error_response(400, "bad_request", "malformed HTTP request"))
                 return
             except HTTPError as exc:
-                logger.warning("refused request from %s: %s", peer, exc.message)
-                await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message))
+                logger.info("refused request from %s: %s", peer, exc.message)
+                if conn.our_state is h11.SEND_RESPONSE or conn.our_state is h11.IDLE:
+                    try:
+                        await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message))
+                    except h11.LocalProtocolError:
+                        pass
                 return
             method = request.method.decode("ascii", "replace")
             target = request.target.decode("utf-8", "replace")
@@ -224,7 +279,10 @@ class HTTPServer:
                 return
 
     async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: HTTPResponse) -> None:
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=response.headers,
+        headers = response.headers
+        if not any(k == "X-Content-Type-Options" for k, _ in headers):
+            headers = headers + SECURITY_HEADERS
+        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
                                             reason=response.reason.encode())))
         if response.body:
             writer.write(conn.send(h11.Data(data=response.body)))
@@ -238,42 +296,80 @@ class HTTPServer:
         path = url.path
         origin = headers.get("origin")
         cors = self.endpoints.cors(origin)
+        address = str(peer[0]) if peer else ""
+        query = parse_qs(url.query)
+
+        def admit(*, state_changing: bool = False, signed: bool = True) -> Admitted:
+            return self.guard.admit(headers, query, address, state_changing=state_changing, signed=signed)
+
         try:
+            self.guard.origins.check(origin, headers.get("host"))  # one policy for every route
             if method == "OPTIONS":
                 await self._respond(conn, writer, HTTPResponse(204, cors + [
                     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
-                    ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID"),
+                    ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
+                    ("Access-Control-Max-Age", "600"),
                     ("Content-Length", "0")], b""))
                 return False
             if method == "GET":
+                if HISTORY_PATH.fullmatch(path) is not None:
+                    admit()
                 answer = await self.endpoints.get(path, url.query, origin, page=False)
                 if answer is not None:
                     await self._respond(conn, writer, answer)
                     return False
+            if path == "/auth/login":
+                self._require(method, "POST")
+                await self._respond(conn, writer, self._login(admit(state_changing=True, signed=False), body, cors))
+                return False
             if (m := _SSE_POST.fullmatch(path)) is not None:
                 self._require(method, "POST")
-                await self._respond(conn, writer, await self._post_message(m["sid"], body, peer, cors))
+                admitted = admit(state_changing=True)
+                await self._respond(conn, writer, await self._post_message(m["sid"], body, admitted, cors))
                 return False
             if (m := _SSE_ROOM.fullmatch(path)) is not None:
                 self._require(method, "GET")
-                await self._stream_room(conn, reader, writer, m["sid"], url.query, headers, cors)
+                await self._stream_room(conn, reader, writer, m["sid"], url.query, headers, cors, admit())
                 return True
             if HISTORY_PATH.fullmatch(path) is not None:
                 self._require(method, "GET")  # a GET was answered above
             if path == "/v1/models":
                 self._require(method, "GET")
+                admit()
                 await self._respond(conn, writer, json_response(200, {"object": "list", "data": [
                     {"id": self._model_name(), "object": "model", "created": 0, "owned_by": "chatkit"}]}, cors))
                 return False
             if path == "/v1/chat/completions":
                 self._require(method, "POST")
+                admitted = admit(state_changing=True)
+                self.guard.rate(self.guard.completions, admitted, "completions")
                 return await self._completions(conn, writer, body, cors)
             raise HTTPError(404, "not_found", f"no route for {path}")
-        except HTTPError as exc:
-            logger.warning("refused %s %s from %s: %s", method, path, peer, exc.message)
+        except (HTTPError, ChatkitError) as exc:
+            level = logging.WARNING if getattr(exc, "status", 400) in (401, 403) else logging.INFO
+            logger.log(level, "refused %s %s from %s: %s %s", method, path, address,
+                       getattr(exc, "status", ""), exc.code)
             if conn.our_state is h11.SEND_RESPONSE:
-                await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message, cors))
+                response = refusal_response(exc, cors)
+                if path.startswith("/v1/"):
+                    response = _openai_error(response.status, exc.code, exc.message, response.headers)
+                await self._respond(conn, writer, response)
             return False
+
+    def _login(self, admitted: Admitted, body: bytes, cors: list[tuple[str, str]]) -> HTTPResponse:
+        """``POST /auth/login {"name", "code"}``: a token, also set as an ``HttpOnly`` cookie."""
+        self.guard.rate(self.guard.handshakes, admitted, "sign-in attempts")
+        obj = protocol.parse_json(body or b"null")
+        if not isinstance(obj, dict):
+            raise ProtocolError("send {\"name\": ..., \"code\": ...}", code="not_an_object")
+        token, who = self.guard.auth.login(obj.get("name"), obj.get("code"))
+        max_age = max(1, int(who.expires - time.time()))
+        secure = "; Secure" if self.ssl is not None else ""
+        cookie = f"{COOKIE_NAME}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        logger.info("signed in %r as %s from %s", who.name, who.role, admitted.address)
+        return json_response(200, {"token": token, "name": who.name, "role": who.role,
+                                   "expires": int(who.expires)},
+                             cors + [("Set-Cookie", cookie), ("Cache-Control", "no-store")])
 
     @staticmethod
     def _require(method: str, expected: str) -> None:
@@ -290,14 +386,14 @@ class HTTPServer:
     # -- SSE rooms -----------------------------------------------------------
 
     async def _stream_room(self, conn, reader, writer, sid: str, query: str,
-                           headers: dict[str, str], cors: list[tuple[str, str]]) -> None:
+                           headers: dict[str, str], cors: list[tuple[str, str]], admitted: Admitted) -> None:
         sid = self._session(sid)
         params = parse_qs(query)
-        user = params.get("user", [None])[-1]
         after_raw = headers.get("last-event-id") or params.get("after", [""])[-1]
+        self.guard.rate(self.guard.handshakes, admitted, "connections")
+        user = self.guard.name(admitted, params.get("user", [None])[-1])
+        self.guard.new_room(admitted, sid in self.hub.rooms)
         try:
-            if user is not None:
-                protocol.validate_user(user)
             after = int(after_raw) if after_raw else None
             if after is not None and after < 0:
                 raise ValueError
@@ -306,11 +402,23 @@ class HTTPServer:
         except ValueError:
             raise HTTPError(400, "bad_field", "Last-Event-ID / after must be a non-negative integer") from None
         user = user or self.hub.next_guest()
+        streams = self.guard.streams
+        if not streams.acquire(admitted.address):
+            raise Refused(429, "too_many_streams",
+                          f"more than {self.guard.limits.max_streams_per_ip} event streams from your address",
+                          retry_after=self.guard.limits.retry_after_s)
+        try:
+            await self._stream_member(conn, reader, writer, sid, user, after, cors)
+        finally:
+            streams.release(admitted.address)
+
+    async def _stream_member(self, conn, reader, writer, sid: str, user: str, after: int | None,
+                             cors: list[tuple[str, str]]) -> None:
         writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
             ("X-Accel-Buffering", "no"),
-        ] + cors)))
+        ] + cors + SECURITY_HEADERS)))
         writer.write(conn.send(h11.Data(data=protocol.sse_retry(SSE_RETRY_MS))))
         sink = SSESink()
         sink.cursor = after
@@ -323,6 +431,9 @@ class HTTPServer:
                 # Whichever ends first ends the other: the stream, or the client leaving.
                 pump.add_done_callback(lambda _: watcher.cancel())
                 watcher.add_done_callback(lambda _: pump.cancel())
+        except* (ConnectionError, TimeoutError) as group:
+            # A client leaving mid-write is how event streams end: not an error.
+            logger.debug("SSE client of room %s left: %r", sid, group.exceptions[0])
         finally:
             self.hub.leave(member)
             self._sinks.discard(sink)
@@ -354,7 +465,8 @@ class HTTPServer:
             writer.write(conn.send(h11.Data(data=b"".join(data))))
             await writer.drain()
 
-    async def _post_message(self, sid: str, body: bytes, peer: Any, cors: list[tuple[str, str]]) -> HTTPResponse:
+    async def _post_message(self, sid: str, body: bytes, admitted: Admitted,
+                            cors: list[tuple[str, str]]) -> HTTPResponse:
         sid = self._session(sid)
         hub = self.hub
         try:
@@ -362,19 +474,15 @@ class HTTPServer:
             if isinstance(obj, dict):
                 obj = {**obj, "type": "message"}  # this route only takes chat messages
             frame = protocol.decode_object(obj, max_text=hub.config.max_text)
-            user = obj.get("user") or "anonymous"
-            if not isinstance(user, str):
-                raise ProtocolError("field 'user' must be a string", code="bad_field")
-            protocol.validate_user(user)
+            # The name is the token's (a different "user" is refused); without sign-in the
+            # declared one, validated. The rate limit is keyed on the token or the address.
+            user = self.guard.name(admitted, obj.get("user")) or "anonymous"
             assert isinstance(frame, protocol.SendMessage)
-            key = (sid, user, str(peer[0]) if peer else "")
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                if len(self._buckets) > 10_000:
-                    self._buckets.clear()
-                bucket = self._buckets[key] = hub.message_bucket()
-            hub.check_rate(bucket)
+            self.guard.rate(self.guard.messages, admitted, "messages")
+            self.guard.new_room(admitted, sid in hub.rooms)
             posted = await hub.post(sid, user, frame.text, client_id=frame.client_id)
+        except REFUSALS:
+            raise
         except ChatkitError as exc:
             status = {"rate_limited": 429, "shutting_down": 503}.get(exc.code, 400)
             logger.info("refused POST room=%s code=%s: %s", sid, exc.code, exc.message)
@@ -401,10 +509,29 @@ class HTTPServer:
         except (ValueError, KeyError, TypeError):
             raise HTTPError(400, "invalid_request_error",
                             "'messages' must be a non-empty list of {role, content} strings") from None
+        ceiling = self.guard.limits.v1_max_tokens
+        max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
+        if max_tokens is None:
+            max_tokens = ceiling
+        elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise HTTPError(400, "invalid_value", "'max_tokens' must be a positive integer")
+        max_tokens = min(max_tokens, ceiling)
         model = req.get("model") or self._model_name()
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         stream = self.streamer.stream([{"role": m["role"], "content": m["content"]} for m in messages])
+        finish = "stop"
+
+        async def pieces():
+            """The streamer's pieces, at most ``max_tokens`` of them (a piece counts as a token)."""
+            nonlocal finish
+            count = 0
+            async for piece in stream:
+                if count >= max_tokens:
+                    finish = "length"
+                    return
+                count += 1
+                yield piece
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
             return protocol.sse_event(json.dumps({
@@ -414,13 +541,13 @@ class HTTPServer:
 
         if not req.get("stream"):
             try:
-                text = "".join([piece async for piece in stream])
+                text = "".join([piece async for piece in pieces()])
             except LLMError as exc:
                 await self._respond(conn, writer, json_response(502, {"error": {"message": exc.message, "code": exc.code}}, cors))
                 return False
             await self._respond(conn, writer, json_response(200, {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             }, cors))
             return False
@@ -429,10 +556,10 @@ class HTTPServer:
             ("X-Accel-Buffering", "no")] + cors)))
         writer.write(conn.send(h11.Data(data=chunk({"role": "assistant", "content": ""}))))
         try:
-            async for piece in stream:
+            async for piece in pieces():
                 writer.write(conn.send(h11.Data(data=chunk({"content": piece}))))
                 await writer.drain()
-            writer.write(conn.send(h11.Data(data=chunk({}, "stop"))))
+            writer.write(conn.send(h11.Data(data=chunk({}, finish))))
         except LLMError as exc:
             writer.write(conn.send(h11.Data(data=protocol.sse_event(json.dumps(
                 {"error": {"message": exc.message, "code": exc.code}})))))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 __all__ = [
@@ -28,38 +28,61 @@ __all__ = [
     "KeyedRateLimiter",
     "RoomQuota",
     "refusal_bytes",
+    "default_max_connections",
 ]
+
+
+def fd_limit() -> int:
+    """The process's soft limit on open file descriptors (1024 where it cannot be read)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return soft if soft > 0 else 1024
+
+
+def default_max_connections() -> int:
+    """Per port: what the descriptor limit leaves after 64 for the database, logs and clients, halved
+    between the two ports, at most 1000 (96 under macOS's default limit of 256)."""
+    return max(16, min(1000, (fd_limit() - 64) // 2))
 
 
 @dataclass
 class Limits:
     """Every limit of the hardened ports; each is a ``chatkit serve`` option."""
 
-    max_connections: int = 200
-    """Open connections per port, in total (``--max-connections``). Keep it under the fd limit."""
-    max_connections_per_ip: int = 32
-    """Open connections per port and client address (``--max-connections-per-ip``)."""
-    max_streams_per_ip: int = 8
+    max_connections: int = field(default_factory=default_max_connections)
+    """Open connections per port, in total (``--max-connections``); derived from the fd limit."""
+    max_connections_per_ip: int = 0
+    """Open connections per port and client address (``--max-connections-per-ip``);
+    0 = a quarter of ``max_connections``, so one address can never take them all."""
+    max_streams_per_ip: int = 64
     """Open SSE streams per client address (``--max-streams-per-ip``)."""
     head_timeout: float = 10.0
     """Seconds to receive a whole request head, from the connection (or the previous answer) on."""
     body_timeout: float = 10.0
     """Seconds to receive a whole request body."""
-    post_rate: float = 5.0
-    """POSTed messages per second per token (or address), sustained (``--rate-limit`` on WS)."""
-    post_burst: int = 10
+    per_ip_factor: float = 10.0
+    """Without sign-in, rate limits are per client address: a classroom behind one address gets
+    this many times one user's rate (``--rate-limit`` is per token)."""
     v1_rate: float = 1.0
     """``/v1`` completions per second per token (or address) (``--v1-rate``)."""
     v1_burst: int = 5
     v1_max_tokens: int = 1024
     """Ceiling for a completion's ``max_tokens`` (pieces of text), whatever the client asks."""
-    handshake_rate: float = 2.0
-    """WebSocket handshakes and SSE streams per second per token (or address)."""
+    handshake_rate: float = 5.0
+    """WebSocket handshakes and SSE streams per second per token (or address, times ``per_ip_factor``)."""
     handshake_burst: int = 20
-    rooms_per_ip: int = 20
-    """New rooms a client address may create per hour (``--rooms-per-ip``)."""
+    rooms_per_ip: int = 300
+    """Rooms a client address may open per hour (``--rooms-per-ip``); empty rooms are freed."""
     retry_after_s: int = 5
     """``Retry-After`` of a ``503``."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections_per_ip <= 0:
+            self.max_connections_per_ip = max(1, self.max_connections // 4)
 
 
 class ConnectionLimiter:
@@ -167,7 +190,7 @@ class RoomQuota:
 def refusal_bytes(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A whole HTTP/1.1 answer, ``Connection: close``, for a connection refused before parsing."""
     body = json.dumps({"type": "error", "code": code, "message": message}).encode()
-    reason = {503: "Service Unavailable", 429: "Too Many Requests"}.get(status, "Error")
+    reason = {503: "Service Unavailable", 429: "Too Many Requests", 408: "Request Timeout"}.get(status, "Error")
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
             f"Content-Length: {len(body)}", "Connection: close"]
     if retry_after is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -48,6 +49,7 @@ __all__ = [
     "parse_chat_path",
     "validate_session_id",
     "validate_user",
+    "RESERVED_NAMES",
     "connection_frame",
     "message_frame",
     "ai_chunk_frame",
@@ -305,11 +307,38 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
-def validate_user(user: str) -> str:
-    """Return ``user`` if it is 1 to 32 printable characters."""
+RESERVED_NAMES = frozenset({"ai", "system", "server", "chatkit", "admin"})
+"""Names nobody can take (compared after NFKC case folding, so ``ＡＩ`` and ``ai`` count)."""
+# Unicode categories refused in names: Cc control, Cf format (U+202E RIGHT-TO-LEFT OVERRIDE,
+# U+200B ZERO WIDTH SPACE, U+2066 isolates...), Cs surrogates, Co private use, Cn unassigned,
+# Zl/Zp line/paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def validate_user(user: object) -> str:
+    """Return the NFC form of a user name, or raise ``ProtocolError`` (``bad_user``, ``reserved_name``).
+
+    Refused: not a string, blank, longer than 32 characters, leading or trailing
+    spaces, control/format/separator characters (bidi overrides, zero-width
+    characters), and :data:`RESERVED_NAMES` in any case or width.
+    """
+    if not isinstance(user, str):
+        raise ProtocolError("user name must be a string", code="bad_user")
     check_text(user, "user")
-    if not USER_RE.fullmatch(user) or not user.strip():
-        raise ProtocolError("user name must be 1 to 32 printable characters", code="bad_user")
+    user = unicodedata.normalize("NFC", user)
+    if not user.strip():
+        raise ProtocolError("user name is empty", code="bad_user")
+    if len(user) > 32:
+        raise ProtocolError("user name is longer than 32 characters", code="bad_user")
+    if user != user.strip():
+        raise ProtocolError("user name must not start or end with spaces", code="bad_user")
+    for ch in user:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise ProtocolError(
+                f"user name contains the invisible or control character U+{ord(ch):04X}", code="bad_user"
+            )
+    if unicodedata.normalize("NFKC", user).casefold() in RESERVED_NAMES:
+        raise ProtocolError(f"the name {user!r} is reserved", code="reserved_name")
     return user
 
 
@@ -336,7 +365,7 @@ def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
     query = parse_qs(parts.query, keep_blank_values=True)
     user = query.get("user", [None])[-1]
     if user is not None:
-        validate_user(user)
+        user = validate_user(user)
     after_raw = query.get("after", [None])[-1]
     after = None if after_raw in (None, "") else parse_cursor(after_raw, "after")
     return ChatPath(session_id, user, after)

@@ -18,9 +18,11 @@ from urllib.parse import quote
 
 from .auth import Authenticator
 from .endpoints import Endpoints
+from .guard import Guard
 from .http import HTTPServer
 from .hub import Hub, HubConfig
 from .limits import Limits
+from .origins import OriginPolicy
 from .llm import Streamer, make_streamer, resolve_backend
 from .storage import open_store
 from .store import Store
@@ -100,6 +102,10 @@ class ChatServer:
         if hub_fields:
             config = replace(config, hub=replace(config.hub, **hub_fields))
         self.config = replace(config, **overrides)
+        cfg = self.config
+        self.guard = Guard(cfg.auth or Authenticator(), OriginPolicy.parse(cfg.allowed_origins, cfg.host), cfg.limits,
+                           message_rate=cfg.hub.rate_limit, message_burst=cfg.hub.rate_burst)
+        """Sign-in, origin policy and limits of both ports."""
         self._streamer = streamer
         self.streamer: Streamer | None = None
         self.store: Store | None = None
@@ -127,6 +133,9 @@ class ChatServer:
         self.endpoints = Endpoints(
             self.store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
         )
+        self.endpoints.origins = self.guard.origins
+        self.endpoints.sign_in = "join_code" if self.guard.auth.join_code else (
+            "token" if self.guard.sign_in else None)
         try:
             self.ws = await WebSocketServer(
                 self.hub,
@@ -137,15 +146,19 @@ class ChatServer:
                 max_message_bytes=cfg.max_message_bytes,
                 max_buffer_bytes=cfg.max_buffer_bytes,
                 ping_interval=cfg.ping_interval,
+                guard=self.guard,
+                ssl=cfg.ssl,
             ).start()
             if cfg.http_port != -1:
                 http_port = cfg.http_port
                 if http_port is None:
                     http_port = 0 if cfg.port == 0 else self.port + 1
                 self.http = await HTTPServer(
-                    self.hub, self.streamer, self.endpoints, cfg.host, http_port, backend=self.backend
+                    self.hub, self.streamer, self.endpoints, cfg.host, http_port, backend=self.backend,
+                    guard=self.guard, ssl=cfg.ssl,
                 ).start()
                 self.endpoints.http_port = self.http.port
+            self.guard.origins.set_ports([self.port, self.http_port])
         except BaseException:
             await self.stop()
             raise
@@ -191,13 +204,25 @@ class ChatServer:
         return self.http.port if self.http is not None else None
 
     @property
+    def scheme(self) -> str:
+        """``https`` with ``--certfile`` (pages, SSE, ``/v1``), else ``http``."""
+        return "https" if self.config.ssl is not None else "http"
+
+    @property
     def url(self) -> str:
         """The chat page, e.g. ``http://127.0.0.1:8765/``."""
-        return f"http://{self.config.host}:{self.port}/"
+        return f"{self.scheme}://{self.config.host}:{self.port}/"
 
     @property
     def http_url(self) -> str | None:
-        return f"http://{self.config.host}:{self.http_port}/" if self.http is not None else None
+        return f"{self.scheme}://{self.config.host}:{self.http_port}/" if self.http is not None else None
+
+    def token(self, name: str, role: str = "student", ttl: str | int = "8h") -> str:
+        """A sign-in token for ``name`` signed with this server's secret (sign-in must be on)."""
+        signer = self.guard.auth.signer
+        if signer is None:
+            raise RuntimeError("sign-in is off: start the server with a join code or a secret")
+        return signer.issue(name, role, ttl)  # type: ignore[arg-type]
 
     def ws_url(self, session_id: str, *, user: str | None = None, after: int | None = None) -> str:
         """The WebSocket URL of a room, e.g. ``ws://127.0.0.1:8765/ws/chat/demo/?user=ann``."""
@@ -207,7 +232,8 @@ class ChatServer:
         if after is not None:
             query.append(f"after={after}")
         suffix = "?" + "&".join(query) if query else ""
-        return f"ws://{self.config.host}:{self.port}/ws/chat/{session_id}/{suffix}"
+        ws_scheme = "wss" if self.config.ssl is not None else "ws"
+        return f"{ws_scheme}://{self.config.host}:{self.port}/ws/chat/{session_id}/{suffix}"
 
     def next_guest(self) -> str:
         assert self.hub is not None, "server not started"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import ssl as ssl_module
 from typing import Any, Coroutine, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -21,9 +22,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import protocol
-from .endpoints import Endpoints, HTTPResponse, error_response
-from .errors import ProtocolError
+from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response
+from .errors import ChatkitError, ProtocolError
+from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, redact, refusal_response
 from .hub import Hub
+from .rooms import Member
+from .limits import ConnectionLimiter, refusal_bytes
 from .sinks import Outgoing, Sink
 
 __all__ = ["WebSocketServer", "WebSocketSink"]
@@ -71,7 +75,43 @@ class WebSocketSink(Sink):
 
 
 def _to_websockets(response: HTTPResponse) -> Response:
-    return Response(response.status, response.reason, Headers(response.headers), response.body)
+    headers = response.headers
+    if not any(k == "X-Content-Type-Options" for k, _ in headers):
+        headers = headers + SECURITY_HEADERS
+    return Response(response.status, response.reason, Headers(headers), response.body)
+
+
+def _limited_connection(slots: ConnectionLimiter, retry_after: int) -> type[ServerConnection]:
+    """A ``ServerConnection`` class counted against ``slots`` from the moment it is accepted.
+
+    Past a cap the answer is a ``503`` with ``Retry-After``, written before any
+    request is read, and the socket is closed at once: a flood of idle
+    connections cannot use up the process's file descriptors.
+    """
+
+    class LimitedConnection(ServerConnection):
+        _address: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if peer else ""
+            if slots.acquire(address):
+                self._address = address
+            else:
+                logger.info("refused a connection from %s: %d open (%d from it)", address, slots.open,
+                            slots.by_key[address])
+                transport.write(refusal_bytes(503, "too_many_connections",  # type: ignore[attr-defined]
+                                              "too many open connections; retry later", retry_after))
+                transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._address is not None:
+                slots.release(self._address)
+                self._address = None
+            super().connection_lost(exc)
+
+    return LimitedConnection
 
 
 class WebSocketServer:
@@ -88,8 +128,12 @@ class WebSocketServer:
         max_message_bytes: int = 64 * 1024,
         max_buffer_bytes: int = 1024 * 1024,
         ping_interval: float | None = 20.0,
+        guard: Guard | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.hub = hub
+        self.guard = guard or Guard()
+        self.ssl = ssl
         self.endpoints = endpoints
         self.host = host
         self.requested_port = port
@@ -109,6 +153,9 @@ class WebSocketServer:
             max_size=self.max_message_bytes,
             ping_interval=self.ping_interval,
             logger=logging.getLogger("chatkit.websockets"),
+            ssl=self.ssl,
+            open_timeout=self.guard.limits.head_timeout,  # the whole handshake, not per read
+            create_connection=_limited_connection(self.guard.connections["ws"], self.guard.limits.retry_after_s),
         )
         return self
 
@@ -140,8 +187,23 @@ class WebSocketServer:
     # -- handshake and plain HTTP --------------------------------------------
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        try:
+            return await self._check_request(ws, request)
+        except REFUSALS as exc:
+            return self._refused(ws, exc, request.path)
+        except ProtocolError as exc:  # a bad name in ?user=
+            exc.status = 400  # type: ignore[attr-defined]
+            return self._refused(ws, exc, request.path)
+
+    async def _check_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path)
         origin = request.headers.get("Origin")
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        query = parse_qs(path.query)
+        peer = ws.remote_address
+        address = str(peer[0]) if peer else ""
+        guard = self.guard
+        guard.origins.check(origin, headers.get("host"))  # one policy for every route
         try:
             chat = protocol.parse_chat_path(request.path)
         except ProtocolError as exc:
@@ -149,25 +211,40 @@ class WebSocketServer:
                 return self._refuse(ws, 404, "unknown path", request.path)
             return self._refuse(ws, 400, exc.message, request.path)
         if chat is not None:
-            allowed = self.allowed_origins
-            if allowed is not None and origin is not None and origin not in allowed:
-                return self._refuse(ws, 403, f"origin {origin!r} is not allowed", request.path)
+            admitted = guard.admit(headers, query, address)
+            guard.rate(guard.handshakes, admitted, "connections")
+            user = guard.name(admitted, chat.user)
+            guard.new_room(admitted, chat.session_id in self.hub.rooms)
             ws.chat_path = chat  # type: ignore[attr-defined]
+            ws.admitted = admitted  # type: ignore[attr-defined]
+            ws.chat_user = user  # type: ignore[attr-defined]
             return None  # go on with the WebSocket handshake
+        if HISTORY_PATH.fullmatch(path.path) is not None:
+            guard.admit(headers, query, address)
         answer = await self.endpoints.get(path.path, path.query, origin, page=True)
         if answer is not None:
+            if answer.headers and answer.headers[0][1].startswith("text/html"):
+                answer = HTTPResponse(answer.status, answer.headers + guard.page_headers(headers.get("host")),
+                                      answer.body)
             return _to_websockets(answer)
         return self._refuse(ws, 404, "unknown path", request.path)
 
+    def _refused(self, ws: ServerConnection, exc: ChatkitError, path: str) -> Response:
+        status = getattr(exc, "status", 400)
+        log = logger.warning if status in (401, 403) else logger.info
+        log("refused %s %s from %s: %s", status, redact(path), ws.remote_address, exc.code)
+        return _to_websockets(refusal_response(exc))
+
     def _refuse(self, ws: ServerConnection, status: int, reason: str, path: str) -> Response:
-        logger.warning("refused %s %s from %s: %s", status, path, ws.remote_address, reason)
+        logger.warning("refused %s %s from %s: %s", status, redact(path), ws.remote_address, reason)
         return _to_websockets(error_response(status, http.HTTPStatus(status).name.lower(), reason))
 
     # -- connections ---------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
         chat: protocol.ChatPath = ws.chat_path  # type: ignore[attr-defined]
-        user = chat.user or self.hub.next_guest()
+        admitted: Admitted = ws.admitted  # type: ignore[attr-defined]
+        user = ws.chat_user or self.hub.next_guest()  # type: ignore[attr-defined]
         sink = WebSocketSink(ws, self.max_buffer_bytes, self)
         member = await self.hub.join(chat.session_id, user, sink, after=chat.after)
         max_text = self.hub.config.max_text
@@ -182,6 +259,10 @@ class WebSocketServer:
                     )
                     member.send(protocol.error_frame(exc.code, exc.message))
                     continue
+                refusal = self._forbidden(member, admitted, frame)
+                if refusal is not None:
+                    member.send(refusal)
+                    continue
                 await self.hub.handle(member, frame)
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == 1009 or (
@@ -190,3 +271,21 @@ class WebSocketServer:
                 logger.warning("closed %s: frame over %d bytes", ws.remote_address, self.max_message_bytes)
         finally:
             self.hub.leave(member)
+
+    def _forbidden(self, member: Member, admitted: Admitted, frame: protocol.ClientFrame) -> dict[str, Any] | None:
+        """The ``error`` frame refusing what this caller may not do, or ``None``.
+
+        Messages are rate-limited on the caller's token (or address), shared with
+        ``POST``; a student may stop only the reply to their own message.
+        """
+        if isinstance(frame, protocol.SendMessage):
+            try:
+                self.guard.rate(self.guard.messages, admitted, "messages")
+            except ChatkitError as exc:
+                return protocol.error_frame(exc.code, exc.message)
+        if isinstance(frame, protocol.Stop) and not admitted.is_teacher:
+            active = member.room.active
+            if active is not None and active.sender != member.user:
+                logger.info("refused stop room=%s user=%s: not their reply", member.room.session_id, member.user)
+                return protocol.error_frame("forbidden", "only a teacher can stop the reply to someone else's message")
+        return None

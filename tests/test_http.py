@@ -206,7 +206,8 @@ async def test_sse_client_reconnects_with_last_event_id(http_server):
 )
 async def test_post_validation(http_server, body, status, code):
     async with httpx.AsyncClient(trust_env=False) as client:
-        r = await client.post(f"{http_server.http_url}sse/chat/val/messages", content=body)
+        r = await client.post(f"{http_server.http_url}sse/chat/val/messages", content=body,
+                              headers={"Content-Type": "application/json"})
     assert r.status_code == status and r.json()["code"] == code
     assert await http_server.store.count("val") == 0
 
@@ -218,7 +219,9 @@ async def test_post_dedup_rate_limit_and_routes(servers):
         first = await client.post(url, json={"message": "hi", "user": "ann", "client_id": "c1"})
         again = await client.post(url, json={"message": "hi", "user": "ann", "client_id": "c1"})
         assert (first.status_code, again.status_code) == (201, 200) and first.json() == again.json()
-        codes = [(await client.post(url, json={"message": f"m{i}", "user": "ann"})).status_code for i in range(3)]
+        # keyed on the client address (no sign-in), never on the declared name: new names do not help
+        codes = [(await client.post(url, json={"message": f"m{i}", "user": f"ann{i}"})).status_code
+                 for i in range(25)]
         assert 429 in codes
         assert (await client.get(f"{srv.http_url}nowhere")).status_code == 404
         assert (await client.get(url)).status_code == 405
