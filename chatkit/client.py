@@ -135,8 +135,13 @@ class ChatClient:
         open_timeout: float = 10.0,
         queue_limit: int = 10_000,
         send_timeout: float = 60.0,
+        token: str | None = None,
         **connect_options: Any,
     ) -> None:
+        if token:  # sign-in: the server takes the name from the token (send no ?user=)
+            headers = dict(connect_options.pop("additional_headers", None) or {})
+            headers["Authorization"] = f"Bearer {token}"
+            connect_options["additional_headers"] = headers
         self.url = url
         self.user = user
         self.policy = policy or ExponentialBackoff()

@@ -48,6 +48,8 @@ class SSEClient:
         policy: ReconnectPolicy | None = None,
         timeout: float = 10.0,
         send_timeout: float = 60.0,
+        token: str | None = None,
+        verify: Any = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.room = room
@@ -59,7 +61,11 @@ class SSEClient:
         self.connections = 0
         self.raw_events: list[Any] = []
         """Every ``ServerSentEvent`` received, duplicates included (for the notebooks)."""
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None), trust_env=False)
+        # With sign-in the token is the name (``Authorization: Bearer``); ``verify`` is an
+        # ``ssl.SSLContext`` (or CA file) for https:// servers with a private CA.
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None), trust_env=False,
+                                       headers=headers, verify=verify)
 
     async def __aenter__(self) -> "SSEClient":
         return self
@@ -121,7 +127,7 @@ class SSEClient:
             protocol.decode_object(frame.to_object())
         except ProtocolError as exc:
             raise MessageRefused(exc.message, code=exc.code) from None
-        payload = {**frame.to_object(), "user": self.user or "anonymous"}
+        payload = {**frame.to_object(), **({"user": self.user} if self.user else {})}
         url = f"{self.base_url}/sse/chat/{self.room}/messages"
         deadline = self.send_timeout if timeout is None else timeout
         give_up = time.monotonic() + deadline

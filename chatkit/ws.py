@@ -209,7 +209,7 @@ class WebSocketServer:
         except ProtocolError as exc:
             if exc.code == "bad_session_id":
                 return self._refuse(ws, 404, "unknown path", request.path)
-            return self._refuse(ws, 400, exc.message, request.path)
+            raise  # 400 with the protocol's code (bad_user, reserved_name, bad_field)
         if chat is not None:
             admitted = guard.admit(headers, query, address)
             guard.rate(guard.handshakes, admitted, "connections")
@@ -231,8 +231,7 @@ class WebSocketServer:
 
     def _refused(self, ws: ServerConnection, exc: ChatkitError, path: str) -> Response:
         status = getattr(exc, "status", 400)
-        log = logger.warning if status in (401, 403) else logger.info
-        log("refused %s %s from %s: %s", status, redact(path), ws.remote_address, exc.code)
+        logger.warning("refused %s %s from %s: %s", status, redact(path), ws.remote_address, exc.code)
         return _to_websockets(refusal_response(exc))
 
     def _refuse(self, ws: ServerConnection, status: int, reason: str, path: str) -> Response:
