@@ -153,12 +153,14 @@ class Endpoints:
     def static(self, path: str) -> HTTPResponse | None:
         """A file of the chat page (``chatkit/web/``), or ``None``."""
         name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
-        if "/" in name or name.startswith("."):
+        parts = name.split("/")  # the page's files, and vendor/<file> (the vendored JS libraries)
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "vendor") or any(
+                not part or part.startswith(".") for part in parts):
             return None
         suffix = Path(name).suffix
         if suffix not in STATIC_TYPES:
             return None
-        resource = resources.files("chatkit.web").joinpath(name)
+        resource = resources.files("chatkit.web").joinpath(*parts)
         if not resource.is_file():
             return None
         body = resource.read_bytes()

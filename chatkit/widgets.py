@@ -5,8 +5,11 @@ holds the conversation — messages, replies streaming, who is online and
 typing, read receipts, the connection state — and changes only through
 :meth:`ChatModel.apply`, fed by a :class:`~chatkit.client.ChatClient`; tests
 drive it without a browser. :class:`ChatPane` renders it with ``HTML``
-widgets, escaping every piece of user or model text, at most ~20 times a
-second however fast chunks arrive, and only a window of recent messages.
+widgets at most ~20 times a second however fast chunks arrive, and only a
+window of recent messages. Message text is Markdown, rendered and sanitized by
+:func:`chatkit.render.render_markdown` (raw HTML in a message is shown as
+text); every other piece of user text is escaped. The interface draws its
+status dot and avatars with CSS and inline SVG, so it needs no emoji font.
 
 Everything runs on the kernel's own event loop: the client's task sets traits,
 timers are loop handles, and :meth:`ChatPane.close` stops them all.
@@ -26,18 +29,19 @@ import ipywidgets as widgets
 import traitlets
 
 from .client import ChatClient, ReconnectPolicy
+from .render import PYGMENTS_CSS, render_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import ChatServer
 
-__all__ = ["ChatModel", "ChatPane", "side_by_side", "LABELS", "CSS"]
+__all__ = ["ChatModel", "ChatPane", "side_by_side", "LABELS", "CSS", "AVATAR_USER", "AVATAR_AI"]
 
 LABELS = {
     "en": {
-        "connected": "🟢 Connected",
-        "disconnected": "🔴 Disconnected",
-        "connecting": "🟡 Connecting…",
-        "reconnecting": "🔴 Reconnecting in {seconds} s (attempt {attempt})",
+        "connected": "Connected",
+        "disconnected": "Disconnected",
+        "connecting": "Connecting…",
+        "reconnecting": "Reconnecting in {seconds} s (attempt {attempt})",
         "placeholder": "Type a message...",
         "send": "Send",
         "stop": "Stop",
@@ -49,10 +53,10 @@ LABELS = {
         "sent": "sent",
     },
     "ko": {
-        "connected": "🟢 연결됨",
-        "disconnected": "🔴 연결 안됨",
-        "connecting": "🟡 연결 중…",
-        "reconnecting": "🔴 {seconds}초 후 재연결 (시도 {attempt})",
+        "connected": "연결됨",
+        "disconnected": "연결 안됨",
+        "connecting": "연결 중…",
+        "reconnecting": "{seconds}초 후 재연결 (시도 {attempt})",
         "placeholder": "메시지를 입력하세요...",
         "send": "전송",
         "stop": "중지",
@@ -65,18 +69,32 @@ LABELS = {
     },
 }
 
-# The seed's ChatInterface.css, scoped to the pane.
+# The seed's ChatInterface.css, scoped to the pane; status dot and avatars drawn without emoji.
 CSS = """
 <style>
 .chatkit-pane .status { padding: 6px 10px; background: #f0f0f0; text-align: center; font-size: 13px; }
+.chatkit-pane .status .dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; vertical-align: middle; background: #dc3545; }
+.chatkit-pane .status[data-state="open"] .dot { background: #28a745; }
+.chatkit-pane .status[data-state="connecting"] .dot { background: #ffc107; }
 .chatkit-pane .online { padding: 2px 10px; color: #555; font-size: 12px; }
 .chatkit-pane .messages { padding: 10px; }
 .chatkit-pane .message { display: flex; margin-bottom: 12px; }
 .chatkit-pane .message.new { animation: ck-slideIn 0.3s ease; }
 @keyframes ck-slideIn { from { opacity: 0; transform: translateY(10px); } to { opacity: 1; transform: translateY(0); } }
 .chatkit-pane .message.user { flex-direction: row-reverse; }
-.chatkit-pane .message .avatar { font-size: 22px; margin: 0 8px; }
-.chatkit-pane .message .content { max-width: 70%; padding: 8px 13px; border-radius: 15px; background: #e0e0e0; white-space: pre-wrap; word-wrap: break-word; }
+.chatkit-pane .message .avatar { flex: none; width: 28px; height: 28px; margin: 0 8px; }
+.chatkit-pane .message .avatar svg { width: 28px; height: 28px; display: block; }
+.chatkit-pane .message .content { max-width: 70%; padding: 8px 13px; border-radius: 15px; background: #e0e0e0; word-wrap: break-word; }
+.chatkit-pane .ck-md { white-space: normal; }
+.chatkit-pane .ck-md > :first-child { margin-top: 0; }
+.chatkit-pane .ck-md > :last-child { margin-bottom: 0; }
+.chatkit-pane .ck-md p, .chatkit-pane .ck-md ul, .chatkit-pane .ck-md ol, .chatkit-pane .ck-md pre { margin: 0 0 6px; }
+.chatkit-pane .ck-md pre { white-space: pre; overflow-x: auto; padding: 6px 8px; border-radius: 6px; background: #f8f8f8; color: #1f2328; }
+.chatkit-pane .ck-md code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 90%; }
+.chatkit-pane .ck-md :not(pre) > code { background: rgba(0,0,0,0.08); padding: 0 3px; border-radius: 3px; }
+.chatkit-pane .message.user .ck-md a { color: inherit; text-decoration: underline; }
+.chatkit-pane .ck-md table { border-collapse: collapse; }
+.chatkit-pane .ck-md th, .chatkit-pane .ck-md td { border: 1px solid #ccc; padding: 2px 6px; }
 .chatkit-pane .message.user .content { background: #007bff; color: white; }
 .chatkit-pane .message .meta { font-size: 11px; opacity: 0.75; margin-bottom: 2px; }
 .chatkit-pane .message .receipt { font-size: 11px; opacity: 0.8; text-align: right; }
@@ -84,8 +102,22 @@ CSS = """
 @keyframes ck-blink { 0%, 50% { opacity: 1; } 51%, 100% { opacity: 0; } }
 .chatkit-pane .typing { color: #777; font-style: italic; font-size: 12px; padding: 0 10px; min-height: 16px; }
 .chatkit-pane .error { color: #b00020; font-size: 12px; padding: 0 10px; }
+""" + PYGMENTS_CSS.replace(".ck-md", ".chatkit-pane .ck-md") + """
 </style>
 """
+
+# Avatars as inline SVG: a person for users, a robot for the AI (no emoji font needed).
+AVATAR_USER = (
+    '<svg class="ck-avatar-user" viewBox="0 0 32 32" role="img" aria-label="user">'
+    '<circle cx="16" cy="16" r="16" fill="#007bff"/><circle cx="16" cy="12" r="6" fill="#fff"/>'
+    '<path d="M6 27c1.5-6 6-8 10-8s8.5 2 10 8" fill="#fff"/></svg>'
+)
+AVATAR_AI = (
+    '<svg class="ck-avatar-ai" viewBox="0 0 32 32" role="img" aria-label="AI">'
+    '<circle cx="16" cy="16" r="16" fill="#6f42c1"/><rect x="8" y="10" width="16" height="13" rx="3" fill="#fff"/>'
+    '<circle cx="12.5" cy="16" r="2" fill="#6f42c1"/><circle cx="19.5" cy="16" r="2" fill="#6f42c1"/>'
+    '<rect x="15" y="5" width="2" height="5" fill="#fff"/><circle cx="16" cy="5" r="2" fill="#fff"/></svg>'
+)
 
 _esc = html.escape
 
@@ -430,7 +462,7 @@ class ChatPane(widgets.VBox):
             text = lab["connecting"]
         else:
             text = lab["disconnected"]
-        self.status.value = f'<div class="status">{_esc(text)}</div>'
+        self.status.value = f'<div class="status" data-state="{_esc(m.state)}"><span class="dot"></span>{_esc(text)}</div>'
         self.online_line.value = (
             f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}</div>' if m.online else "")
         if m.typing:
@@ -445,7 +477,7 @@ class ChatPane(widgets.VBox):
         self.older.layout.display = None if m.has_more else "none"
 
     def render_messages(self) -> str:
-        """The message list as HTML (the last ``window`` messages), all text escaped."""
+        """The message list as HTML (the last ``window`` messages): Markdown rendered and sanitized."""
         me = self.model.user
         rows = []
         # The list is re-rendered as a whole: only messages new since the last render slide in.
@@ -455,7 +487,7 @@ class ChatPane(widgets.VBox):
             cls = "user" if msg["is_user"] else "ai"
             if msg["id"] > seen_upto:
                 cls += " new"
-            avatar = "👤" if msg["is_user"] else "🤖"
+            avatar = AVATAR_USER if msg["is_user"] else AVATAR_AI
             when = msg["timestamp"][11:16] if msg["timestamp"] else ""
             receipt = ""
             if msg["is_user"] and msg["user"] == me:
@@ -469,15 +501,16 @@ class ChatPane(widgets.VBox):
             rows.append(
                 f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'
                 f'<div class="content"><div class="meta">{_esc(msg["user"])} · {_esc(when)}{status}</div>'
-                f'{_esc(msg["text"])}{receipt}</div></div>'
+                f'<div class="ck-md">{render_markdown(msg["text"])}</div>{receipt}</div></div>'
             )
         return f'<div class="messages">{"".join(rows)}</div>'
 
     def render_streaming(self) -> str:
-        """Replies in progress, each with the blinking ▊ cursor."""
+        """Replies in progress, their partial Markdown rendered, each with the blinking ▊ cursor."""
         rows = [
-            f'<div class="message ai streaming" data-id="{rid}"><div class="avatar">🤖</div>'
-            f'<div class="content">{_esc(text)}<span class="cursor">▊</span></div></div>'
+            f'<div class="message ai streaming" data-id="{rid}"><div class="avatar">{AVATAR_AI}</div>'
+            f'<div class="content"><div class="ck-md">{render_markdown(text)}</div>'
+            f'<span class="cursor">▊</span></div></div>'
             for rid, text in sorted(self.model.streaming.items())
         ]
         return f'<div class="messages">{"".join(rows)}</div>' if rows else ""

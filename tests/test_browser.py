@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from chatkit.client import ChatClient
-from chatkit.llm import EchoStreamer
+from chatkit.llm import EchoStreamer, OfflineTutor
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
 from .proxy import PrefixProxy
@@ -56,7 +56,7 @@ async def test_two_pages_chat_and_stream(browser, servers):
                open_page(browser, room_url(srv, "duo", "bob")) as bob:
         for page in (ann, bob):
             await page.wait_for_selector("#status[data-state='open']")
-        assert await ann.text_content("#status") == "🟢 Connected"
+        assert await ann.text_content("#status") == "Connected"
         await send(ann, "hello bob this reply streams word by word")
         await bob.wait_for_selector(".message.ai.streaming .cursor")  # the reply streams in the other page
         await ann.wait_for_selector(".message.ai.streaming")
@@ -94,7 +94,7 @@ async def test_restart_turns_red_then_green_and_catches_up_once(browser, servers
         await page.wait_for_selector("#list .message.ai .text >> text=before the restart")
         await srv.stop()
         await page.wait_for_selector("#status[data-state='reconnecting']")
-        assert "🔴 Reconnecting in" in await page.text_content("#status")
+        assert "Reconnecting in" in await page.text_content("#status")
         await page.screenshot(path=screenshot_path("restart_red"))
         srv2 = await servers(port=port, http_port=http_port)
         async with ChatClient(srv2.ws_url("crash"), user="bob") as bob:
@@ -164,3 +164,86 @@ async def test_load_older_pages_and_stop_button(browser, servers):
         await page.click("#stop")
         await page.wait_for_selector("#list .message.ai .meta >> text=[cancelled]")
         assert await page.locator("#stop").is_hidden()
+
+
+# Each payload must show as text: no element, attribute or URL from it becomes live.
+XSS_MARKDOWN = [
+    "[click](javascript:window.pwned=true)",
+    "[click](JaVaScRiPt:window.pwned=true)",
+    "<javascript:window.pwned=true>",
+    '<img src=x onerror="window.pwned=true">',
+    "`<img src=x onerror=\"window.pwned=true\">`",
+    "```html\n<img src=x onerror=\"window.pwned=true\"><script>window.pwned=true</script>\n```",
+    "[data](data:text/html;base64,PHNjcmlwdD53aW5kb3cucHduZWQ9dHJ1ZTwvc2NyaXB0Pg==)",
+    "![pic](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9IndpbmRvdy5wd25lZD10cnVlIj4=)",
+    "![pixel](https://tracker.invalid/p.gif)",
+    "<svg onload=window.pwned=true>",
+]
+
+
+async def test_markdown_xss_cases_are_shown_as_text(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "mdxss", "eve")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        assert await page.evaluate("window.chatkitRender.ready") is True
+        await page.evaluate("window.pwned = false")
+        for payload in XSS_MARKDOWN:
+            await send(page, payload)
+        await page.wait_for_selector(f"#list .message >> nth={2 * len(XSS_MARKDOWN) - 1}")
+        await page.wait_for_function("document.querySelectorAll('#streams .message').length === 0")
+        assert await page.locator("#list img, #list script, #list svg:not(.avatar svg), #list iframe").count() == 0
+        hrefs = await page.eval_on_selector_all("#list .text a", "ns => ns.map(n => n.getAttribute('href'))")
+        assert all(h is None or h.startswith(("http:", "https:")) for h in hrefs), hrefs
+        rels = await page.eval_on_selector_all("#list .text a", "ns => ns.map(n => [n.target, n.rel])")
+        assert all(r == ["_blank", "noopener noreferrer"] for r in rels), rels
+        handlers = await page.evaluate(
+            "[...document.querySelectorAll('#list *')].flatMap(n => [...n.attributes].map(a => a.name))"
+            ".filter(a => a.startsWith('on'))")
+        assert handlers == []
+        # The code span and the code block show the HTML as text, in the user's message and in the echo.
+        codes = await page.locator("#list .text code").all_text_contents()
+        assert codes.count('<img src=x onerror="window.pwned=true">') == 2
+        assert sum('<script>window.pwned=true</script>' in c for c in codes) == 2
+        await page.screenshot(path=screenshot_path("markdown_xss"))
+        assert await page.evaluate("window.pwned") is False
+
+
+async def test_markdown_renders_while_streaming_with_highlighted_code(browser, servers):
+    text = ("The accept key:\n\n```python\nimport base64, hashlib\n"
+            "def accept(key):\n    return base64.b64encode(hashlib.sha1(key).digest())\n```\n"
+            "See **RFC 6455** and [the spec](https://www.rfc-editor.org/rfc/rfc6455).")
+    srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
+    async with open_page(browser, room_url(srv, "md", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await send(page, text)
+        # mid-stream: the open fence is already a highlighted code block, the backticks are gone
+        await page.wait_for_selector("#streams .message.ai.streaming pre code.hljs .hljs-keyword")
+        streaming = await page.text_content("#streams .message.ai.streaming .text")
+        assert "```" not in streaming
+        node = await page.query_selector("#streams .message.ai.streaming")
+        await page.wait_for_selector("#list .message.ai .text strong >> text=RFC 6455")
+        assert await node.evaluate("n => n.isConnected") is False  # the stream node was replaced once, at the end
+        for row in ("#list .message.user", "#list .message.ai"):  # users' own messages render the same way
+            assert await page.locator(f"{row} pre code.hljs .hljs-keyword").count() >= 2
+            link = page.locator(f"{row} .text a")
+            assert await link.get_attribute("href") == "https://www.rfc-editor.org/rfc/rfc6455"
+            assert await link.get_attribute("target") == "_blank"
+            assert await link.get_attribute("rel") == "noopener noreferrer"
+        # avatars and the status dot are drawn without emoji
+        assert await page.locator("#list .message .avatar svg").count() == 2
+        dot = await page.evaluate("getComputedStyle(document.querySelector('#status'), '::before').backgroundColor")
+        assert dot == "rgb(40, 167, 69)"
+        assert "🤖" not in await page.content() and "🟢" not in await page.content()
+        await page.screenshot(path=screenshot_path("markdown_code"))
+
+
+async def test_tutor_answer_shows_highlighted_code(browser, servers):
+    srv = await servers(http_port=0, streamer=OfflineTutor(first_token_ms=0, tokens_per_s=200))
+    async with open_page(browser, room_url(srv, "tutor", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await send(page, "How do I compute Sec-WebSocket-Accept?")
+        await page.wait_for_selector("#list .message.ai pre code.language-python .hljs-keyword >> text=import")
+        answer = page.locator("#list .message.ai .text")
+        assert await answer.locator("code >> text=Sec-WebSocket-Key").count() >= 1
+        assert "`" not in await answer.text_content()
+        await page.screenshot(path=screenshot_path("tutor_code"))

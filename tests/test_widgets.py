@@ -7,7 +7,7 @@ import time
 
 
 from chatkit.client import FixedDelay
-from chatkit.llm import EchoStreamer
+from chatkit.llm import EchoStreamer, OfflineTutor
 from chatkit.widgets import ChatModel, ChatPane, side_by_side
 
 FAST = FixedDelay(0.05)
@@ -38,7 +38,10 @@ async def test_two_panes_chat_and_stream(servers):
             assert pane.model.messages[1]["is_user"] is False
         await asyncio.sleep(0.1)
         html = bob.message_list.value
-        assert 'class="message user' in html and 'class="message ai' in html and "👤" in html and "🤖" in html
+        assert 'class="message user' in html and 'class="message ai' in html
+        # avatars are inline SVG, not emoji (no emoji font needed)
+        assert 'class="ck-avatar-user"' in html and 'class="ck-avatar-ai"' in html
+        assert "👤" not in html and "🤖" not in html
         # read receipts: bob's pane marked ann's message read; ann sees ✓✓
         await wait_for(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []))
         await asyncio.sleep(0.1)
@@ -76,7 +79,8 @@ async def test_status_across_restart_and_korean_labels(servers):
         await srv.stop()
         await wait_for(lambda: pane.model.state == "reconnecting")
         await asyncio.sleep(0.1)
-        assert "재연결" in pane.status.value and "🔴" in pane.status.value
+        assert "재연결" in pane.status.value and 'data-state="reconnecting"' in pane.status.value
+        assert "🔴" not in pane.status.value  # the dot is CSS
         assert pane.input.disabled and pane.send_button.disabled
         srv2 = await servers(port=port)
         await wait_for(lambda: pane.model.state == "open")
@@ -202,3 +206,70 @@ def test_model_from_events_without_a_server():
     assert m.streaming == {} and m.messages[-1]["text"] == "Hello"
     m.apply({"type": "state", "state": "reconnecting", "attempt": 2, "delay": 4.0})
     assert (m.state, m.attempt, m.delay) == ("reconnecting", 2, 4.0)
+
+
+async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
+    text = "Use `Sec-WebSocket-Key`:\n\n```python\nimport base64\nprint(base64.b64encode(b'x'))\n```\n[rfc](https://www.rfc-editor.org/rfc/rfc6455)"
+    srv = await servers(streamer=EchoStreamer(delay=0.02))
+    pane = await ChatPane(srv, "md", user="ann", policy=FAST).start()
+    try:
+        pane.submit(text)
+        await wait_for(lambda: pane.model.streaming and "```" in next(iter(pane.model.streaming.values())))
+        pane.flush()
+        # a partial reply with an open code fence is already a highlighted code block
+        assert '<pre class="highlight">' in pane.stream_view.value and "```" not in pane.stream_view.value
+        await wait_for(lambda: len(pane.model.messages) == 2)
+        pane.flush()
+        html = pane.message_list.value
+        for row in html.split('<div class="message ')[1:]:  # the user's message and the echo, alike
+            assert "<code>Sec-WebSocket-Key</code>" in row
+            assert '<span class="tok-kn">import</span>' in row
+            assert 'href="https://www.rfc-editor.org/rfc/rfc6455" target="_blank" rel="noopener noreferrer"' in row
+        assert ".chatkit-pane .ck-md .highlight .tok-k" in pane.children[0].value  # pygments CSS shipped
+    finally:
+        await pane.aclose()
+
+
+async def test_markdown_xss_cases_are_text_in_the_pane(servers):
+    srv = await servers()
+    pane = await ChatPane(srv, "mdx", user="eve", policy=FAST).start()
+    cases = ["[x](javascript:alert(1))", "`<img src=x onerror=alert(1)>`", "![x](data:image/png;base64,AAAA)",
+             "[y](data:text/html;base64,PHNjcmlwdD4=)", "<img src=x onerror=alert(1)>"]
+    try:
+        for text in cases:
+            await pane.client.send(text)
+        await wait_for(lambda: len(pane.model.messages) == 2 * len(cases))
+        pane.flush()
+        html = pane.message_list.value
+        assert "<img" not in html and "javascript:" not in html.replace("[x](javascript:", "")
+        assert 'href="data:' not in html and "onerror=alert(1)&gt;" in html
+        assert html.count("[x](javascript:alert(1))") == 2  # not a link: shown as typed
+    finally:
+        await pane.aclose()
+
+
+def test_status_dot_follows_the_state_without_emoji():
+    pane = ChatPane("ws://127.0.0.1:1", "s", user="ann")
+    try:
+        for state in ("connecting", "open", "reconnecting", "closed"):
+            pane.model.apply({"type": "state", "state": state, "attempt": 1, "delay": 1.0})
+            pane.flush()
+            assert f'data-state="{state}"' in pane.status.value and '<span class="dot">' in pane.status.value
+            assert not any(ch in pane.status.value for ch in "🟢🔴🟡")
+    finally:
+        pane.close()
+
+
+async def test_tutor_answer_shows_highlighted_code(servers):
+    srv = await servers(streamer=OfflineTutor(first_token_ms=0, tokens_per_s=0))
+    pane = await ChatPane(srv, "tutor", user="ann", policy=FAST).start()
+    try:
+        pane.submit("How do I compute Sec-WebSocket-Accept?")
+        await wait_for(lambda: len(pane.model.messages) == 2)
+        pane.flush()
+        answer = pane.message_list.value.split('class="message ai')[1]
+        assert "<code>Sec-WebSocket-Key</code>" in answer and "`" not in answer
+        assert '<pre class="highlight"><code class="language-python">' in answer
+        assert '<span class="tok-kn">import</span>' in answer and '<span class="tok-nf">accept</span>' in answer
+    finally:
+        await pane.aclose()

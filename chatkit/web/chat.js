@@ -1,5 +1,6 @@
 // chatkit's chat page: the seed document's WebSocketService and ChatInterface, done right.
-// Plain JavaScript, no build step. All user and model text goes in with textContent.
+// Plain JavaScript, no build step. Message text is Markdown rendered by render.js (sanitized by
+// DOMPurify); every other piece of user or model text goes in with textContent.
 "use strict";
 
 (() => {
@@ -194,6 +195,8 @@
     service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
     streams: new Map(), countdown: null,
   };
+  const render = window.chatkitRender;
+  const STREAM_RENDER_MS = 50; // a streaming reply is re-rendered at most 20 times a second
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -209,17 +212,17 @@
     $("input").disabled = !online;
     $("send").disabled = !online;
     status.dataset.state = state;
-    if (state === "open") status.textContent = "🟢 Connected";
-    else if (state === "connecting") status.textContent = "🟡 Connecting…";
+    if (state === "open") status.textContent = "Connected";
+    else if (state === "connecting") status.textContent = "Connecting…";
     else if (state === "reconnecting") {
       const until = Date.now() + (delay || 0);
       const show = () => {
         const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-        status.textContent = `🔴 Reconnecting in ${seconds} s (attempt ${attempt})`;
+        status.textContent = `Reconnecting in ${seconds} s (attempt ${attempt})`;
       };
       show();
       ui.countdown = setInterval(show, 500);
-    } else status.textContent = `🔴 Disconnected${error ? ": " + error : ""}`;
+    } else status.textContent = `Disconnected${error ? ": " + error : ""}`;
   }
 
   function renderReceipt(node, id) {
@@ -235,12 +238,12 @@
     if (list.querySelector(`[data-id="${msg.id}"]`)) return;
     const node = el("div", `message ${msg.is_user ? "user" : "ai"}`);
     node.dataset.id = msg.id;
-    node.append(el("div", "avatar", msg.is_user ? "👤" : "🤖"));
+    node.append(render.avatar(msg.is_user ? "user" : "ai", msg.user || "AI"));
     const content = el("div", "content");
     const when = msg.timestamp ? new Date(msg.timestamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
     const status = msg.status && msg.status !== "complete" ? ` [${msg.status}]` : "";
     content.append(el("div", "meta", `${msg.user || "AI"} · ${when}${status}`));
-    content.append(el("span", "text", msg.message));
+    content.append(render.renderInto(el("div", "text"), msg.message));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
     node.append(content);
     const after = [...list.children].find((child) => Number(child.dataset.id) > msg.id);
@@ -251,25 +254,43 @@
 
   function scrollDown() { const box = $("messages"); box.scrollTop = box.scrollHeight; }
 
+  // A streaming reply keeps its node; its text is re-rendered as Markdown at most every
+  // STREAM_RENDER_MS (one DOM swap per frame: no flicker, and partial Markdown never breaks layout).
   function stream(id, chunk) {
     let node = ui.streams.get(id);
     if (!node) {
       node = el("div", "message ai streaming");
       node.dataset.id = id;
-      node.append(el("div", "avatar", "🤖"));
+      node.append(render.avatar("ai", "AI"));
       const content = el("div", "content");
-      content.append(el("span", "text", ""), el("span", "cursor", "▊"));
+      content.append(el("div", "text ck-md"));
       node.append(content);
+      node.raw = "";
+      node.cursor = el("span", "cursor", "▊");
+      node.lastRender = 0;
       $("streams").append(node);
       ui.streams.set(id, node);
     }
-    node.querySelector(".text").textContent += chunk;
+    node.raw += chunk;
+    if (!node.timer) {
+      const wait = Math.max(0, node.lastRender + STREAM_RENDER_MS - Date.now());
+      node.timer = setTimeout(() => renderStream(node), wait);
+    }
     $("stop").hidden = ui.service.transport !== "ws";
+  }
+
+  function renderStream(node) {
+    node.timer = null;
+    node.lastRender = Date.now();
+    const text = node.querySelector(".text");
+    render.renderInto(text, node.raw);
+    render.lastBlock(text).append(node.cursor);
+    scrollDown();
   }
 
   function endStream(id) {
     const node = ui.streams.get(id);
-    if (node) node.remove();
+    if (node) { clearTimeout(node.timer); node.remove(); }
     ui.streams.delete(id);
     if (!ui.streams.size) $("stop").hidden = true;
   }
@@ -381,6 +402,14 @@
     lastTyping = 0;
   });
   $("input").addEventListener("input", onInput);
+  // The input is a textarea (Markdown has lines): Enter sends, Shift+Enter is a new line,
+  // and Enter that confirms an IME composition does neither.
+  $("input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      $("send-form").requestSubmit();
+    }
+  });
   $("older").addEventListener("click", () => loadOlder());
   $("stop").addEventListener("click", () => ui.service.stop());
   $("leave").addEventListener("click", () => {
