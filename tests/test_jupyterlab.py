@@ -87,9 +87,15 @@ async def test_two_panes_in_jupyterlab_chat(jupyterlab, page):
     await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     panes = page.locator(".chatkit-pane")
     for attempt in range(3):  # the first key press can land before the editor is ready
-        await page.click(".jp-Cell .jp-InputArea-editor")
-        await page.keyboard.press("Shift+Enter")
+        # Under load JupyterLab may open a dialog first (e.g. kernel selection): accept it.
+        dialog = page.locator(".jp-Dialog")
+        if await dialog.count():
+            print("JupyterLab dialog:", await dialog.first.text_content())
+            await page.locator(".jp-Dialog .jp-mod-accept").first.click()
+            await dialog.first.wait_for(state="detached")
         try:
+            await page.click(".jp-Cell .jp-InputArea-editor", timeout=10_000)
+            await page.keyboard.press("Shift+Enter")
             await panes.nth(1).wait_for(timeout=20_000)
             break
         except Exception:
