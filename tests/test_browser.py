@@ -57,9 +57,11 @@ async def test_two_pages_chat_and_stream(browser, servers):
         for page in (ann, bob):
             await page.wait_for_selector("#status[data-state='open']")
         assert await ann.text_content("#status") == "Connected"
+        # Both pages wait for the streaming reply from before it starts (no race with its end).
+        streaming = [asyncio.ensure_future(bob.wait_for_selector(".message.ai.streaming .cursor")),
+                     asyncio.ensure_future(ann.wait_for_selector(".message.ai.streaming"))]
         await send(ann, "hello bob this reply streams word by word")
-        await bob.wait_for_selector(".message.ai.streaming .cursor")  # the reply streams in the other page
-        await ann.wait_for_selector(".message.ai.streaming")
+        await asyncio.gather(*streaming)  # the reply streams in both pages
         for page in (ann, bob):
             await page.wait_for_selector("#list .message.ai .text >> text=hello bob this reply streams word by word")
         await bob.screenshot(path=screenshot_path("two_pages_bob"))
