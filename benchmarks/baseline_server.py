@@ -5,7 +5,7 @@ Same URL shape and the same frames (``connection``, ``message``, ``ai_chunk``,
 ``websockets.broadcast()``, ids from a counter, no store, no protocol layer,
 no validation. Replies are the echo streamer's: the user's words (or
 ``--echo-chunks`` pieces, optionally time-stamped), with ``asyncio.sleep(0)``
-between pieces like chatkit's echo. Not part of the package.
+(or ``--echo-delay-ms``) between pieces like chatkit's echo. Not part of the package.
 
     python benchmarks/baseline_server.py --port 9000 [--ai-replies sender]
 """
@@ -33,6 +33,7 @@ async def main() -> None:
     parser.add_argument("--ai-replies", choices=("room", "sender"), default="room")
     parser.add_argument("--echo-chunks", type=int, default=None)
     parser.add_argument("--echo-stamp", action="store_true")
+    parser.add_argument("--echo-delay-ms", type=float, default=0.0, help="delay between pieces (pacing)")
     args = parser.parse_args()
     rooms: dict[str, set] = defaultdict(set)
     counter = 0
@@ -45,7 +46,7 @@ async def main() -> None:
         pieces = WORD.findall(text) if args.echo_chunks is None else [f"{text}#{i} " for i in range(args.echo_chunks)]
         full = []
         for piece in pieces:
-            await asyncio.sleep(0)
+            await asyncio.sleep(args.echo_delay_ms / 1000)
             if args.echo_stamp:
                 piece = f"{time.monotonic():.6f} "
             full.append(piece)

@@ -57,7 +57,13 @@ def rss_bytes(pid: int) -> int:
 
 
 class CpuMeter:
-    """CPU % of the server process and of this (load generator) process over a window."""
+    """CPU of the server process and of this (load generator) process over a window.
+
+    ``server_s`` is the server's CPU seconds (user + system, all threads) in the
+    window: divided by the frames the clients received in it, that is the figure
+    that travels between machines (see :func:`cpu_per_1k`), because it moves far
+    less with the load generator than throughput does on a shared 2-core machine.
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -70,7 +76,9 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         wall = max(1e-9, time.monotonic() - self.t0)
-        self.server_pct = 100 * (cpu_seconds(self.pid) - self.s0) / wall
+        self.server_s = cpu_seconds(self.pid) - self.s0
+        self.wall_s = wall
+        self.server_pct = 100 * self.server_s / wall
         self.loadgen_pct = 100 * (time.process_time() - self.l0) / wall
 
 
@@ -85,6 +93,7 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen | None = None
     tmp: tempfile.TemporaryDirectory | None = None
+    log: Any = None
 
     def start(self) -> "ServerProcess":
         self.port = self.port or free_port()
@@ -97,7 +106,10 @@ class ServerProcess:
             cmd = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port), *self.options]
         if self.profile:
             cmd[1:1] = ["-m", "cProfile", "-o", self.profile]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a file, not a pipe nobody reads: a server logging more than a pipe
+        # holds would block on its next write, and measure that.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -105,7 +117,8 @@ class ServerProcess:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "server died")
+                    self.log.seek(0)
+                    raise RuntimeError(self.log.read().decode(errors="replace") or "server died")
                 time.sleep(0.05)
         raise RuntimeError(f"{self.kind} did not start")
 
@@ -136,6 +149,20 @@ class ServerProcess:
         self.stop()
 
 
+def cpu_per_1k(cpu_s: float, frames: int) -> float:
+    """Server CPU seconds per 1,000 frames delivered (= CPU milliseconds per frame)."""
+    return 1000 * cpu_s / frames if frames else float("nan")
+
+
+def load_average() -> str:
+    """The machine's load (``/proc/loadavg``: 1, 5, 15 minutes), printed beside every result."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -156,6 +183,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "versions": versions,
+        "load_average": load_average(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -170,15 +198,19 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+        if abs(value) >= 10:
+            return f"{value:,.1f}"
+        return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.4f}"
     return "" if value is None else str(value)
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"environment": environment(), **payload}, indent=2))
-    print(f"\nwritten {path.relative_to(HERE.parent)}")
+    env = environment()
+    path.write_text(json.dumps({"environment": env, **payload}, indent=2))
+    print(f"\nload average (1, 5, 15 min) at the end: {env['load_average']}; {env['cores']} cores")
+    print(f"written {path.relative_to(HERE.parent)}")
     return path
 
 

@@ -8,7 +8,9 @@ its reply's ai_complete came back to the sender; open: a fixed rate) and reply
 mode (``room``, or ``sender`` as in the seed), it reports deliveries per second
 over all sockets (message + ai_chunk + ai_complete frames), broadcast latency
 p50/p99 (send → each client's receipt of the ``message`` frame), deliveries
-lost (must be 0), and the CPU % of the server and of this load generator.
+lost (must be 0), the server's CPU seconds per 1,000 frames delivered (every
+frame the clients received in the window), and the CPU % of the server and of
+this load generator.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from common import (RESULTS, CpuMeter, ServerProcess, gather_bounded, percentile, print_table, raise_nofile, ratio,
-                    write_results)
+from common import (RESULTS, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
+                    print_table, raise_nofile, ratio, write_results)
 
 
 class Client:
@@ -72,6 +74,7 @@ async def run(server: ServerProcess, clients: int, loop: str, duration: float, r
         if now_total != last:
             last, quiet_since = now_total, time.monotonic()
     sent: dict[str, float] = {}
+    received_before = sum(c.frames + c.other for c in members)
     with CpuMeter(server.pid) as cpu:
         start = time.monotonic()
         i = 0
@@ -92,6 +95,7 @@ async def run(server: ServerProcess, clients: int, loop: str, duration: float, r
         while time.monotonic() < deadline and any(len(c.messages) < len(sent) for c in members):
             await asyncio.sleep(0.01)
         elapsed = time.monotonic() - start
+    received = sum(c.frames + c.other for c in members) - received_before
     for c in members:
         await c.ws.close()
     for r in readers:
@@ -103,7 +107,8 @@ async def run(server: ServerProcess, clients: int, loop: str, duration: float, r
     return {
         "messages": len(sent), "deliveries_per_s": delivered / elapsed,
         "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-        "lost": lost, "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
+        "lost": lost, "cpu_s_per_1k": cpu_per_1k(cpu.server_s, received),
+        "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
 
@@ -118,6 +123,7 @@ async def main() -> None:
                         help="run chatkit under cProfile (results/fanout-<mode>.prof) and print the top functions")
     args = parser.parse_args()
     raise_nofile()
+    print(f"load average (1, 5, 15 min) at the start: {load_average()}")
     rows = []
     for mode in args.modes.split(","):
         for kind in ("baseline", "chatkit"):
@@ -128,7 +134,8 @@ async def main() -> None:
                         result = await run(server, clients, loop, args.duration, args.rate)
                         rows.append({"server": kind, "replies": mode, "clients": clients, "loop": loop, **result})
                         print(f"  {kind:8} {mode:6} {clients:4} {loop:6} {result['deliveries_per_s']:10,.0f}/s "
-                              f"p99 {result['p99_ms']:.1f} ms lost {result['lost']}", flush=True)
+                              f"p99 {result['p99_ms']:.1f} ms lost {result['lost']} "
+                              f"cpu {result['cpu_s_per_1k']:.3f} s/1k frames", flush=True)
     ratios = []
     for row in rows:
         if row["server"] != "chatkit":
@@ -137,12 +144,13 @@ async def main() -> None:
             r[k] == row[k] for k in ("replies", "clients", "loop")))
         ratios.append({"replies": row["replies"], "clients": row["clients"], "loop": row["loop"],
                        "deliveries_ratio": ratio(row["deliveries_per_s"], base["deliveries_per_s"]),
+                       "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
                        "p99_ratio": ratio(row["p99_ms"], base["p99_ms"]), "lost": row["lost"]})
     cols = ["server", "replies", "clients", "loop", "messages", "deliveries_per_s", "p50_ms", "p99_ms", "lost",
-            "server_cpu_pct", "loadgen_cpu_pct"]
+            "cpu_s_per_1k", "server_cpu_pct", "loadgen_cpu_pct"]
     print_table("fan-out", rows, cols)
     print_table("chatkit / baseline (same run)", ratios,
-                ["replies", "clients", "loop", "deliveries_ratio", "p99_ratio", "lost"])
+                ["replies", "clients", "loop", "deliveries_ratio", "cpu_per_frame_ratio", "p99_ratio", "lost"])
     write_results("fanout", {"rows": rows, "ratios": ratios, "args": vars(args)})
     if args.profile:
         import pstats

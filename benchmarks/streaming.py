@@ -8,7 +8,10 @@ sends the next (closed loop), for ``--duration`` seconds. Both servers use a
 zero-delay echo streamer of 20 pieces per reply, each piece stamped with
 ``time.monotonic()`` when the streamer yields it, so the report has the
 server's added latency per chunk (streamer yield → client receipt), besides
-replies/s, chunks/s, and time to first chunk and to ``ai_complete`` (p50/p99).
+replies/s, chunks/s, time to first chunk and to ``ai_complete`` (p50/p99), and
+the server's CPU seconds per 1,000 frames delivered (``message`` + 20
+``ai_chunk`` + ``ai_complete`` per reply: the same frames from both servers, so
+the ratio is also the ratio of CPU per chunk).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from common import RESULTS, CpuMeter, ServerProcess, gather_bounded, percentile, print_table, raise_nofile, ratio, write_results
+from common import (RESULTS, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
+                    print_table, raise_nofile, ratio, write_results)
 
 
 async def room_loop(server: ServerProcess, room: str, until: float, stats: dict) -> None:
@@ -32,6 +36,7 @@ async def room_loop(server: ServerProcess, room: str, until: float, stats: dict)
             first = None
             async for raw in ws:
                 now = time.monotonic()
+                stats["frames"] += 1
                 frame = json.loads(raw)
                 if frame["type"] == "ai_chunk":
                     stats["chunks"] += 1
@@ -46,7 +51,7 @@ async def room_loop(server: ServerProcess, room: str, until: float, stats: dict)
 
 
 async def run(server: ServerProcess, rooms: int, duration: float) -> dict:
-    stats = {"chunks": 0, "replies": 0, "first": [], "complete": [], "added": []}
+    stats = {"frames": 0, "chunks": 0, "replies": 0, "first": [], "complete": [], "added": []}
     with CpuMeter(server.pid) as cpu:
         start = time.monotonic()
         await gather_bounded([room_loop(server, f"s{rooms}-{i}-{time.monotonic_ns()}", start + duration, stats)
@@ -58,6 +63,7 @@ async def run(server: ServerProcess, rooms: int, duration: float) -> dict:
         "first_p50_ms": ms(stats["first"], 50), "first_p99_ms": ms(stats["first"], 99),
         "complete_p50_ms": ms(stats["complete"], 50), "complete_p99_ms": ms(stats["complete"], 99),
         "added_p50_ms": ms(stats["added"], 50), "added_p99_ms": ms(stats["added"], 99),
+        "frames": stats["frames"], "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats["frames"]),
         "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
@@ -70,6 +76,7 @@ async def main() -> None:
     parser.add_argument("--profile", action="store_true", help="run chatkit under cProfile and print the top functions")
     args = parser.parse_args()
     raise_nofile()
+    print(f"load average (1, 5, 15 min) at the start: {load_average()}")
     rows = []
     options = ["--echo-chunks", str(args.chunks), "--echo-stamp"]
     for kind in ("baseline", "chatkit"):
@@ -78,19 +85,21 @@ async def main() -> None:
             for rooms in map(int, args.rooms.split(",")):
                 result = await run(server, rooms, args.duration)
                 rows.append({"server": kind, "rooms": rooms, **result})
-                print(f"  {kind:8} {rooms:3} rooms {result['chunks_per_s']:10,.0f} chunks/s", flush=True)
+                print(f"  {kind:8} {rooms:3} rooms {result['chunks_per_s']:10,.0f} chunks/s "
+                      f"cpu {result['cpu_s_per_1k']:.4f} s/1k frames", flush=True)
     ratios = []
     for row in rows:
         if row["server"] == "chatkit":
             base = next(r for r in rows if r["server"] == "baseline" and r["rooms"] == row["rooms"])
             ratios.append({"rooms": row["rooms"], "chunks_ratio": ratio(row["chunks_per_s"], base["chunks_per_s"]),
+                           "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
                            "first_p99_ratio": ratio(row["first_p99_ms"], base["first_p99_ms"]),
                            "added_p99_ratio": ratio(row["added_p99_ms"], base["added_p99_ms"])})
     print_table("streaming (20 chunks per reply, zero-delay streamer)", rows,
                 ["server", "rooms", "replies_per_s", "chunks_per_s", "first_p50_ms", "first_p99_ms",
-                 "complete_p50_ms", "complete_p99_ms", "added_p50_ms", "added_p99_ms", "server_cpu_pct",
+                 "complete_p50_ms", "complete_p99_ms", "added_p50_ms", "added_p99_ms", "cpu_s_per_1k", "server_cpu_pct",
                  "loadgen_cpu_pct"])
-    print_table("chatkit / baseline (same run)", ratios, ["rooms", "chunks_ratio", "first_p99_ratio", "added_p99_ratio"])
+    print_table("chatkit / baseline (same run)", ratios, ["rooms", "chunks_ratio", "cpu_per_frame_ratio", "first_p99_ratio", "added_p99_ratio"])
     write_results("streaming", {"rows": rows, "ratios": ratios, "args": vars(args)})
     if args.profile:
         import pstats

@@ -11,6 +11,12 @@ yield → client receipt), chunks per second delivered, bytes on the wire per
 chunk delivered (headers and framing included), time to first event for a new
 client, and catch-up time: a client away while 20 messages were posted
 reconnects with ``?after=`` / ``Last-Event-ID`` and receives them all.
+
+Then the **cost per chunk at scale**: ``--streams`` clients (500) in one room
+over chatkit's WebSocket, chatkit's SSE, and the bare ``websockets`` baseline
+(no proxy, a light reader that counts frames without parsing them), one
+sender, ``--stream-messages`` replies: the server's CPU seconds per 1,000
+frames delivered, and the ratios SSE / WebSocket and chatkit / baseline.
 Writes ``results/ws_vs_sse.json``, which notebook 06 plots.
 """
 
@@ -25,7 +31,8 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
-from common import CountingProxy, ServerProcess, percentile, print_table, raise_nofile, write_results
+from common import (CountingProxy, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
+                    print_table, raise_nofile, ratio, write_results)
 
 
 class Collector:
@@ -153,13 +160,106 @@ async def run(server: ServerProcess, http_port: int, transport: str, args) -> di
     }
 
 
+class Counter:
+    """Frames and ``ai_complete`` events seen by the light readers of the scale run."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.completes = 0
+        self.changed = asyncio.Event()
+
+
+async def light_ws(url: str, counter: Counter, opened: list) -> None:
+    async with connect(url, proxy=None, compression=None, max_queue=None, ping_interval=None,
+                       open_timeout=60) as ws:
+        await ws.recv()  # connection
+        opened.append(ws)
+        async for raw in ws:
+            counter.frames += 1
+            if "ai_complete" in raw[:24]:  # chatkit's compact JSON or the baseline's json.dumps
+                counter.completes += 1
+                counter.changed.set()
+
+
+async def light_sse(port: int, path: str, counter: Counter, opened: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+        buffer = b""
+        while b"event: connection" not in buffer:
+            data = await reader.read(65536)
+            if not data:
+                return
+            buffer += data
+        opened.append(writer)
+        buffer = buffer[buffer.index(b"event: connection"):]
+        buffer = buffer[buffer.index(b"\n\n") + 2:]
+        while True:
+            # Events end with a blank line; count them (chunked framing adds no blank lines of its own
+            # inside an event, and every event here is one chunk of the response).
+            events = buffer.count(b"\n\n")
+            if events:
+                counter.frames += events
+                completes = buffer.count(b"event: ai_complete")
+                if completes:
+                    counter.completes += completes
+                    counter.changed.set()
+                buffer = buffer[buffer.rindex(b"\n\n") + 2:]
+            data = await reader.read(65536)
+            if not data:
+                return
+            buffer += data
+    finally:
+        writer.close()
+
+
+async def scale_run(server: ServerProcess, transport: str, http_port: int, streams: int, messages: int) -> dict:
+    """``streams`` readers in one room, one WebSocket sender, ``messages`` replies (closed loop)."""
+    room = f"scale-{transport.replace(' ', '-')}-{time.monotonic_ns()}"
+    counter = Counter()
+    opened: list = []
+    if transport.endswith("SSE"):
+        path = f"/sse/chat/{room}/?user=reader"
+        tasks = [asyncio.create_task(light_sse(http_port, path, counter, opened)) for _ in range(streams)]
+    else:
+        tasks = [asyncio.create_task(light_ws(server.url(room, f"r{i}"), counter, opened)) for i in range(streams)]
+    async with asyncio.timeout(120):
+        while len(opened) < streams:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # presence frames of the joins settle
+    async with connect(server.url(room, "sender"), proxy=None, compression=None, max_queue=None,
+                       ping_interval=None) as sender:
+        await sender.recv()
+        frames_before = counter.frames
+        with CpuMeter(server.pid) as cpu:
+            start = time.monotonic()
+            for i in range(messages):
+                target = (i + 1) * streams
+                await sender.send(json.dumps({"message": f"m{i}"}))
+                async with asyncio.timeout(120):
+                    while counter.completes < target:
+                        counter.changed.clear()
+                        await counter.changed.wait()
+            elapsed = time.monotonic() - start
+        frames = counter.frames - frames_before
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"transport": transport, "streams": streams, "frames": frames, "frames_per_s": frames / elapsed,
+            "cpu_s_per_1k": cpu_per_1k(cpu.server_s, frames), "server_cpu_s": cpu.server_s,
+            "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--streams", type=int, default=500, help="readers in the cost-at-scale run (0: skip it)")
+    parser.add_argument("--stream-messages", type=int, default=5, help="replies streamed in the cost-at-scale run")
     args = parser.parse_args()
-    raise_nofile()
+    raise_nofile(args.streams * 2 + 400)
+    print(f"load average (1, 5, 15 min) at the start: {load_average()}")
     http_port = 0
     from common import free_port
 
@@ -172,10 +272,33 @@ async def main() -> None:
             rows.append(row)
             print(f"  {transport:18} {row['chunks_per_s']:9,.0f} chunks/s  {row['bytes_per_chunk']:.0f} B/chunk",
                   flush=True)
+        scale = []
+        if args.streams:
+            for transport in ("chatkit WebSocket", "chatkit SSE"):
+                scale.append(await scale_run(server, transport, http_port, args.streams, args.stream_messages))
+                print(f"  {transport:18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
+                      flush=True)
+    if args.streams:
+        with ServerProcess("baseline", ["--echo-chunks", str(args.chunks), "--echo-stamp"]) as base:
+            scale.append(await scale_run(base, "baseline WebSocket", 0, args.streams, args.stream_messages))
+            print(f"  {'baseline WebSocket':18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
+                  flush=True)
     print_table(f"{args.messages} messages x {args.chunks} chunks to {args.clients} clients", rows,
                 ["transport", "p50_ms", "p99_ms", "chunks_per_s", "bytes_per_chunk", "first_event_ms",
                  "catch_up_ms", "same_order"])
-    write_results("ws_vs_sse", {"rows": rows, "args": vars(args)})
+    ratios = []
+    if scale:
+        ws, sse, base_ws = scale
+        print_table(f"cost at scale: {args.streams} streams in one room, {args.stream_messages} replies of "
+                    f"{args.chunks} chunks", scale,
+                    ["transport", "streams", "frames", "frames_per_s", "cpu_s_per_1k", "server_cpu_s",
+                     "server_cpu_pct", "loadgen_cpu_pct"])
+        ratios = [{"streams": args.streams,
+                   "sse_vs_ws_cpu_per_frame": ratio(sse["cpu_s_per_1k"], ws["cpu_s_per_1k"]),
+                   "ws_vs_baseline_cpu_per_frame": ratio(ws["cpu_s_per_1k"], base_ws["cpu_s_per_1k"]),
+                   "sse_vs_baseline_cpu_per_frame": ratio(sse["cpu_s_per_1k"], base_ws["cpu_s_per_1k"])}]
+        print_table("ratios (same run)", ratios, list(ratios[0]))
+    write_results("ws_vs_sse", {"rows": rows, "scale": scale, "ratios": ratios, "args": vars(args)})
 
 
 if __name__ == "__main__":
