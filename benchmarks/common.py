@@ -101,7 +101,11 @@ class ServerProcess:
             self.tmp = tempfile.TemporaryDirectory()
             cmd = [sys.executable, "-m", "chatkit", "serve", "--port", str(self.port), "--http-port", "-1",
                    "--db", os.path.join(self.tmp.name, "bench.db"), "--llm", "echo",
-                   "--rate-limit", "1000000", "--reply-queue", "100000", "--log-level", "WARNING", *self.options]
+                   "--rate-limit", "1000000", "--reply-queue", "100000", "--log-level", "WARNING",
+                   # the abuse limits off: the load generator is one address opening thousands of sockets
+                   "--max-connections", "1000000", "--max-connections-per-ip", "1000000",
+                   "--max-streams-per-ip", "1000000", "--handshake-rate", "1000000", "--rooms-per-ip", "1000000",
+                   *self.options]
         else:
             cmd = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port), *self.options]
         if self.profile:
