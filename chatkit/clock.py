@@ -8,9 +8,10 @@ loop's; a test passes a fake one and advances it by hand — no sleeps.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-__all__ = ["Clock", "Timer", "LoopClock"]
+__all__ = ["Clock", "LoopClock", "Timer"]
 
 
 class Timer(Protocol):

@@ -19,16 +19,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import protocol
-from .store import Store
+from .storage import ChatStore
 
 __all__ = [
-    "HTTPResponse",
-    "Endpoints",
-    "json_response",
-    "error_response",
-    "cors_headers",
     "HISTORY_PATH",
     "STATIC_TYPES",
+    "Endpoints",
+    "HTTPResponse",
+    "cors_headers",
+    "error_response",
+    "json_response",
 ]
 
 Headers = list[tuple[str, str]]
@@ -87,7 +87,7 @@ def cors_headers(origin: str | None, allowed: list[str] | None) -> Headers:
 class Endpoints:
     """The answers to plain GETs, shared by the WebSocket port and the HTTP server."""
 
-    store: Store
+    store: ChatStore
     backend: str
     """The LLM backend's name, shown by ``/health`` and ``/config.json``."""
     allowed_origins: list[str] | None = None

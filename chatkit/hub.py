@@ -26,9 +26,9 @@ from .ratelimit import TokenBucket
 from .replies import ReplyPipeline
 from .rooms import BUSY_MESSAGE, HubConfig, Member, Room
 from .sinks import Outgoing, Sink
-from .store import Store
+from .storage import ChatStore
 
-__all__ = ["Hub", "HubConfig", "Member", "Posted", "Sink", "TokenBucket", "BUSY_MESSAGE"]
+__all__ = ["BUSY_MESSAGE", "Hub", "HubConfig", "Member", "Posted", "Sink", "TokenBucket"]
 
 logger = logging.getLogger("chatkit.hub")
 
@@ -54,7 +54,7 @@ class Hub:
 
     def __init__(
         self,
-        store: Store,
+        store: ChatStore,
         streamer: Streamer,
         config: HubConfig | None = None,
         *,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import protocol
 from .clock import Clock, Timer
@@ -22,7 +23,7 @@ from .llm.base import ChatMessage, Streamer
 from .protocol import StoredMessage
 from .rooms import ActiveReply, HubConfig, Room
 from .sinks import Groups, Outgoing, group_sinks, send_groups
-from .store import Store
+from .storage import ChatStore
 
 __all__ = ["ReplyPipeline"]
 
@@ -34,7 +35,7 @@ class ReplyPipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: ChatStore,
         streamer: Streamer,
         config: HubConfig,
         clock: Clock,

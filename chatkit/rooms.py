@@ -19,7 +19,7 @@ from .ratelimit import TokenBucket
 from .sinks import Groups, Outgoing, Sink, fanout
 from .store import AI_USER
 
-__all__ = ["HubConfig", "Member", "Room", "ActiveReply", "BUSY_MESSAGE"]
+__all__ = ["BUSY_MESSAGE", "ActiveReply", "HubConfig", "Member", "Room"]
 
 BUSY_MESSAGE = "the tutor is busy; your message is saved but gets no reply"
 
@@ -50,7 +50,7 @@ class HubConfig:
 class Member:
     """One connection's place in a room."""
 
-    room: "Room"
+    room: Room
     user: str
     sink: Sink
     messages: TokenBucket
@@ -67,7 +67,7 @@ class ActiveReply:
     id: int
     sender: str
     text: str = ""
-    task: "asyncio.Task[Any] | None" = None
+    task: asyncio.Task[Any] | None = None
     stopped: bool = False
     targets: list[Member] = field(default_factory=list)
     groups: Groups = field(default_factory=list)
@@ -83,13 +83,13 @@ class Room:
     pending: int = 0
     """Tasks inside a hub call for this room: it is not dropped while they run."""
     typing: dict[str, Timer] = field(default_factory=dict)
-    queue: "collections.deque[tuple[StoredMessage, StoredMessage | None]]" = field(
+    queue: collections.deque[tuple[StoredMessage, StoredMessage | None]] = field(
         default_factory=collections.deque
     )
     """Prompts waiting for a reply, with the reply's row when it was reserved with the prompt."""
-    worker: "asyncio.Task[None] | None" = None
+    worker: asyncio.Task[None] | None = None
     active: ActiveReply | None = None
-    context: "collections.deque[StoredMessage] | None" = None
+    context: collections.deque[StoredMessage] | None = None
     """The last messages of the room, kept for the model's context (loaded once from the store)."""
     last_id: int | None = None
     """The newest message id of the room (loaded once, then kept up to date under the lock)."""

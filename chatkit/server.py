@@ -13,7 +13,7 @@ import logging
 import os
 import ssl as ssl_module
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from .auth import Authenticator
@@ -24,8 +24,7 @@ from .hub import Hub, HubConfig
 from .limits import Limits
 from .origins import OriginPolicy
 from .llm import Streamer, make_streamer, resolve_backend
-from .storage import open_store
-from .store import Store
+from .storage import ChatStore, open_store
 from .ws import WebSocketServer, WebSocketSink
 
 __all__ = ["ChatServer", "ServerConfig", "WebSocketSink"]
@@ -108,7 +107,7 @@ class ChatServer:
         """Sign-in, origin policy and limits of both ports."""
         self._streamer = streamer
         self.streamer: Streamer | None = None
-        self.store: Store | None = None
+        self.store: ChatStore | None = None
         self.hub: Hub | None = None
         self.endpoints: Endpoints | None = None
         self.ws: WebSocketServer | None = None
@@ -117,7 +116,7 @@ class ChatServer:
 
     # -- life cycle ----------------------------------------------------------
 
-    async def start(self) -> "ChatServer":
+    async def start(self) -> ChatServer:
         cfg = self.config
         self.backend = self._streamer.name if self._streamer else resolve_backend(cfg.llm)
         self.streamer = self._streamer or make_streamer(
@@ -128,10 +127,10 @@ class ChatServer:
             echo_chunks=cfg.echo_chunks,
             echo_stamp=cfg.echo_stamp,
         )
-        self.store = await open_store(cfg.db)  # type: ignore[assignment]
-        self.hub = Hub(self.store, self.streamer, cfg.hub)
+        store = self.store = await open_store(cfg.db)
+        self.hub = Hub(store, self.streamer, cfg.hub)
         self.endpoints = Endpoints(
-            self.store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
+            store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
         )
         self.endpoints.origins = self.guard.origins
         self.endpoints.sign_in = "join_code" if self.guard.auth.join_code else (
@@ -186,8 +185,9 @@ class ChatServer:
         if aclose is not None:
             await aclose()
 
-    async def __aenter__(self) -> "ChatServer":
-        return await self.start()
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()

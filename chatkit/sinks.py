@@ -8,12 +8,13 @@ SSE ``event:``/``id:`` lines) never parses JSON again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Self, Sequence
+from typing import Any, Protocol, Self
 
 from .protocol import encode
 
-__all__ = ["Outgoing", "Sink", "Groups", "group_sinks", "send_groups", "fanout"]
+__all__ = ["Groups", "Outgoing", "Sink", "fanout", "group_sinks", "send_groups"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class Outgoing:
     text: str
 
     @classmethod
-    def encode(cls, frame: dict[str, Any]) -> "Outgoing":
+    def encode(cls, frame: dict[str, Any]) -> Outgoing:
         """Encode a frame built by :mod:`chatkit.protocol` (once; every sink gets the same object)."""
         msg_id = frame.get("id")
         return cls(frame.get("type", "message"), msg_id if isinstance(msg_id, int) else None, encode(frame))
@@ -42,7 +43,7 @@ class Sink(Protocol):
     def send(self, frame: Outgoing) -> None: ...
 
     @classmethod
-    def send_many(cls, sinks: "Sequence[Self]", frame: Outgoing) -> None:
+    def send_many(cls, sinks: Sequence[Self], frame: Outgoing) -> None:
         for sink in sinks:
             sink.send(frame)
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Self, TypeVar
 
 from .errors import StoreError
 from .protocol import StoredMessage, utc_now
 
-__all__ = ["Store", "Appended", "HistoryPage", "run_batch", "SCHEMA_VERSION", "MAX_PAGE", "AI_USER"]
+__all__ = ["AI_USER", "MAX_PAGE", "SCHEMA_VERSION", "Appended", "HistoryPage", "Store", "run_batch"]
 
 AI_USER = "AI"
 MAX_PAGE = 100
@@ -118,7 +119,7 @@ def run_batch(con: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
         results = [op(con) for op in ops]
         con.execute("COMMIT")
         return results
-    except Exception:
+    except Exception:  # noqa: BLE001 — any failing op: retry each op alone below
         con.execute("ROLLBACK")
     except BaseException:
         if con.in_transaction:
@@ -130,7 +131,7 @@ def run_batch(con: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
         try:
             results.append(op(con))
             con.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — the op's own failure is its result
             con.execute("ROLLBACK")
             results.append(exc)
     return results
@@ -203,7 +204,7 @@ class Store:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | Path = "chatkit.db", *, recover: bool = True) -> "Store":
+    async def open(cls, path: str | Path = "chatkit.db", *, recover: bool = True) -> Store:
         """Open (creating or migrating) the database at ``path`` (``:memory:`` allowed).
 
         With ``recover``, replies that were still streaming when a previous
@@ -254,7 +255,7 @@ class Store:
             self._closed = True
             self._executor.shutdown(wait=True)  # the thread is idle: this joins it at once
 
-    async def __aenter__(self) -> "Store":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -87,7 +87,9 @@ def test_the_walk_sees_the_real_imports():
 
 def test_transport_neutral_http_depends_on_store_and_protocol_only():
     graph = import_graph()
-    assert graph["chatkit.endpoints"] <= {"chatkit.store", "chatkit.protocol"}
+    store_layer = {"chatkit.storage", "chatkit.store", "chatkit.store_pg"}
+    assert graph["chatkit.endpoints"] <= {"chatkit.storage", "chatkit.protocol"}
+    assert not (graph["chatkit.storage"] - store_layer - {"chatkit.protocol"})
     assert "chatkit.server" not in graph["chatkit.http"]
     assert "chatkit.server" not in graph["chatkit.ws"]
 
