@@ -88,6 +88,14 @@ class MemorySink(Sink):
     def clear(self) -> None:
         self.received.clear()
 
+    async def next(self, index: int) -> dict[str, Any]:
+        """The frame received at position ``index`` (0-based), waiting for it."""
+        async with asyncio.timeout(TIMEOUT):
+            while len(self.received) <= index:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return json.loads(self.received[index].text)
+
     async def until(self, kind: str, **match: Any) -> dict[str, Any]:
         """The first frame received of type ``kind`` (and matching fields), waiting for it."""
         async with asyncio.timeout(TIMEOUT):
@@ -120,6 +128,11 @@ class Gate:
 
     def open(self) -> None:
         self.opened.set()
+
+    async def wait_reached(self) -> None:
+        """Wait until the stream stands at this gate."""
+        async with asyncio.timeout(TIMEOUT):
+            await self.reached.wait()
 
 
 class ScriptedStreamer:

@@ -67,7 +67,7 @@ async def test_join_mid_reply_gets_the_text_so_far_as_one_snapshot(make_hub):
     hub = make_hub(ScriptedStreamer(["Hel", "lo", gate, "!"]))
     ann, ann_sink = await join(hub, "ann")
     posted = await hub.post("r", "ann", "hi")
-    await gate.reached.wait()
+    await gate.wait_reached()
     reply_id = ann_sink.of("ai_chunk")[0]["id"]
     _, late = await join(hub, "bob", after=posted.message.id - 1)
     assert [f["type"] for f in late.frames] == ["connection", "message", "ai_chunk"]
@@ -210,7 +210,7 @@ async def test_post_returns_a_named_result_and_broadcasts_after_commit(make_hub,
     assert again == Posted(first.message, created=False, queued=False)
     assert len(ann_sink.of("message")) == 1  # a re-send is not broadcast again
 
-    await gate.reached.wait()  # the first reply streams; the queue holds one more
+    await gate.wait_reached()  # the first reply streams; the queue holds one more
     second = await hub.post("r", "ann", "two")
     third = await hub.post("r", "ann", "three")
     assert (second.queued, third.created, third.queued) == (True, True, False)

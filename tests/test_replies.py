@@ -72,7 +72,7 @@ async def test_queued_prompts_are_answered_in_order_one_at_a_time(make_hub):
     hub = make_hub(streamer, reply_queue=2)
     ann, sink = await join(hub, "ann")
     await hub.post("r", "ann", "1")
-    await gate.reached.wait()
+    await gate.wait_reached()
     await hub.post("r", "ann", "2")
     await hub.post("r", "ann", "3")
     assert len(streamer.calls) == 1  # one at a time
@@ -91,7 +91,7 @@ async def test_stop_cancels_the_stream_and_stores_the_partial_reply(make_hub, st
     hub = make_hub(streamer)
     ann, sink = await join(hub, "ann")
     await hub.post("r", "ann", "hi")
-    await gate.reached.wait()
+    await gate.wait_reached()
     await hub.handle(ann, protocol.Stop())
     done = await sink.until("ai_complete")
     assert (done["status"], done["cancelled"], done["message"]) == ("cancelled", True, "part")
@@ -122,35 +122,45 @@ async def test_a_crashing_model_is_contained(make_hub, caplog):
 
 
 async def test_the_watchdog_cuts_a_stalled_stream_on_the_clock(make_hub, clock, store):
-    gate = Gate()
-    hub = make_hub(ScriptedStreamer(["start", gate]), llm_idle_timeout=30.0)
+    stall, stall_again = Gate(), Gate()
+    hub = make_hub(ScriptedStreamer(["start", stall, "more", stall_again]), llm_idle_timeout=30.0)
     ann, sink = await join(hub, "ann")
     await hub.post("r", "ann", "hi")
-    await gate.reached.wait()
+    await stall.wait_reached()
+    clock.advance(29.9)  # not yet: the stream is still alive…
+    seen = len(sink.received)
+    stall.open()
+    assert await sink.next(seen) == protocol.ai_chunk_frame(sink.of("ai_chunk")[0]["id"], "more")  # …and goes on
+    await stall_again.wait_reached()
     clock.advance(29.9)
-    assert sink.of("error") == []
-    clock.advance(0.1)
+    seen = len(sink.received)
+    clock.advance(0.1)  # 30 s since "more"
+    assert (await sink.next(seen))["code"] == "llm_timeout"
     done = await sink.until("ai_complete")
-    assert sink.of("error")[0]["code"] == "llm_timeout"
-    assert (done["status"], done["message"]) == ("error", "start")
+    assert (done["status"], done["message"]) == ("error", "startmore")
+    assert (await store.get(done["id"])).status == "error"
     assert clock.pending == 0
 
 
 async def test_the_watchdog_rearms_while_chunks_arrive(make_hub, clock):
-    first, second = Gate(), Gate()
-    hub = make_hub(ScriptedStreamer([first, "a", second, "b"]), llm_idle_timeout=10.0)
+    first, second, third = Gate(), Gate(), Gate()
+    hub = make_hub(ScriptedStreamer([first, "a", second, "b", third]), llm_idle_timeout=10.0)
     ann, sink = await join(hub, "ann")
     await hub.post("r", "ann", "hi")
-    await first.reached.wait()
+    await first.wait_reached()
     clock.advance(6)
     first.open()
     await sink.until("ai_chunk", chunk="a")  # a chunk at t=6
-    await second.reached.wait()
-    clock.advance(6)  # t=12: the first deadline passed, but the stream is 6 s idle only
-    assert sink.of("error") == []
-    clock.advance(4)  # t=16: idle for 10 s
+    await second.wait_reached()
+    clock.advance(6)  # t=12: the first deadline (t=10) passed, but the stream was idle for 6 s only
+    seen = len(sink.received)
+    second.open()
+    assert (await sink.next(seen))["chunk"] == "b"  # still streaming: the watchdog re-armed
+    await third.wait_reached()
+    clock.advance(10)  # idle for 10 s since "b"
+    assert (await sink.next(seen + 1))["code"] == "llm_timeout"
     done = await sink.until("ai_complete")
-    assert sink.of("error")[0]["code"] == "llm_timeout" and done["message"] == "a"
+    assert done["message"] == "ab"
 
 
 async def test_close_stores_the_streaming_reply_as_interrupted(make_hub, store):
@@ -158,7 +168,7 @@ async def test_close_stores_the_streaming_reply_as_interrupted(make_hub, store):
     hub = make_hub(ScriptedStreamer(["half", gate]), reply_queue=4)
     ann, sink = await join(hub, "ann")
     await hub.post("r", "ann", "one")
-    await gate.reached.wait()
+    await gate.wait_reached()
     await hub.post("r", "ann", "two (queued)")
     await hub.close()
     done = sink.of("ai_complete")
