@@ -123,7 +123,7 @@ class Broker:
         self._tasks: list[asyncio.Task] = []
         self._on_event: Callable[[str, dict[str, Any]], None] = lambda room, event: None
         self._on_reconnect: Callable[[], Awaitable[None]] | None = None
-        self._connected = asyncio.Event()
+        self._link_up = asyncio.Event()
         self.outages = 0
         """How many times the subscription was lost (each is followed by a store re-check)."""
 
@@ -146,7 +146,7 @@ class Broker:
         if wait is not None:
             try:
                 async with asyncio.timeout(wait):
-                    await self._connected.wait()
+                    await self._link_up.wait()
             except TimeoutError:
                 await self.close()
                 raise ConnectionError(f"cannot reach the broker at {self.url}") from None
@@ -162,7 +162,7 @@ class Broker:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._link_up.is_set()
 
     # -- subscribing ---------------------------------------------------------
 
@@ -207,7 +207,7 @@ class Broker:
                     event.clear()
                 if self._rooms:
                     await pubsub.subscribe(*(channel(r) for r in self._rooms))
-                self._connected.set()
+                self._link_up.set()
                 attempt = 0
                 if self._dirty:
                     self._outbox.put_nowait(None)
@@ -225,10 +225,10 @@ class Broker:
             except asyncio.CancelledError:
                 raise
             except _FAILURES as exc:
-                if self._connected.is_set():
+                if self._link_up.is_set():
                     self.outages += 1
                     logger.warning("broker: lost %s (%s); reconnecting", self.url, exc)
-                self._connected.clear()
+                self._link_up.clear()
             finally:
                 await self._close_pubsub()
                 try:
