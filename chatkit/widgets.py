@@ -258,6 +258,9 @@ class ChatPane(widgets.VBox):
         self._is_typing = False
         self._tasks: set[asyncio.Task] = set()
         self._read_sent: set[int] = set()
+        self._unread: list[int] = []
+        self.displayed = False
+        """True once a cell output showed the pane: only then does it send read receipts (they mean *read*)."""
         self._reconnect_at: float | None = None
         self._shown_upto = 0
         self.renders = 0
@@ -401,8 +404,28 @@ class ChatPane(widgets.VBox):
                 self._schedule_tick()
         if (event.get("type") == "message" and event.get("is_user")
                 and event.get("user") != self.model.user and event["id"] not in self._read_sent):
-            self._read_sent.add(event["id"])
-            self._spawn(self.client.mark_read(event["id"]))
+            self._unread.append(event["id"])
+            if self.displayed:
+                self._send_receipts()
+
+    def mark_displayed(self) -> None:
+        """The pane is on screen: send read receipts for the messages it shows, and from now on as they arrive.
+
+        Displaying the pane (or a :func:`side_by_side` row holding it) in a cell calls this; a pane that
+        was never displayed has shown nothing to anyone, so it sends no receipts."""
+        self.displayed = True
+        self._send_receipts()
+
+    def _send_receipts(self) -> None:
+        unread, self._unread = self._unread, []
+        for message_id in unread:
+            if message_id not in self._read_sent:
+                self._read_sent.add(message_id)
+                self._spawn(self.client.mark_read(message_id))
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        self.mark_displayed()
+        return super()._repr_mimebundle_(**kwargs)
 
     def _schedule_tick(self) -> None:
         if self._tick_handle is not None:
@@ -520,4 +543,14 @@ def side_by_side(*panes: ChatPane) -> widgets.HBox:
     """Show several panes next to each other (a multi-user demo in one notebook)."""
     for pane in panes:
         pane.layout.width = f"{100 / max(1, len(panes)):.1f}%"
-    return widgets.HBox(list(panes), layout=widgets.Layout(width="100%"))
+    return _PaneRow(list(panes), layout=widgets.Layout(width="100%"))
+
+
+class _PaneRow(widgets.HBox):
+    """A row of panes; displaying it displays them (so they send read receipts)."""
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        for child in self.children:
+            if isinstance(child, ChatPane):
+                child.mark_displayed()
+        return super()._repr_mimebundle_(**kwargs)

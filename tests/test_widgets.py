@@ -26,7 +26,11 @@ async def test_two_panes_chat_and_stream(servers):
     ann = await ChatPane(srv, "room", user="ann", policy=FAST).start()
     bob = await ChatPane(srv, "room", user="bob", policy=FAST).start()
     try:
-        assert isinstance(side_by_side(ann, bob).children[0], ChatPane)
+        row = side_by_side(ann, bob)
+        assert isinstance(row.children[0], ChatPane)
+        assert not bob.displayed
+        row._repr_mimebundle_()  # what showing the row in a cell does
+        assert ann.displayed and bob.displayed
         await wait_for(lambda: ann.model.online == ["ann", "bob"])
         ann.input.value = "hello bob, how are you"
         ann._on_input_msg(ann.input, {"event": "submit"}, [])  # Enter
@@ -36,7 +40,7 @@ async def test_two_panes_chat_and_stream(servers):
         for pane in (ann, bob):
             assert [m["text"] for m in pane.model.messages] == ["hello bob, how are you"] * 2
             assert pane.model.messages[1]["is_user"] is False
-        await asyncio.sleep(0.1)
+        bob.flush()
         html = bob.message_list.value
         assert 'class="message user' in html and 'class="message ai' in html
         # avatars are inline SVG, not emoji (no emoji font needed)
@@ -44,7 +48,7 @@ async def test_two_panes_chat_and_stream(servers):
         assert "👤" not in html and "🤖" not in html
         # read receipts: bob's pane marked ann's message read; ann sees ✓✓
         await wait_for(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []))
-        await asyncio.sleep(0.1)
+        ann.flush()
         assert "✓✓ read by bob" in ann.message_list.value
     finally:
         await ann.aclose()
@@ -273,3 +277,19 @@ async def test_tutor_answer_shows_highlighted_code(servers):
         assert '<span class="tok-kn">import</span>' in answer and '<span class="tok-nf">accept</span>' in answer
     finally:
         await pane.aclose()
+
+
+async def test_a_pane_sends_read_receipts_only_once_displayed(servers):
+    srv = await servers(streamer=EchoStreamer(delay=0.01))
+    ann = await ChatPane(srv, "seen", user="ann", policy=FAST).start()
+    cam = await ChatPane(srv, "seen", user="cam", policy=FAST).start()
+    try:
+        await wait_for(lambda: ann.model.state == "open" and cam.model.state == "open")
+        sent = await ann.submit("are you there?")
+        await wait_for(lambda: any(m["id"] == sent["id"] for m in cam.model.messages))
+        assert not cam.displayed and cam._read_sent == set()  # received, not shown: no receipt
+        cam.mark_displayed()
+        await wait_for(lambda: "cam" in ann.model.receipts.get(str(sent["id"]), []))
+    finally:
+        await ann.aclose()
+        await cam.aclose()

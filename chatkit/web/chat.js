@@ -249,8 +249,30 @@
     const after = [...list.children].find((child) => Number(child.dataset.id) > msg.id);
     list.insertBefore(node, after || null);
     renderReceipt(node, msg.id);
-    if (msg.is_user && msg.user !== ui.user) ui.service.read(msg.id);
+    if (msg.is_user && msg.user !== ui.user) markUnread(msg.id, node);
   }
+
+  // Read receipts mean *read*: sent once another user's message is visible in a focused tab.
+  const unread = new Map();  // message id → its node, not seen yet
+  const sight = typeof IntersectionObserver === "function" ? new IntersectionObserver((entries) => {
+    for (const entry of entries) entry.target.dataset.visible = entry.isIntersecting ? "1" : "";
+    sendReadReceipts();
+  }) : null;
+  function markUnread(id, node) {
+    unread.set(id, node);
+    if (sight) sight.observe(node); else sendReadReceipts();
+  }
+  function sendReadReceipts() {
+    if (document.visibilityState !== "visible" || !document.hasFocus()) return;
+    for (const [id, node] of unread) {
+      if (sight && node.dataset.visible !== "1") continue;
+      unread.delete(id);
+      if (sight) sight.unobserve(node);
+      ui.service.read(id);
+    }
+  }
+  document.addEventListener("visibilitychange", sendReadReceipts);
+  window.addEventListener("focus", sendReadReceipts);
 
   function scrollDown() { const box = $("messages"); box.scrollTop = box.scrollHeight; }
 
