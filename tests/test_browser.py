@@ -249,3 +249,25 @@ async def test_tutor_answer_shows_highlighted_code(browser, servers):
         assert await answer.locator("code >> text=Sec-WebSocket-Key").count() >= 1
         assert "`" not in await answer.text_content()
         await page.screenshot(path=screenshot_path("tutor_code"))
+
+
+async def test_a_message_in_a_background_tab_is_not_read_until_the_tab_has_focus(browser, servers):
+    """Read receipts mean read: Bob's tab receives the message while it has no focus — delivered, not read."""
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    context = await browser.new_context()
+    await context.add_init_script("window.__focused = false; document.hasFocus = () => window.__focused;")
+    bob = await context.new_page()
+    try:
+        await bob.goto(room_url(srv, "tabs", "bob"))
+        async with open_page(browser, room_url(srv, "tabs", "ann")) as ann:
+            for page in (ann, bob):
+                await page.wait_for_selector("#status[data-state='open']")
+            await send(ann, "are you there?")
+            await bob.wait_for_selector("#list .message.user .text >> text=are you there?")
+            await bob.type("#input", "x")  # Bob's typing frame comes after any receipt his page sent
+            await ann.wait_for_selector("#typing >> text=bob is typing")
+            assert await ann.text_content("#list .message.user .receipt") == "✓"  # delivered, not read
+            await bob.evaluate("window.__focused = true; window.dispatchEvent(new Event('focus'))")
+            await ann.wait_for_selector(".receipt >> text=✓✓ read by bob")
+    finally:
+        await context.close()

@@ -12,7 +12,9 @@ import html
 import json
 import random
 import re
+from pathlib import Path
 
+import nbformat
 import pytest
 import websockets
 from websockets.asyncio.client import connect
@@ -530,9 +532,30 @@ def test_sse_parser(capsys):
     assert_fails(*run(exercises.check_sse_parser, lstrips, capsys), "one leading space")
 
 
-def test_solutions_notebooks_pass_their_checkers():
-    """The solutions are the course's right answers: run by nbval (notebooks/solutions/*.ipynb)."""
-    from pathlib import Path
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PAIRS = [(nb, NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb") for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+         if (NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb").exists()]
 
-    solutions = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
-    assert len(solutions) >= 7
+
+def _exercise_cells(path: Path, *, after_try_it: bool) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    cells, started = [], not after_try_it
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and re.search(r"^## Try it", cell.source, re.M):
+            started = True
+        elif started and cell.cell_type == "code" and "exercises.check_" in cell.source:
+            cells.append(cell.source)
+    return cells
+
+
+def _shape(sources: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """Per exercise: the checker it calls and the names it defines (functions, classes)."""
+    return [(re.search(r"exercises\.(check_\w+)", src).group(1),
+             tuple(re.findall(r"^(?:async def|def|class) (\w+)", src, re.M))) for src in sources]
+
+
+@pytest.mark.parametrize("notebook, solutions", PAIRS, ids=[nb.stem for nb, _ in PAIRS])
+def test_every_exercise_has_its_solution(notebook, solutions):
+    """The solutions notebook answers the notebook's exercises: same checkers, same names, same order."""
+    assert _shape(_exercise_cells(solutions, after_try_it=False)) == _shape(_exercise_cells(notebook, after_try_it=True))
+    assert len(PAIRS) >= 7

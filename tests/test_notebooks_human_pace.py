@@ -13,6 +13,7 @@ A cell that fails raises ``CellExecutionError`` with the notebook's own tracebac
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _run(path: Path, *, pause: float = 0.0, extra_after_panes: bool = False) -> 
         index = 0
         while index < len(nb.cells):
             cell = nb.cells[index]
-            if cell.cell_type == "markdown" and cell.source.lstrip().startswith("## Try it"):
+            if cell.cell_type == "markdown" and re.search(r"^## Try it", cell.source, re.M):
                 exercises = True  # from here on: checkers only, no connections to keep alive
             if cell.cell_type == "code":
                 client.execute_cell(cell, index)
