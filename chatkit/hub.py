@@ -271,6 +271,30 @@ class Hub:
         if await self.store.add_receipt(room.session_id, message_id, member.user):
             room.fanout(Outgoing.encode(protocol.read_receipt_frame(message_id, member.user)))
 
+    async def delete(self, session_id: str, message_id: int, by: str) -> bool:
+        """Tombstone a message (store first), then tell the room ``message_deleted``.
+
+        The room's model context forgets it too. ``False`` when the room has no
+        such message (or it was deleted already). Who may delete is the
+        transport's decision (teachers only, with sign-in).
+        """
+        room = self._room(session_id)
+        room.pending += 1
+        try:
+            async with room.lock:
+                if not await self.store.delete_message(session_id, message_id):
+                    return False
+                if room.context is not None:
+                    kept = [m for m in room.context if m.id != message_id]
+                    room.context.clear()
+                    room.context.extend(kept)
+                room.fanout(Outgoing.encode(protocol.message_deleted_frame(message_id, by)))
+        finally:
+            room.pending -= 1
+            self._maybe_drop(room)
+        logger.info("delete room=%s message=%d by=%s", session_id, message_id, by)
+        return True
+
     def stop(self, session_id: str) -> bool:
         """Stop the reply streaming in a room; ``False`` when none is."""
         room = self.rooms.get(session_id)

@@ -36,6 +36,8 @@ __all__ = [
     "ReadReceipt",
     "Stop",
     "Ping",
+    "Delete",
+    "message_deleted_frame",
     "ClientFrame",
     "StoredMessage",
     "ChatPath",
@@ -160,7 +162,20 @@ class Ping:
         return encode(self.to_object())
 
 
-ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping]
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete message ``message_id`` for everyone (teachers only): ``{"type": "delete", "message_id": 41}``."""
+
+    message_id: int
+
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "delete", "message_id": self.message_id}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
+
+
+ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping, Delete]
 
 
 def _require_bool(obj: dict[str, Any], *names: str) -> bool:
@@ -276,6 +291,8 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
         return Stop()
     if kind == "ping":
         return Ping()
+    if kind == "delete":
+        return Delete(_require_id(obj, "message_id", "messageId"))
     shown = kind if len(kind) <= 32 else kind[:32] + "..."
     # ascii(): the error frame echoes the type, and a lone surrogate could not be sent back
     raise ProtocolError(f"unknown frame type {ascii(shown)}", code="unknown_type")
@@ -474,7 +491,14 @@ def message_frame(msg: StoredMessage) -> dict[str, Any]:
     }
     if not msg.is_user:
         frame["status"] = msg.status
+    if msg.status == "deleted":
+        frame["deleted"] = True  # a tombstone: the text is gone, the id stays (resume cursors)
     return frame
+
+
+def message_deleted_frame(message_id: int, by: str) -> dict[str, Any]:
+    """Message ``message_id`` was deleted by ``by`` (a teacher): every client removes it."""
+    return {"type": "message_deleted", "message_id": message_id, "by": by}
 
 
 def ai_chunk_frame(reply_id: int, chunk: str, *, snapshot: bool = False) -> dict[str, Any]:

@@ -415,6 +415,24 @@ class Store:
 
         return await self._write(op)
 
+    async def delete_message(self, session_id: str, message_id: int) -> bool:
+        """Replace a message of ``session_id`` by a tombstone (no text, status ``deleted``).
+
+        The row and its id stay, so resume cursors and paging still line up;
+        ``False`` when there is no such message in the room or it is gone already.
+        """
+
+        def op(con: sqlite3.Connection) -> bool:
+            cur = con.execute(
+                "UPDATE messages SET content = '', status = 'deleted' "
+                "WHERE id = ? AND session_id = ? AND status != 'deleted'",
+                (message_id, session_id),
+            )
+            cur.close()
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         """Record that ``user`` read ``message_id``; ``False`` if already recorded."""
         if await self._select_one(

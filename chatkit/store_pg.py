@@ -284,6 +284,19 @@ class PostgresStore:
 
         return await self._write(None, op)
 
+    async def delete_message(self, session_id: str, message_id: int) -> bool:
+        """Replace a message by a tombstone (no text, status ``deleted``); see ``Store.delete_message``."""
+
+        async def op(con: asyncpg.Connection) -> bool:
+            done = await con.execute(
+                "UPDATE messages SET content = '', status = 'deleted' "
+                "WHERE id = $1 AND session_id = $2 AND status != 'deleted'",
+                message_id, session_id,
+            )
+            return done == "UPDATE 1"
+
+        return await self._write(None, op)
+
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         if await self._pool.fetchval(
             "SELECT 1 FROM messages WHERE id = $1 AND session_id = $2", message_id, session_id

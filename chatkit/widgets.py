@@ -143,9 +143,10 @@ class ChatModel(traitlets.HasTraits):
     def __init__(self, user: str = "", **kwargs: Any) -> None:
         super().__init__(user=user, **kwargs)
         self._ids: set[int] = set()
+        self._deleted: set[int] = set()
 
     def _insert(self, entry: dict[str, Any]) -> None:
-        if entry["id"] in self._ids:
+        if entry["id"] in self._ids or entry["id"] in self._deleted:
             return
         self._ids.add(entry["id"])
         ids = [m["id"] for m in self.messages]
@@ -173,7 +174,10 @@ class ChatModel(traitlets.HasTraits):
             self.online = list(event.get("online", []))
             self.error = ""
         elif kind == "message":
-            self._insert(self._entry(event))
+            if event.get("deleted"):  # a tombstone (replay, history): nothing to show
+                self._deleted.add(event["id"])
+            else:
+                self._insert(self._entry(event))
         elif kind == "ai_chunk":
             streaming = dict(self.streaming)
             streaming[event["id"]] = streaming.get(event["id"], "") + event.get("chunk", "")
@@ -200,6 +204,12 @@ class ChatModel(traitlets.HasTraits):
             if event["user"] not in readers:
                 readers.append(event["user"])
                 self.receipts = {**self.receipts, key: readers}
+        elif kind == "message_deleted":  # a teacher deleted it: gone for everyone
+            gone = event.get("message_id")
+            self._deleted.add(gone)
+            if gone in self._ids:
+                self._ids.discard(gone)
+                self.messages = [m for m in self.messages if m["id"] != gone]
         elif kind == "error":
             self.error = f"{event.get('code')}: {event.get('message')}"
 
@@ -207,7 +217,8 @@ class ChatModel(traitlets.HasTraits):
         """Add a page of older messages; returns how many were new."""
         before = len(self._ids)
         for frame in frames:
-            self._insert(self._entry(frame))
+            if not frame.get("deleted"):
+                self._insert(self._entry(frame))
         self.has_more = has_more
         return len(self._ids) - before
 
@@ -232,7 +243,10 @@ class ChatPane(widgets.VBox):
         max_fps: float = 20.0,
         typing_debounce: float = 0.5,
         typing_idle: float = 3.0,
+        token: str | None = None,
     ) -> None:
+        # token: sign-in (the name is then the token's; ``user`` only labels the pane).
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         if isinstance(url_or_server, str):
             base = url_or_server.rstrip("/")
             ws_url = f"{base}/ws/chat/{room}/"
@@ -241,7 +255,7 @@ class ChatPane(widgets.VBox):
         self.room = room
         self.labels = LABELS[lang]
         self.model = ChatModel(user=user)
-        self.client = ChatClient(ws_url, user=user, policy=policy)
+        self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token)
         parts = urlsplit(ws_url)
         scheme = "https" if parts.scheme == "wss" else "http"
         self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{room}/messages", "", ""))
@@ -358,7 +372,7 @@ class ChatPane(widgets.VBox):
         params: dict[str, Any] = {"limit": limit}
         if oldest is not None:
             params["before"] = oldest
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=10, headers=self._auth) as http:
             response = await http.get(self._history_url, params=params)
         page = response.json()
         added = self.model.prepend_history(page["messages"], page["has_more"])

@@ -262,6 +262,10 @@ class WebSocketServer:
                 if refusal is not None:
                     member.send(refusal)
                     continue
+                if isinstance(frame, protocol.Delete):
+                    if not await self.hub.delete(chat.session_id, frame.message_id, member.user):
+                        member.send(protocol.error_frame("unknown_message", "no such message in this room"))
+                    continue
                 await self.hub.handle(member, frame)
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == 1009 or (
@@ -282,6 +286,9 @@ class WebSocketServer:
                 self.guard.rate(self.guard.messages, admitted, "messages")
             except ChatkitError as exc:
                 return protocol.error_frame(exc.code, exc.message)
+        if isinstance(frame, protocol.Delete) and not admitted.is_teacher:
+            logger.info("refused delete room=%s user=%s: not a teacher", member.room.session_id, member.user)
+            return protocol.error_frame("forbidden", "only a teacher can delete messages")
         if isinstance(frame, protocol.Stop) and not admitted.is_teacher:
             active = member.room.active
             if active is not None and active.sender != member.user:

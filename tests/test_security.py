@@ -430,3 +430,45 @@ async def test_tls_serves_wss_and_https_on_both_ports(servers, ca, tmp_path):
     with pytest.raises(ssl.SSLCertVerificationError):
         async with connect(srv.ws_url("tls"), proxy=None, ssl=ssl.create_default_context(), open_timeout=T):
             pass
+
+
+# -- delete ------------------------------------------------------------------------------
+
+
+async def test_a_teacher_deletes_a_message_students_may_not_and_replays_carry_the_tombstone(servers):
+    srv = await servers(**signed_in())
+    teacher, ann = bearer(srv.token("Ms Kim", "teacher")), bearer(srv.token("ann"))
+    async with peer(srv.ws_url("del"), additional_headers=ann) as a, \
+            peer(srv.ws_url("del"), additional_headers=teacher) as kim:
+        await a.until("connection")
+        await kim.until("connection")
+        await a.send({"message": "the answer is 42"})
+        msg = await kim.until("message", is_user=True)
+        await a.send({"type": "delete", "message_id": msg["id"]})
+        assert (await a.until("error"))["code"] == "forbidden"
+        await kim.send({"type": "delete", "message_id": 999_999})
+        assert (await kim.until("error"))["code"] == "unknown_message"
+        await kim.send({"type": "delete", "message_id": msg["id"]})
+        for p in (a, kim):
+            gone = await p.until("message_deleted")
+            assert gone == {"type": "message_deleted", "message_id": msg["id"], "by": "Ms Kim"}
+    stored = await srv.store.get(msg["id"])
+    assert (stored.status, stored.content) == ("deleted", "")
+    async with peer(srv.ws_url("del", after=0), additional_headers=ann) as late:
+        replayed = await late.until("message", id=msg["id"])
+        assert replayed["deleted"] is True and replayed["message"] == ""
+    async with httpx.AsyncClient(trust_env=False, timeout=T, headers=ann) as client:
+        page = (await client.get(f"{srv.http_url}api/chat/del/messages")).json()
+    assert [m["deleted"] for m in page["messages"] if m["id"] == msg["id"]] == [True]
+
+
+def test_the_pane_model_applies_message_deleted():
+    from chatkit.widgets import ChatModel
+
+    model = ChatModel(user="ann")
+    model.apply({"type": "message", "id": 1, "message": "oops", "is_user": True, "user": "ann"})
+    model.apply({"type": "message", "id": 2, "message": "fine", "is_user": True, "user": "ann"})
+    model.apply({"type": "message_deleted", "message_id": 1, "by": "Ms Kim"})
+    assert [m["id"] for m in model.messages] == [2]
+    model.apply({"type": "message", "id": 1, "message": "", "is_user": True, "user": "ann", "deleted": True})
+    assert [m["id"] for m in model.messages] == [2]

@@ -20,8 +20,9 @@
 
   // --- the service ----------------------------------------------------------------------------
   class ChatService {
-    constructor({ room, user, transport, onEvent, onState }) {
-      Object.assign(this, { room, user, transport, onEvent, onState });
+    constructor({ room, user, transport, onEvent, onState, signedIn = false }) {
+      // signedIn: the server knows us by the HttpOnly cookie from auth/login; the name is the token's.
+      Object.assign(this, { room, user, transport, onEvent, onState, signedIn });
       this.resume = new ResumeState();
       this.outbox = new Map(); // client_id -> text, until the server's broadcast comes back
       this.attempt = 0;
@@ -38,7 +39,7 @@
     wsUrl() {
       const url = new URL(`ws/chat/${encodeURIComponent(this.room)}/`, location.href);
       url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-      url.searchParams.set("user", this.user);
+      if (!this.signedIn) url.searchParams.set("user", this.user);
       if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
       return url.toString();
     }
@@ -90,12 +91,12 @@
     async connectSSE() {
       try {
         const url = new URL(`sse/chat/${encodeURIComponent(this.room)}/`, await this.sseBase());
-        url.searchParams.set("user", this.user);
+        if (!this.signedIn) url.searchParams.set("user", this.user);
         if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
-        const source = new EventSource(url);
+        const source = new EventSource(url, { withCredentials: true }); // the sign-in cookie, cross-port
         this.source = source;
         const types = ["connection", "message", "ai_chunk", "ai_complete", "typing", "user_join",
-                       "user_leave", "read_receipt", "error"];
+                       "user_leave", "read_receipt", "error", "message_deleted"];
         for (const type of types) {
           source.addEventListener(type, (event) => {
             const frame = JSON.parse(event.data);
@@ -175,8 +176,9 @@
       if (this.transport === "ws") { this.sendFrame({ message: text, client_id: clientId }); return; }
       try {
         const response = await fetch(new URL(`sse/chat/${encodeURIComponent(this.room)}/messages`, await this.sseBase()), {
-          method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ message: text, user: this.user, client_id: clientId }),
+          method: "POST", headers: { "Content-Type": "application/json" }, credentials: "include",
+          body: JSON.stringify(this.signedIn ? { message: text, client_id: clientId }
+                                             : { message: text, user: this.user, client_id: clientId }),
         });
         if (response.status >= 400 && response.status < 500 && response.status !== 429) {
           this.outbox.delete(clientId);
@@ -188,12 +190,26 @@
     typing(isTyping) { this.sendFrame({ type: "typing", isTyping }); }
     read(messageId) { this.sendFrame({ type: "read_receipt", messageId }); }
     stop() { this.sendFrame({ type: "stop" }); }
+    remove(messageId) { this.sendFrame({ type: "delete", message_id: messageId }); } // teachers only
+  }
+
+  // Sign in with a name and the class's join code: the server answers a token and sets it as an
+  // HttpOnly cookie (JavaScript never holds it), sent with every WebSocket, SSE and fetch after.
+  async function signIn(name, code) {
+    const base = await new ChatService({}).sseBase();
+    const response = await fetch(new URL("auth/login", base), {
+      method: "POST", headers: { "Content-Type": "application/json" }, credentials: "include",
+      body: JSON.stringify({ name, code }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.message || body.code);
+    return body; // { name, role, expires } (and the token, which the page does not keep)
   }
 
   // --- the interface --------------------------------------------------------------------------
   const ui = {
     service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
-    streams: new Map(), countdown: null,
+    streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false,
   };
   const render = window.chatkitRender;
   const STREAM_RENDER_MS = 50; // a streaming reply is re-rendered at most 20 times a second
@@ -236,6 +252,7 @@
   function addMessage(msg) {
     const list = $("list");
     if (list.querySelector(`[data-id="${msg.id}"]`)) return;
+    if (msg.deleted || ui.deleted.has(msg.id)) return; // a tombstone: nothing to show
     const node = el("div", `message ${msg.is_user ? "user" : "ai"}`);
     node.dataset.id = msg.id;
     node.append(render.avatar(msg.is_user ? "user" : "ai", msg.user || "AI"));
@@ -245,6 +262,13 @@
     content.append(el("div", "meta", `${msg.user || "AI"} · ${when}${status}`));
     content.append(render.renderInto(el("div", "text"), msg.message));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
+    if (ui.role === "teacher") {
+      const remove = el("button", "delete link", "delete");
+      remove.type = "button";
+      remove.title = "delete this message for everyone";
+      remove.addEventListener("click", () => ui.service.remove(msg.id));
+      content.append(remove);
+    }
     node.append(content);
     const after = [...list.children].find((child) => Number(child.dataset.id) > msg.id);
     list.insertBefore(node, after || null);
@@ -366,6 +390,12 @@
         if (node) renderReceipt(node, frame.message_id);
         break;
       }
+      case "message_deleted": {
+        ui.deleted.add(frame.message_id);
+        const node = $("list").querySelector(`[data-id="${frame.message_id}"]`);
+        if (node) node.remove();
+        break;
+      }
       case "error":
         $("typing").textContent = `⚠ ${frame.code}: ${frame.message}`;
         break;
@@ -378,7 +408,7 @@
     const url = new URL(`api/chat/${encodeURIComponent(ui.service.room)}/messages`, location.href);
     url.searchParams.set("limit", "20");
     if (first) url.searchParams.set("before", first.dataset.id);
-    const page = await (await fetch(url)).json();
+    const page = await (await fetch(url, { credentials: "same-origin" })).json();
     for (const msg of page.messages) addMessage(msg);
     ui.hasMore = page.has_more;
     $("older").hidden = !page.has_more;
@@ -393,13 +423,13 @@
     typingTimer = setTimeout(() => { ui.service.typing(false); lastTyping = 0; }, 3000);
   }
 
-  function join(room, user, transport) {
+  function join(room, user, transport, signedIn = false) {
     ui.user = user;
     $("join").hidden = true;
     $("chat").hidden = false;
     $("room-name").textContent = `#${room}`;
     $("transport-name").textContent = transport === "sse" ? "SSE + POST" : "WebSocket";
-    ui.service = new ChatService({ room, user, transport, onEvent, onState: setState });
+    ui.service = new ChatService({ room, user, transport, onEvent, onState: setState, signedIn });
     window.chatkit = ui; // for tests and the curious
     ui.service.connect();
     loadOlder().catch(() => {});
@@ -408,10 +438,18 @@
     history.replaceState(null, "", `${location.pathname}?${params}`);
   }
 
-  $("join").addEventListener("submit", (event) => {
+  $("join").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(event.target);
-    join(form.get("room").trim(), form.get("user").trim(), form.get("transport"));
+    const room = form.get("room").trim(), name = form.get("user").trim(), transport = form.get("transport");
+    if (!ui.signIn) { join(room, name, transport); return; }
+    try {
+      const who = await signIn(name, form.get("code"));
+      ui.role = who.role;
+      join(room, who.name, transport, true);
+    } catch (error) {
+      $("join-error").textContent = `⚠ ${error.message}`;
+    }
   });
   $("send-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -445,5 +483,13 @@
   if (params.get("room")) $("room").value = params.get("room");
   if (params.get("user")) $("user").value = params.get("user");
   if (params.get("transport") === "sse") document.querySelector('input[value="sse"]').checked = true;
-  if (params.get("room") && params.get("user")) join(params.get("room"), params.get("user"), params.get("transport") || "ws");
+  // With sign-in on (config.json's sign_in), the page asks for the join code instead.
+  fetch(new URL("config.json", location.href)).then((r) => r.json()).then((config) => {
+    ui.signIn = config.sign_in === "join_code";
+    $("code-label").hidden = !ui.signIn;
+    $("code").required = ui.signIn;
+    if (!ui.signIn && params.get("room") && params.get("user")) {
+      join(params.get("room"), params.get("user"), params.get("transport") || "ws");
+    }
+  });
 })();
