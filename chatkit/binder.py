@@ -22,8 +22,11 @@ def server_proxy() -> dict:
     """The jupyter-server-proxy configuration of the chatkit server."""
     db = os.environ.get("CHATKIT_DB", os.path.join(os.path.expanduser("~"), "chatkit.db"))
     return {
+        # --allowed-origins self: behind the proxy the page's origin is Jupyter's own (on Binder a public
+        # host chatkit cannot know in advance) and the request's Host says the same; Jupyter has already
+        # checked the origin and the user's login. Locally the default policy suffices (loopback Host).
         "command": [sys.executable, "-m", "chatkit", "serve", "--port", "{port}", "--http-port", "0",
-                    "--db", db],
+                    "--db", db, "--allowed-origins", "self"],
         "timeout": 30,
         "absolute_url": False,
         "new_browser_tab": True,
