@@ -233,14 +233,17 @@ async def test_a_head_sent_a_byte_at_a_time_meets_one_deadline(servers, port):
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port if port == "ws" else srv.http_port)
     started = time.monotonic()
     head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
-    closed = asyncio.ensure_future(reader.read())
+    closed = asyncio.ensure_future(reader.read(200))  # the first bytes of an answer, or EOF
     for byte in head:  # one byte every 50 ms: each read is quick, the head never ends
         if closed.done():
             break
         writer.write(bytes([byte]))
         await asyncio.wait([closed], timeout=0.05)
     async with asyncio.timeout(T):
-        answer = await closed
+        try:
+            answer = await closed
+        except ConnectionResetError:  # the WebSocket port aborts; our late bytes may draw a reset
+            answer = b""
     elapsed = time.monotonic() - started
     writer.close()
     assert elapsed < 0.5 + T / 2  # closed by the deadline, long before the head could end
