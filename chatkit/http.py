@@ -53,7 +53,8 @@ logger = logging.getLogger("chatkit.http")
 SSE_RETRY_MS = 3000
 HEARTBEAT_S = 15.0
 MAX_BODY = 256 * 1024
-SSE_QUEUE = 2000
+SSE_BUFFER_BYTES = 1024 * 1024
+"""Unsent bytes after which an SSE stream is ended as too slow (it resumes by ``Last-Event-ID``)."""
 KEEPALIVE_IDLE_S = 30.0
 
 _SSE_ROOM = re.compile(r"/sse/chat/(?P<sid>[^/]+)/")
@@ -76,22 +77,35 @@ def _openai_error(status: int, code: str, message: str, headers: list[tuple[str,
 
 
 class SSESink(Sink):
-    """A hub sink that queues frames for one event stream.
+    """A hub sink writing one event stream's events straight into its transport.
 
     Each event's ``id:`` is this stream's safe resume cursor: the newest
     finished message id, or one less than a reply still streaming, so that a
-    browser's ``Last-Event-ID`` never skips a reply cut off mid-stream. The
-    queue is bounded: a stream that falls too far behind is ended and resumes.
+    browser's ``Last-Event-ID`` never skips a reply cut off mid-stream.
+
+    Like the WebSocket sink it never awaits: an event is written into the
+    transport's buffer at once, and the bytes of one frame with one cursor —
+    the ``event:``/``id:``/``data:`` lines in their HTTP chunk — are built once
+    per fan-out and shared by every stream with that cursor (see
+    :func:`_event_bytes`). A stream whose unsent bytes pass ``limit`` is not
+    keeping up: it is ended, and the client resumes with ``Last-Event-ID``.
     """
 
-    def __init__(self, limit: int = SSE_QUEUE) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(limit)
+    __slots__ = ("transport", "chunked", "limit", "cursor", "pending", "overflowed", "ended")
+
+    def __init__(self, transport: asyncio.WriteTransport, *, chunked: bool = True,
+                 limit: int = SSE_BUFFER_BYTES) -> None:
+        self.transport = transport
+        self.chunked = chunked
+        self.limit = limit
         self.cursor: int | None = None
         self.pending: set[int] = set()
         self.overflowed = False
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when the stream must end: :meth:`close`, or the client not keeping up."""
 
     def send(self, frame: Outgoing) -> None:
-        if self.overflowed:
+        if self.overflowed or self.ended.done():
             return
         kind, msg_id = frame.type, frame.id
         event_id: int | None = None
@@ -102,18 +116,55 @@ class SSESink(Sink):
                 self.pending.discard(msg_id)
                 self.cursor = max(self.cursor or 0, msg_id)
             event_id = min(self.pending) - 1 if self.pending else self.cursor
-        try:
-            self.queue.put_nowait(protocol.sse_event(frame.text, event=kind, id=event_id))
-        except asyncio.QueueFull:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.limit:
             self.overflowed = True
-            logger.warning("ending a slow SSE stream (%d events queued)", self.queue.qsize())
+            logger.warning("ending a slow SSE stream (%d bytes unsent)", transport.get_write_buffer_size())
+            self.ended.set_result(None)
+            return
+        transport.write(_event_bytes(frame, event_id, self.chunked))
+
+    def write_raw(self, data: bytes) -> None:
+        """Write bytes that are not a frame (a heartbeat comment) in this stream's framing."""
+        if data and not self.transport.is_closing():
+            self.transport.write(_chunk(data) if self.chunked else data)
 
     def close(self) -> None:
-        """End the stream after what is queued."""
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.overflowed = True
+        """End the stream (after what is written)."""
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a ``Transfer-Encoding: chunked`` body (what ``h11`` would write)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_event_cache: tuple[Outgoing | None, dict[tuple[int | None, bool], bytes]] = (None, {})
+
+
+def _event_bytes(frame: Outgoing, event_id: int | None, chunked: bool) -> bytes:
+    """The bytes of one SSE event, built once per (frame, cursor, framing).
+
+    A fan-out hands every sink the same :class:`~chatkit.sinks.Outgoing`; the
+    streams of a room nearly always share one cursor, so a cache of the last
+    frame's encodings makes the per-stream work one lookup.
+    """
+    global _event_cache
+    last, encodings = _event_cache
+    if last is not frame:
+        encodings = {}
+        _event_cache = (frame, encodings)
+    key = (event_id, chunked)
+    data = encodings.get(key)
+    if data is None:
+        data = protocol.sse_event(frame.text, event=frame.type, id=event_id)
+        if chunked:
+            data = _chunk(data)
+        encodings[key] = data
+    return data
 
 
 class HTTPServer:
@@ -414,13 +465,16 @@ class HTTPServer:
 
     async def _stream_member(self, conn, reader, writer, sid: str, user: str, after: int | None,
                              cors: list[tuple[str, str]]) -> None:
-        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
+        head = conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
             ("X-Accel-Buffering", "no"),
-        ] + cors + SECURITY_HEADERS)))
+        ] + cors + SECURITY_HEADERS))
+        writer.write(head)
         writer.write(conn.send(h11.Data(data=protocol.sse_retry(SSE_RETRY_MS))))
-        sink = SSESink()
+        # h11 chose the body's framing (chunked for HTTP/1.1, close-delimited for 1.0); the sink
+        # writes events in the same framing itself, so that one event's bytes serve every stream.
+        sink = SSESink(writer.transport, chunked=b"chunked" in head.lower())  # type: ignore[arg-type]
         sink.cursor = after
         self._sinks.add(sink)
         member = await self.hub.join(sid, user, sink, after=after)
@@ -445,25 +499,21 @@ class HTTPServer:
             pass
 
     async def _pump(self, conn: h11.Connection, writer: asyncio.StreamWriter, sink: SSESink) -> None:
+        """Heartbeats while the stream is quiet; the end of the body when it must end.
+
+        Events do not pass through here: the sink writes them into the transport.
+        """
         while True:
             try:
                 async with asyncio.timeout(self.heartbeat_s):
-                    item = await sink.queue.get()
+                    await asyncio.shield(sink.ended)
             except TimeoutError:
-                item = protocol.sse_comment("heartbeat")
-            if item is None or sink.overflowed:
-                writer.write(conn.send(h11.EndOfMessage()))
+                sink.write_raw(protocol.sse_comment("heartbeat"))
                 await writer.drain()
-                return
-            data = [item]
-            while not sink.queue.empty() and len(data) < 256:  # batch what is queued
-                more = sink.queue.get_nowait()
-                if more is None:
-                    sink.queue.put_nowait(None)
-                    break
-                data.append(more)
-            writer.write(conn.send(h11.Data(data=b"".join(data))))
+                continue
+            writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
+            return
 
     async def _post_message(self, sid: str, body: bytes, admitted: Admitted,
                             cors: list[tuple[str, str]]) -> HTTPResponse:
