@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream AI replies to the whole room, or to the sender only as the seed does")
     s.add_argument("--context-messages", type=int, default=h.context_messages, help="messages of history sent to the model")
     s.add_argument("--llm-idle-timeout", type=float, default=h.llm_idle_timeout, help="cut a stream silent for this many seconds")
+    s.add_argument("--presence-tick", type=float, default=h.presence_tick,
+                   help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)")
     s.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     _add_security_options(s)
 
@@ -172,6 +174,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rate_burst=max(1, int(args.rate_limit * 2)),
         max_text=args.max_text,
         reply_queue=args.reply_queue,
+        presence_tick=args.presence_tick,
     )
     return ServerConfig(
         **security_from_args(args),

@@ -445,6 +445,7 @@ class HTTPServer:
         user = self.guard.name(admitted, params.get("user", [None])[-1])
         self.guard.new_room(admitted, sid in self.hub.rooms)
         try:
+            presence_batch = protocol.parse_presence(params.get("presence", [None])[-1])
             after = int(after_raw) if after_raw else None
             if after is not None and after < 0:
                 raise ValueError
@@ -459,12 +460,12 @@ class HTTPServer:
                           f"more than {self.guard.limits.max_streams_per_ip} event streams from your address",
                           retry_after=self.guard.limits.retry_after_s)
         try:
-            await self._stream_member(conn, reader, writer, sid, user, after, cors)
+            await self._stream_member(conn, reader, writer, sid, user, after, cors, presence_batch)
         finally:
             streams.release(admitted.address)
 
     async def _stream_member(self, conn, reader, writer, sid: str, user: str, after: int | None,
-                             cors: list[tuple[str, str]]) -> None:
+                             cors: list[tuple[str, str]], presence_batch: bool = False) -> None:
         head = conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
@@ -477,7 +478,7 @@ class HTTPServer:
         sink = SSESink(writer.transport, chunked=b"chunked" in head.lower())  # type: ignore[arg-type]
         sink.cursor = after
         self._sinks.add(sink)
-        member = await self.hub.join(sid, user, sink, after=after)
+        member = await self.hub.join(sid, user, sink, after=after, presence_batch=presence_batch)
         try:
             async with asyncio.TaskGroup() as tg:
                 pump = tg.create_task(self._pump(conn, writer, sink))

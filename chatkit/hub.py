@@ -25,7 +25,7 @@ from .protocol import StoredMessage
 from .ratelimit import TokenBucket
 from .replies import ReplyPipeline
 from .rooms import BUSY_MESSAGE, HubConfig, Member, Room
-from .sinks import Outgoing, Sink
+from .sinks import Outgoing, Sink, fanout
 from .storage import ChatStore
 
 __all__ = ["BUSY_MESSAGE", "Hub", "HubConfig", "Member", "Posted", "Sink", "TokenBucket"]
@@ -81,6 +81,8 @@ class Hub:
         if room.idle() and self.rooms.get(room.session_id) is room:
             for handle in room.typing.values():
                 handle.cancel()
+            if room.presence_timer is not None:
+                room.presence_timer.cancel()
             del self.rooms[room.session_id]
 
     def online(self, session_id: str) -> list[str]:
@@ -95,13 +97,15 @@ class Hub:
     # -- membership ----------------------------------------------------------
 
     async def join(
-        self, session_id: str, user: str, sink: Sink, *, after: int | None = None
+        self, session_id: str, user: str, sink: Sink, *, after: int | None = None,
+        presence_batch: bool = False,
     ) -> Member:
         """Add a member: send it ``connection``, replay what it missed, announce it.
 
         With ``after``, every stored message of the room with a larger id is sent
         before any live frame; a reply still streaming is sent as one ``ai_chunk``
-        holding the text so far, and continues live.
+        holding the text so far, and continues live. With ``presence_batch`` the
+        member gets others' joins and leaves as ``presence`` frames, one per tick.
         """
         room = self._room(session_id)
         room.pending += 1
@@ -120,6 +124,7 @@ class Hub:
                     sink,
                     self.message_bucket(),
                     TokenBucket(self.config.rate_limit * 10, self.config.rate_burst * 10, self.clock.time),
+                    presence_batch,
                 )
                 first = room.online[user] == 0
                 room.online[user] += 1
@@ -134,9 +139,11 @@ class Hub:
                     if typist != user:
                         member.send(protocol.typing_frame(typist, True))
                 room.members.add(member)
+                if not presence_batch:
+                    room.presence_each.add(member)
                 room.version += 1
                 if first:
-                    room.fanout(Outgoing.encode(protocol.user_join_frame(user)), exclude=member)
+                    self._announce(room, user, True, exclude=member)
         finally:
             room.pending -= 1
         logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, len(backlog))
@@ -154,14 +161,27 @@ class Hub:
         if member not in room.members:
             return
         room.members.discard(member)
+        room.presence_each.discard(member)
         room.version += 1
         room.online[member.user] -= 1
         if room.online[member.user] <= 0:
             del room.online[member.user]
             self._clear_typing(room, member.user, announce=True)
-            room.fanout(Outgoing.encode(protocol.user_leave_frame(member.user)))
+            self._announce(room, member.user, False)
         logger.info("leave room=%s user=%s", room.session_id, member.user)
         self._maybe_drop(room)
+
+    def _announce(self, room: Room, user: str, online: bool, exclude: Member | None = None) -> None:
+        """A user came or went: the seed's frame at once to the members that want one per
+        change; for the batch members, noted for the room's next ``presence`` frame."""
+        if room.presence_each:
+            frame = protocol.user_join_frame(user) if online else protocol.user_leave_frame(user)
+            fanout(room.presence_each, Outgoing.encode(frame), exclude)
+        if len(room.members) > len(room.presence_each):  # some member wants it batched
+            room.presence_changes.pop(user, None)  # keep the changes in the order of their last one
+            room.presence_changes[user] = online
+            if room.presence_timer is None:
+                room.presence_timer = self.clock.call_later(self.config.presence_tick, room.flush_presence)
 
     # -- client frames -------------------------------------------------------
 
@@ -310,3 +330,6 @@ class Hub:
             for handle in room.typing.values():
                 handle.cancel()
             room.typing.clear()
+            if room.presence_timer is not None:
+                room.presence_timer.cancel()
+                room.presence_timer = None

@@ -59,6 +59,7 @@ __all__ = [
     "typing_frame",
     "user_join_frame",
     "user_leave_frame",
+    "presence_frame",
     "read_receipt_frame",
     "error_frame",
     "pong_frame",
@@ -366,6 +367,8 @@ class ChatPath:
     session_id: str
     user: str | None = None
     after: int | None = None
+    presence_batch: bool = False
+    """``?presence=batch``: joins and leaves come as one ``presence`` frame per tick."""
 
 
 def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
@@ -385,7 +388,17 @@ def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
         user = validate_user(user)
     after_raw = query.get("after", [None])[-1]
     after = None if after_raw in (None, "") else parse_cursor(after_raw, "after")
-    return ChatPath(session_id, user, after)
+    return ChatPath(session_id, user, after, parse_presence(query.get("presence", [None])[-1]))
+
+
+def parse_presence(value: str | None) -> bool:
+    """``?presence=``: ``batch`` (one ``presence`` frame per tick) or ``each`` (the seed's
+    ``user_join``/``user_leave``, the default); ``True`` for batch."""
+    if value in (None, "", "each"):
+        return False
+    if value == "batch":
+        return True
+    raise ProtocolError("presence must be 'each' or 'batch'", code="bad_field")
 
 
 def utc_now() -> str:
@@ -542,6 +555,14 @@ def user_join_frame(user: str) -> dict[str, Any]:
 def user_leave_frame(user: str) -> dict[str, Any]:
     """A user's last connection left."""
     return {"type": "user_leave", "username": user}
+
+
+def presence_frame(joined: list[str], left: list[str], count: int) -> dict[str, Any]:
+    """The joins and leaves of one presence tick, for members that asked for them
+    batched (``?presence=batch``): the users now online (``joined``) and now
+    offline (``left``), each user's last change only, and how many are online.
+    Applied in order to the ``connection`` frame's list, they give the room's list."""
+    return {"type": "presence", "joined": joined, "left": left, "count": count}
 
 
 def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:

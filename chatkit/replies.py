@@ -109,6 +109,8 @@ class ReplyPipeline:
         return reply.groups
 
     def _send(self, room: Room, reply: ActiveReply, frame: dict[str, Any]) -> None:
+        if room.presence_changes:  # presence first, as in every fan-out
+            room.flush_presence()
         send_groups(self._targets(room, reply), Outgoing.encode(frame))
 
     async def context(self, room: Room, prompt: StoredMessage) -> list[ChatMessage]:

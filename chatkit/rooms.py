@@ -44,6 +44,9 @@ class HubConfig:
     max_text: int = protocol.DEFAULT_MAX_TEXT
     ai_user: str = AI_USER
     welcome: str = "Connected to the chat."
+    presence_tick: float = 0.1
+    """Seconds a room collects joins and leaves for its ``?presence=batch`` members
+    before sending them one ``presence`` frame (so n joins cost O(n) frames, not O(n²))."""
 
 
 @dataclass(eq=False)
@@ -55,6 +58,8 @@ class Member:
     sink: Sink
     messages: TokenBucket
     frames: TokenBucket
+    presence_batch: bool = False
+    """Gets joins and leaves as ``presence`` frames, one per tick, instead of one frame each."""
 
     def send(self, frame: dict[str, Any]) -> None:
         self.sink.send(Outgoing.encode(frame))
@@ -95,12 +100,39 @@ class Room:
     """The newest message id of the room (loaded once, then kept up to date under the lock)."""
     version: int = 0
     """Bumped on every join and leave: cached member lists know when they are stale."""
+    presence_each: set[Member] = field(default_factory=set)
+    """Members that get the seed's ``user_join``/``user_leave``, one frame per change, at once."""
+    presence_changes: dict[str, bool] = field(default_factory=dict)
+    """Changes not yet sent to the batch members: user → online now (the last change only)."""
+    presence_timer: Timer | None = None
 
     def users(self) -> list[str]:
         return sorted(self.online)
 
     def fanout(self, frame: Outgoing, exclude: Member | None = None) -> None:
+        if self.presence_changes:  # presence first: who sent this is on every member's list
+            self.flush_presence()
         fanout(list(self.members), frame, exclude)
+
+    def flush_presence(self) -> None:
+        """Send the collected joins and leaves to the batch members as one ``presence`` frame.
+
+        Every change is a user's state *now* (last change wins), so the frame is right
+        for every batch member: one that joined during the tick already has some of it
+        in its ``connection`` list, and applying it again changes nothing.
+        """
+        if self.presence_timer is not None:
+            self.presence_timer.cancel()
+            self.presence_timer = None
+        changes, self.presence_changes = self.presence_changes, {}
+        if not changes or len(self.members) == len(self.presence_each):
+            return
+        frame = Outgoing.encode(protocol.presence_frame(
+            [user for user, online in changes.items() if online],
+            [user for user, online in changes.items() if not online],
+            len(self.online),
+        ))
+        fanout([m for m in self.members if m.presence_batch], frame)
 
     def remember(self, msg: StoredMessage) -> None:
         if self.context is not None and msg.content:

@@ -245,7 +245,8 @@ class WebSocketServer:
         admitted: Admitted = ws.admitted  # type: ignore[attr-defined]
         user = ws.chat_user or self.hub.next_guest()  # type: ignore[attr-defined]
         sink = WebSocketSink(ws, self.max_buffer_bytes, self)
-        member = await self.hub.join(chat.session_id, user, sink, after=chat.after)
+        member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
+                                     presence_batch=chat.presence_batch)
         max_text = self.hub.config.max_text
         try:
             async for raw in ws:
