@@ -30,7 +30,7 @@ import re
 import ssl as ssl_module
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -91,11 +91,12 @@ class SSESink(Sink):
     keeping up: it is ended, and the client resumes with ``Last-Event-ID``.
     """
 
-    __slots__ = ("transport", "chunked", "limit", "cursor", "pending", "overflowed", "ended")
+    __slots__ = ("transport", "chunked", "limit", "cursor", "pending", "overflowed", "ended", "_drain")
 
     def __init__(self, transport: asyncio.WriteTransport, *, chunked: bool = True,
-                 limit: int = SSE_BUFFER_BYTES) -> None:
+                 limit: int = SSE_BUFFER_BYTES, drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self.transport = transport
+        self._drain = drain
         self.chunked = chunked
         self.limit = limit
         self.cursor: int | None = None
@@ -125,6 +126,14 @@ class SSESink(Sink):
             self.ended.set_result(None)
             return
         transport.write(_event_bytes(frame, event_id, self.chunked))
+
+    async def drain(self) -> None:
+        """Wait until the stream's buffer has room again (a long replay writes page by page)."""
+        if self._drain is not None:
+            try:
+                await self._drain()
+            except ConnectionError:
+                pass  # gone: the stream's task ends the member
 
     def write_raw(self, data: bytes) -> None:
         """Write bytes that are not a frame (a heartbeat comment) in this stream's framing."""
@@ -475,7 +484,8 @@ class HTTPServer:
         writer.write(conn.send(h11.Data(data=protocol.sse_retry(SSE_RETRY_MS))))
         # h11 chose the body's framing (chunked for HTTP/1.1, close-delimited for 1.0); the sink
         # writes events in the same framing itself, so that one event's bytes serve every stream.
-        sink = SSESink(writer.transport, chunked=b"chunked" in head.lower())  # type: ignore[arg-type]
+        sink = SSESink(writer.transport, chunked=b"chunked" in head.lower(),  # type: ignore[arg-type]
+                       drain=writer.drain)
         sink.cursor = after
         self._sinks.add(sink)
         member = await self.hub.join(sid, user, sink, after=after, presence_batch=presence_batch)

@@ -28,6 +28,9 @@ from .rooms import BUSY_MESSAGE, HubConfig, Member, Room
 from .sinks import Outgoing, Sink, fanout
 from .storage import ChatStore
 
+REPLAY_PAGE = 500
+"""Messages per store read when a member resumes (``?after=``/``Last-Event-ID``)."""
+
 __all__ = ["BUSY_MESSAGE", "Hub", "HubConfig", "Member", "Posted", "Sink", "TokenBucket"]
 
 logger = logging.getLogger("chatkit.hub")
@@ -106,17 +109,27 @@ class Hub:
         before any live frame; a reply still streaming is sent as one ``ai_chunk``
         holding the text so far, and continues live. With ``presence_batch`` the
         member gets others' joins and leaves as ``presence`` frames, one per tick.
+
+        A long replay does not hold the room: under the room's lock the member gets
+        ``connection`` and the first page, and is registered with its live frames
+        held back; the rest is read from the store page by page with the lock free
+        (other members join and post meanwhile), written as the member's transport
+        drains; then the held live frames follow, in one step with the hand-over.
         """
         room = self._room(session_id)
         room.pending += 1
+        replay: _Replay | None = None
+        replayed = 0
         try:
             async with room.lock:
                 await self.store.ensure_session(session_id)
-                backlog = [] if after is None else await self.store.messages_after(session_id, after)
                 if room.last_id is None:
                     room.last_id = await self.store.last_id(session_id)
                 last_id = room.last_id
-                # From here to the end of the block nothing awaits: the replay and
+                backlog: list[StoredMessage] = []
+                if after is not None and after < last_id:
+                    backlog = await self.store.messages_after(session_id, after, limit=REPLAY_PAGE)
+                # From here to the end of the block nothing awaits: the first page and
                 # the registration are one step as far as other tasks can see.
                 member = Member(
                     room,
@@ -133,8 +146,15 @@ class Hub:
                         session_id, user, room.users(), self.config.welcome, last_id
                     )
                 )
+                replay = _Replay(sink, last_id, room.active.id if room.active else None,
+                                 room.active.text if room.active else "")
                 for msg in backlog:
-                    self._replay(room, member, msg)
+                    replay.send(msg)
+                replayed = len(backlog)
+                if len(backlog) == REPLAY_PAGE and backlog[-1].id < last_id:
+                    member.sink = replay.holding  # live frames wait until the replay is done
+                else:
+                    replay = None
                 for typist in room.typing:
                     if typist != user:
                         member.send(protocol.typing_frame(typist, True))
@@ -144,16 +164,39 @@ class Hub:
                 room.version += 1
                 if first:
                     self._announce(room, user, True, exclude=member)
+            if replay is not None:
+                try:
+                    replayed += await self._replay_rest(session_id, replay, backlog[-1].id)
+                except BaseException:
+                    self.leave(member)
+                    raise
+                # One step: the held live frames, then the member is live.
+                member.sink = sink
+                room.version += 1  # cached target lists hold the holding sink
+                replay.release()
         finally:
             room.pending -= 1
-        logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, len(backlog))
+        logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, replayed)
         return member
 
-    def _replay(self, room: Room, member: Member, msg: StoredMessage) -> None:
-        if msg.status != "streaming":
-            member.send(msg.to_frame())
-        elif room.active is not None and room.active.id == msg.id:
-            member.send(protocol.ai_chunk_frame(msg.id, room.active.text, snapshot=True))
+    async def _replay_rest(self, session_id: str, replay: "_Replay", cursor: int) -> int:
+        """Pages after ``cursor`` up to the replay's end, the room's lock free; bounded memory:
+        one page in hand, and the next read only once the member's transport has drained."""
+        sent = 0
+        drain = getattr(replay.sink, "drain", None)
+        while cursor < replay.upto:
+            page = await self.store.messages_after(session_id, cursor, limit=REPLAY_PAGE)
+            if not page:
+                break
+            for msg in page:
+                if msg.id > replay.upto:
+                    return sent
+                replay.send(msg)
+                sent += 1
+            cursor = page[-1].id
+            if drain is not None:
+                await drain()
+        return sent
 
     def leave(self, member: Member) -> None:
         """Remove a member; announce the user's departure when it was their last connection."""
@@ -333,3 +376,45 @@ class Hub:
             if room.presence_timer is not None:
                 room.presence_timer.cancel()
                 room.presence_timer = None
+
+
+class _Holding(Sink):
+    """Where a resuming member's live frames wait while its replay is written."""
+
+    def __init__(self) -> None:
+        self.frames: list[Outgoing] = []
+
+    def send(self, frame: Outgoing) -> None:
+        self.frames.append(frame)
+
+
+class _Replay:
+    """One member's replay: what was stored up to ``upto`` when it joined, then its held live frames.
+
+    The reply streaming at the join (``active_id``) is replayed as the snapshot of its
+    text at that moment (its later chunks are among the held frames), whatever the store
+    says by the time its page is read. A reply that finished while the replay ran is
+    replayed complete, and its held chunks and ``ai_complete`` are dropped: each message
+    reaches the member once.
+    """
+
+    def __init__(self, sink: Sink, upto: int, active_id: int | None, active_text: str) -> None:
+        self.sink = sink
+        self.upto = upto
+        self.active_id = active_id
+        self.active_text = active_text
+        self.holding = _Holding()
+        self.final: set[int] = set()
+
+    def send(self, msg: StoredMessage) -> None:
+        if msg.id == self.active_id:
+            self.sink.send(Outgoing.encode(protocol.ai_chunk_frame(msg.id, self.active_text, snapshot=True)))
+        elif msg.status != "streaming":
+            self.final.add(msg.id)
+            self.sink.send(Outgoing.encode(msg.to_frame()))
+
+    def release(self) -> None:
+        for frame in self.holding.frames:
+            if frame.id is None or frame.id not in self.final:
+                self.sink.send(frame)
+        self.holding.frames.clear()

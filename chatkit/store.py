@@ -463,14 +463,16 @@ class Store:
         )
         return None if row is None else _row(row)
 
-    async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]:
-        """Every message of the session with an id greater than ``after``, in id order.
+    async def messages_after(self, session_id: str, after: int, *, limit: int | None = None) -> list[StoredMessage]:
+        """Every message of the session with an id greater than ``after``, in id order
+        (the first ``limit`` of them with ``limit``: a page, for a long replay).
 
         This is the one resume function of chatkit: the WebSocket ``?after=``,
         the SSE ``Last-Event-ID`` and the client's catch-up all use it.
         """
         rows = await self._select_all(
-            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id", session_id, after
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            session_id, after, -1 if limit is None else limit,
         )
         return [_row(r) for r in rows]
 

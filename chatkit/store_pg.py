@@ -327,10 +327,10 @@ class PostgresStore:
         )
         return None if row is None else _row(row)
 
-    async def messages_after(self, session_id: str, after: int) -> list[StoredMessage]:
+    async def messages_after(self, session_id: str, after: int, *, limit: int | None = None) -> list[StoredMessage]:
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id > $2 ORDER BY id",
-            session_id, after,
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            session_id, after, limit,
         )
         return [_row(r) for r in rows]
 

@@ -68,6 +68,13 @@ class WebSocketSink(Sink):
         if self._writable():
             broadcast((self.ws,), frame.text.encode("utf-8"), text=True)
 
+    async def drain(self) -> None:
+        """Wait until the connection's buffer has room again (a long replay writes page by page)."""
+        try:
+            await self.ws.drain()
+        except (ConnectionError, ConnectionClosed):
+            pass  # gone: the rest of the replay goes nowhere, and the handler ends the member
+
     @classmethod
     def send_many(cls, sinks: "Sequence[WebSocketSink]", frame: Outgoing) -> None:
         """One frame to many connections: encoded once, one ``websockets.broadcast`` call."""
