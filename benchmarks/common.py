@@ -277,5 +277,7 @@ class CountingProxy:
 
         try:
             await asyncio.gather(pump(client_r, server_w, False), pump(server_r, client_w, True))
+        except asyncio.CancelledError:
+            pass  # closed by __aexit__ (asyncio's stream callback would print a cancelled task as an error)
         finally:
             self.tasks.discard(task)  # type: ignore[arg-type]
