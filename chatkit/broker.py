@@ -281,20 +281,35 @@ class Broker:
             while not self._outbox.empty():
                 items.append(self._outbox.get_nowait())
             batch = [item for item in items if item is not None]
-            if not self.connected:
-                self._dirty.update(room for room, _ in batch)
-                continue
             try:
-                if self._dirty:
-                    dirty, self._dirty = self._dirty, set()
-                    batch = [(r, json.dumps({"kind": "poke", "node": self.node})) for r in dirty] + batch
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for room, data in batch:
-                        pipe.publish(channel(room), data)
-                    await pipe.execute()
-            except _FAILURES as exc:
-                logger.warning("broker: publish failed (%s); rooms will be re-checked", exc)
-                self._dirty.update(room for room, _ in batch)
+                await self._send(batch)
+            finally:
+                for _ in items:
+                    self._outbox.task_done()
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait until every event published so far has been handed to Redis (or dropped)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._outbox.join()
+        except TimeoutError:
+            logger.warning("broker: %d events not published before closing", self._outbox.qsize())
+
+    async def _send(self, batch: list[tuple[str, str]]) -> None:
+        if not self.connected:
+            self._dirty.update(room for room, _ in batch)
+            return
+        try:
+            if self._dirty:
+                dirty, self._dirty = self._dirty, set()
+                batch = [(r, json.dumps({"kind": "poke", "node": self.node})) for r in dirty] + batch
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room, data in batch:
+                    pipe.publish(channel(room), data)
+                await pipe.execute()
+        except _FAILURES as exc:
+            logger.warning("broker: publish failed (%s); rooms will be re-checked", exc)
+            self._dirty.update(room for room, _ in batch)
 
     # -- presence ------------------------------------------------------------
 

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--llm-idle-timeout", type=float, default=h.llm_idle_timeout, help="cut a stream silent for this many seconds")
     s.add_argument("--presence-tick", type=float, default=h.presence_tick,
                    help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)")
+    s.add_argument("--broker", default=None,
+                   help="redis://HOST:PORT/DB: one chat across every process on this broker (default: none)")
+    s.add_argument("--broker-heartbeat", type=float, default=d.broker_heartbeat,
+                   help="presence refresh period in seconds; a dead process's members leave after 3 (default %(default)s)")
     s.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     _add_security_options(s)
 
@@ -191,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         echo_chunks=args.echo_chunks,
         echo_stamp=args.echo_stamp,
         hub=hub,
+        broker=args.broker,
+        broker_heartbeat=args.broker_heartbeat,
     )
 
 

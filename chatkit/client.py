@@ -37,7 +37,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Literal, Protocol
+from typing import Any, AsyncIterator, Callable, Literal, Protocol, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -118,7 +118,8 @@ class ConnectionState:
 class ChatClient:
     """Connect to a chatkit room and keep the conversation exactly-once.
 
-    ``url`` is a room URL (``ws://HOST:PORT/ws/chat/<room>/``); ``user`` is added
+    ``url`` is a room URL (``ws://HOST:PORT/ws/chat/<room>/``), or several (one per
+    server process sharing a broker: each reconnection tries the next); ``user`` is added
     to its query. ``after`` asks for a replay of history on the first connection
     (``0`` = everything). ``send_timeout`` is the default deadline of :meth:`send`.
     Extra keyword arguments go to ``websockets`` ``connect``.
@@ -126,7 +127,7 @@ class ChatClient:
 
     def __init__(
         self,
-        url: str,
+        url: "str | Sequence[str]",
         *,
         user: str | None = None,
         policy: ReconnectPolicy | None = None,
@@ -142,7 +143,9 @@ class ChatClient:
             headers = dict(connect_options.pop("additional_headers", None) or {})
             headers["Authorization"] = f"Bearer {token}"
             connect_options["additional_headers"] = headers
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0]
+        """The URL this client connects (or will reconnect) to; it rotates through ``urls``."""
         self.user = user
         self.policy = policy or ExponentialBackoff()
         self.outbox_limit = outbox_limit
@@ -375,6 +378,8 @@ class ChatClient:
             finally:
                 self._ws = None
             attempt += 1
+            # Several servers (processes behind no load balancer): try the next one.
+            self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
             delay = self.policy.delay(attempt)
             logger.info("%s: %s; reconnecting in %.2f s (attempt %d)", self.user, reason, delay, attempt)
             self._set_state(ConnectionState("reconnecting", attempt, delay, reason))

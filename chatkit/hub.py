@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import protocol
 from .clock import Clock, LoopClock
@@ -30,6 +31,9 @@ from .storage import ChatStore
 
 REPLAY_PAGE = 500
 """Messages per store read when a member resumes (``?after=``/``Last-Event-ID``)."""
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["BUSY_MESSAGE", "Hub", "HubConfig", "Member", "Posted", "Sink", "TokenBucket"]
 
@@ -71,6 +75,13 @@ class Hub:
         self.replies = ReplyPipeline(store, streamer, self.config, self.clock, self._maybe_drop)
         self._closing = False
         self._guest = 0
+        self.cluster: "Cluster | None" = None
+        """Set by :class:`~chatkit.cluster.Cluster` when rooms span several processes."""
+
+    def attach_cluster(self, cluster: "Cluster") -> None:
+        """Share this hub's rooms with other processes (see :mod:`chatkit.cluster`)."""
+        self.cluster = cluster
+        self.replies.cluster = cluster
 
     # -- rooms ---------------------------------------------------------------
 
@@ -90,7 +101,10 @@ class Hub:
 
     def online(self, session_id: str) -> list[str]:
         room = self.rooms.get(session_id)
-        return room.users() if room else []
+        return self._users(room) if room else []
+
+    def _users(self, room: Room) -> list[str]:
+        return self.cluster.users(room) if self.cluster is not None else room.users()
 
     def next_guest(self) -> str:
         """A name for a member that gave none: ``guest-1``, ``guest-2``, … (one series per hub)."""
@@ -116,6 +130,8 @@ class Hub:
         (other members join and post meanwhile), written as the member's transport
         drains; then the held live frames follow, in one step with the hand-over.
         """
+        if self.cluster is not None:
+            await self.cluster.watch(session_id)  # before reading the store: no gap
         room = self._room(session_id)
         room.pending += 1
         replay: _Replay | None = None
@@ -143,7 +159,7 @@ class Hub:
                 room.online[user] += 1
                 member.send(
                     protocol.connection_frame(
-                        session_id, user, room.users(), self.config.welcome, last_id
+                        session_id, user, self._users(room), self.config.welcome, last_id
                     )
                 )
                 replay = _Replay(sink, last_id, room.active.id if room.active else None,
@@ -162,8 +178,11 @@ class Hub:
                 if not presence_batch:
                     room.presence_each.add(member)
                 room.version += 1
-                if first:
+                elsewhere = self.cluster is not None and self.cluster.online_elsewhere(session_id, user)
+                if first and not elsewhere:
                     self._announce(room, user, True, exclude=member)
+                if first and self.cluster is not None:
+                    self.cluster.presence(session_id, user, True)
             if replay is not None:
                 try:
                     replayed += await self._replay_rest(session_id, replay, backlog[-1].id)
@@ -210,7 +229,10 @@ class Hub:
         if room.online[member.user] <= 0:
             del room.online[member.user]
             self._clear_typing(room, member.user, announce=True)
-            self._announce(room, member.user, False)
+            if self.cluster is None or not self.cluster.online_elsewhere(room.session_id, member.user):
+                self._announce(room, member.user, False)
+            if self.cluster is not None:
+                self.cluster.presence(room.session_id, member.user, False)
         logger.info("leave room=%s user=%s", room.session_id, member.user)
         self._maybe_drop(room)
 
@@ -287,22 +309,28 @@ class Hub:
                 # When the room is idle its reply starts at once: reserve the reply's row
                 # in the same transaction as the message.
                 now = self.replies.starts_now(room)
+                # With a cluster, prompts wait for their reply in the store (any process answers).
+                wanted = await self.replies.admits(room) if self.cluster is not None else None
                 stored = await self.store.append_with_reply(
                     session_id, user, text, client_id=client_id,
-                    reply_user=self.config.ai_user if now else None,
+                    reply_user=self.config.ai_user if now else None, wants_reply=bool(wanted),
                 )
                 msg = stored.message
                 if stored.created:
+                    if self.cluster is not None:
+                        await self.cluster.catch_up(room, before=msg.id)  # rows other processes wrote
                     room.last_id = stored.reply.id if stored.reply else msg.id
                     room.fanout(Outgoing.encode(msg.to_frame()))
                     room.remember(msg)
+                    if self.cluster is not None:
+                        self.cluster.posted(room, msg)
         finally:
             room.pending -= 1
         if not stored.created:
             self._maybe_drop(room)
             return Posted(msg, created=False, queued=False)
         self._clear_typing(room, user, announce=True)
-        if not self.replies.enqueue(room, msg, stored.reply):
+        if not self.replies.enqueue(room, msg, stored.reply, wanted=wanted):
             self._maybe_drop(room)
             return Posted(msg, created=True, queued=False)
         return Posted(msg, created=True, queued=True)
@@ -318,6 +346,8 @@ class Hub:
             )
         if is_typing or handle is not None:
             room.fanout(Outgoing.encode(protocol.typing_frame(user, is_typing)), exclude=member)
+            if self.cluster is not None:
+                self.cluster.relay(room.session_id, protocol.typing_frame(user, is_typing), exclude_user=user)
 
     def _clear_typing(self, room: Room, user: str, announce: bool) -> None:
         handle = room.typing.pop(user, None)
@@ -328,11 +358,15 @@ class Hub:
                 for member in list(room.members):
                     if member.user != user:
                         member.sink.send(frame)
+                if self.cluster is not None:
+                    self.cluster.relay(room.session_id, protocol.typing_frame(user, False), exclude_user=user)
 
     async def read(self, member: Member, message_id: int) -> None:
         room = member.room
         if await self.store.add_receipt(room.session_id, message_id, member.user):
             room.fanout(Outgoing.encode(protocol.read_receipt_frame(message_id, member.user)))
+            if self.cluster is not None:
+                self.cluster.relay(room.session_id, protocol.read_receipt_frame(message_id, member.user))
 
     async def delete(self, session_id: str, message_id: int, by: str) -> bool:
         """Tombstone a message (store first), then tell the room ``message_deleted``.
@@ -358,10 +392,14 @@ class Hub:
         logger.info("delete room=%s message=%d by=%s", session_id, message_id, by)
         return True
 
-    def stop(self, session_id: str) -> bool:
-        """Stop the reply streaming in a room; ``False`` when none is."""
+    def stop(self, session_id: str, *, relay: bool = True) -> bool:
+        """Stop the reply streaming in a room; ``False`` when none is (here: with a
+        cluster, the process streaming it is asked to stop it)."""
         room = self.rooms.get(session_id)
-        return room is not None and self.replies.stop(room)
+        stopped = room is not None and self.replies.stop(room)
+        if not stopped and relay and self.cluster is not None:
+            self.cluster.stop(session_id)
+        return stopped
 
     # -- life cycle ----------------------------------------------------------
 

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .clock import Clock, Timer
@@ -25,9 +25,16 @@ from .rooms import ActiveReply, HubConfig, Room
 from .sinks import Groups, Outgoing, group_sinks, send_groups
 from .storage import ChatStore
 
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
 __all__ = ["ReplyPipeline"]
 
 logger = logging.getLogger("chatkit.hub")
+
+
+class _Done(Exception):
+    """No prompt is waiting: the cluster worker ends."""
 
 
 class ReplyPipeline:
@@ -49,15 +56,27 @@ class ReplyPipeline:
         """Called when a room's worker ends (the hub drops the room if nothing else uses it)."""
         self._workers: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.cluster: "Cluster | None" = None
+        """With a cluster, a reply runs only while this process holds the room's lease."""
 
     def starts_now(self, room: Room) -> bool:
         """Whether a prompt posted now would be replied to at once (its reply row can be
         reserved in the same transaction as the prompt)."""
         return (room.worker is None and not room.queue and not self.closing
-                and self.config.reply_queue > 0)
+                and self.config.reply_queue > 0 and self.cluster is None)
 
-    def enqueue(self, room: Room, prompt: StoredMessage, reserved: StoredMessage | None) -> bool:
-        """Queue a reply to ``prompt``; ``False`` when the room's queue is full (no reply)."""
+    def enqueue(
+        self, room: Room, prompt: StoredMessage, reserved: StoredMessage | None, *, wanted: bool | None = None
+    ) -> bool:
+        """Queue a reply to ``prompt``; ``False`` when the room's queue is full (no reply).
+
+        With a cluster the queue is in the store (``wanted``: the prompt was stored
+        waiting for a reply, see :meth:`admits`); this only makes sure a worker runs.
+        """
+        if self.cluster is not None:
+            if wanted:
+                self.kick(room)
+            return bool(wanted)
         if len(room.queue) >= self.config.reply_queue:
             logger.warning("room %s: reply queue full, message %d gets no reply", room.session_id, prompt.id)
             return False
@@ -67,6 +86,57 @@ class ReplyPipeline:
             self._workers.add(room.worker)
             room.worker.add_done_callback(self._workers.discard)
         return True
+
+    async def admits(self, room: Room) -> bool:
+        """(Cluster) whether a new prompt fits in the room's queue of prompts waiting in the store."""
+        return await self.store.count_pending(room.session_id) < self.config.reply_queue
+
+    def kick(self, room: Room) -> None:
+        """(Cluster) run a worker for the prompts waiting in the store, unless one runs here."""
+        if room.worker is None and not self.closing:
+            room.worker = asyncio.create_task(self._cluster_worker(room), name=f"chatkit-replies-{room.session_id}")
+            self._workers.add(room.worker)
+            room.worker.add_done_callback(self._workers.discard)
+
+    async def _cluster_worker(self, room: Room) -> None:
+        """Answer the room's waiting prompts, oldest first, whichever process stored them —
+        one reply per lease, so the processes of a cluster take turns."""
+        assert self.cluster is not None
+        try:
+            while not self.closing:
+                try:
+                    await self._answer_one(room)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if getattr(task, "lease_lost", False) and task is not None and task.uncancel() == 0:
+                        continue  # the lease was taken over between replies: queue for it again
+                    raise
+                except _Done:
+                    break
+                except Exception:  # the store or Redis failed: log, wait a beat, try again
+                    logger.exception("room %s: the reply worker failed; retrying", room.session_id)
+                    await asyncio.sleep(self.cluster.broker.config.heartbeat)
+        finally:
+            room.worker = None
+            self._on_idle(room)
+
+    async def _answer_one(self, room: Room) -> None:
+        """Under the room's lease: claim the oldest waiting prompt and answer it (``_Done`` if none)."""
+        assert self.cluster is not None
+        async with self.cluster.lease(room):
+            waiting = await self.store.pending(room.session_id, 1)
+            if not waiting:
+                raise _Done
+            prompt = waiting[0]
+            logger.info("room %s: answering prompt %d", room.session_id, prompt.id)
+            async with room.lock:
+                row = await self.store.claim_reply(room.session_id, prompt.id, self.config.ai_user)
+                if row is None:
+                    return  # another claim won: look again
+                await self.cluster.catch_up(room, before=row.id)  # the prompt, if stored elsewhere
+                self.cluster.reply_started(room, row, prompt.user)
+                room.last_id = row.id
+            await self._reply(room, prompt, row)
 
     def stop(self, room: Room) -> bool:
         """Stop the reply streaming in ``room``; ``False`` when none is."""
@@ -119,13 +189,21 @@ class ReplyPipeline:
         The recent messages are kept in memory per room; they are loaded once,
         under the room lock so that no message stored meanwhile is missed.
         """
-        if room.context is None:
-            async with room.lock:
-                if room.context is None:
-                    history = await self.store.recent(room.session_id, self.config.context_messages)
-                    room.context = collections.deque(history, maxlen=self.config.context_messages)
+        if self.cluster is not None:
+            # A prompt stored by another process may be older than the room's recent
+            # messages here: read its context from the store, up to the prompt.
+            page = await self.store.history(room.session_id, before=prompt.id + 1,
+                                            limit=self.config.context_messages)
+            recent: Any = [m for m in page if m.content]
+        else:
+            if room.context is None:
+                async with room.lock:
+                    if room.context is None:
+                        history = await self.store.recent(room.session_id, self.config.context_messages)
+                        room.context = collections.deque(history, maxlen=self.config.context_messages)
+            recent = room.context
         messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
-        for msg in sorted((m for m in room.context if m.id <= prompt.id), key=lambda m: m.id):
+        for msg in sorted((m for m in recent if m.id <= prompt.id), key=lambda m: m.id):
             messages.append({"role": "user" if msg.is_user else "assistant", "content": msg.content})
         return messages
 
@@ -147,6 +225,8 @@ class ReplyPipeline:
             task = asyncio.current_task()
             if reply.stopped and task is not None and task.uncancel() == 0:
                 status = "cancelled"  # a `stop`, and nothing else, cancelled us
+            elif getattr(task, "lease_lost", False) and task is not None and task.uncancel() == 0:
+                status = "interrupted"  # another process took the room's lease over
             else:
                 await self._finish(room, reply, "interrupted")  # the hub is closing
                 raise
@@ -191,6 +271,8 @@ class ReplyPipeline:
                 if chunk:
                     reply.text += chunk
                     self._send(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+                    if self.cluster is not None:
+                        self.cluster.chunk(room, reply.id, chunk, reply.sender)
         except asyncio.CancelledError:
             if timed_out and task.uncancel() == 0:
                 raise LLMError(f"the model sent nothing for {idle:g} s", code="llm_timeout") from None
@@ -201,7 +283,11 @@ class ReplyPipeline:
 
     async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:
         async with room.lock:
-            await self.store.finish_reply(reply.id, reply.text, status)
+            stored = await self.store.finish_reply(reply.id, reply.text, status)
+            if stored is False and (row := await self.store.get(reply.id)) is not None:
+                reply.text, status = row.content, row.status  # fenced: a survivor finished it
+            elif self.cluster is not None:
+                self.cluster.completed(room, reply.id, reply.text, status, reply.sender)
             room.active = None
             if room.context is not None and reply.text:
                 room.context.append(

@@ -80,6 +80,10 @@ class ServerConfig:
     """TLS for both ports (``--certfile``/``--keyfile``)."""
     limits: Limits = field(default_factory=Limits)
     """Connection caps, deadlines and rate limits of both ports. See :mod:`chatkit.limits`."""
+    broker: str | None = None
+    """``redis://HOST:PORT/DB``: share rooms with the other processes on this broker (:mod:`chatkit.cluster`)."""
+    broker_heartbeat: float = 2.0
+    """Presence refresh period; members of a dead process expire after 3 heartbeats, a dead reply lease too."""
 
 
 class ChatServer:
@@ -112,6 +116,8 @@ class ChatServer:
         self.endpoints: Endpoints | None = None
         self.ws: WebSocketServer | None = None
         self.http: HTTPServer | None = None
+        self.cluster: Any = None
+        """The :class:`~chatkit.cluster.Cluster` when started with a broker."""
         self.backend = ""
 
     # -- life cycle ----------------------------------------------------------
@@ -127,8 +133,20 @@ class ChatServer:
             echo_chunks=cfg.echo_chunks,
             echo_stamp=cfg.echo_stamp,
         )
-        store = self.store = await open_store(cfg.db)
+        # With a broker, replies left streaming belong to live processes: the reply lease decides.
+        store = self.store = await open_store(cfg.db, recover=cfg.broker is None)
         self.hub = Hub(store, self.streamer, cfg.hub)
+        if cfg.broker:
+            from .broker import Broker, BrokerConfig
+            from .cluster import Cluster
+
+            h = cfg.broker_heartbeat
+            broker = Broker(cfg.broker, config=BrokerConfig(heartbeat=h, presence_ttl=3 * h, lease_ttl=3 * h))
+            try:
+                self.cluster = await Cluster(self.hub, broker).start()
+            except BaseException:
+                await self.stop()
+                raise
         self.endpoints = Endpoints(
             store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
         )
@@ -172,6 +190,9 @@ class ChatServer:
             await self.http.stop_accepting()
         if self.hub is not None:
             await self.hub.close()  # in-flight replies stored as "interrupted"
+        if self.cluster is not None:
+            await self.cluster.close()  # after the replies' last events are published
+            self.cluster = None
         if self.ws is not None:
             await self.ws.close()  # 1001 going away to every client
             self.ws = None

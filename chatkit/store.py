@@ -62,6 +62,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (message_id, user)
     ) WITHOUT ROWID;
     """,
+    # 1 -> 2: prompts waiting for an AI reply, kept in the store so that any
+    # process of a cluster can answer them (chatkit.cluster); 0 otherwise.
+    """
+    ALTER TABLE messages ADD COLUMN wants_reply INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_wanting_reply ON messages(session_id, id) WHERE wants_reply = 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -146,8 +152,19 @@ def _migrate(con: sqlite3.Connection) -> None:
             code="schema_too_new",
         )
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        script = MIGRATIONS[target - 1] + f"\nPRAGMA user_version = {target};"
-        con.executescript("BEGIN;\n" + script + "\nCOMMIT;")
+        # Several processes may open a new file at once: take the write lock, then look again.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            (current,) = _fetchone(con, "PRAGMA user_version", ())
+            if current < target:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute(f"PRAGMA user_version = {target}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
 
 MIN_SQLITE = (3, 35, 0)
@@ -346,9 +363,12 @@ class Store:
         client_id: str | None = None,
         status: str = "complete",
         reply_user: str | None = None,
+        wants_reply: bool = False,
     ) -> Appended:
         """Like :meth:`append`; with ``reply_user``, also reserve the AI reply's row
         (status ``streaming``) in the same transaction — one write fewer per reply.
+        With ``wants_reply``, the message waits in the store for a reply
+        (:meth:`pending`, :meth:`claim_reply`: the cluster's reply queue).
 
         ``reply`` is ``None`` when nothing was reserved (no ``reply_user``, or a
         re-sent ``client_id``).
@@ -362,10 +382,10 @@ class Store:
             # The partial unique index on (session_id, client_id) turns a re-sent
             # client_id into "no row returned" instead of a duplicate.
             cur = con.execute(
-                "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at,"
+                " wants_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
-                (session_id, user, int(is_user), content, status, client_id, created_at),
+                (session_id, user, int(is_user), content, status, client_id, created_at, int(wants_reply)),
             )
             row = cur.fetchone()
             cur.close()
@@ -400,6 +420,47 @@ class Store:
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
         """Reserve the id of an AI reply about to stream (status ``streaming``)."""
         return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
+
+    async def claim_reply(self, session_id: str, prompt_id: int, user: str = AI_USER) -> StoredMessage | None:
+        """Take a waiting prompt off the reply queue and reserve its reply's row, in one
+        transaction; ``None`` when it is no longer waiting (claimed already)."""
+        created_at = utc_now()
+
+        def op(con: sqlite3.Connection) -> int | None:
+            cur = con.execute(
+                "UPDATE messages SET wants_reply = 0 WHERE id = ? AND session_id = ? AND wants_reply = 1",
+                (prompt_id, session_id),
+            )
+            cur.close()
+            if cur.rowcount != 1:
+                return None
+            cur = con.execute(
+                "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at)"
+                " VALUES (?, ?, 0, '', 'streaming', NULL, ?) RETURNING id",
+                (session_id, user, created_at),
+            )
+            (reply_id,) = cur.fetchone()
+            cur.close()
+            return reply_id
+
+        reply_id = await self._write(op)
+        if reply_id is None:
+            return None
+        return StoredMessage(reply_id, session_id, user, False, "", "streaming", None, created_at)
+
+    async def pending(self, session_id: str, limit: int = 1) -> list[StoredMessage]:
+        """The oldest prompts of the room still waiting for a reply (``wants_reply``)."""
+        rows = await self._select_all(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND wants_reply = 1 ORDER BY id LIMIT ?",
+            session_id, limit,
+        )
+        return [_row(r) for r in rows]
+
+    async def count_pending(self, session_id: str) -> int:
+        (n,) = await self._select_one(
+            "SELECT COUNT(*) FROM messages WHERE session_id = ? AND wants_reply = 1", session_id
+        )
+        return int(n)
 
     async def finish_reply(self, message_id: int, content: str, status: str) -> bool:
         """Store the text of an AI reply and its final status — only if it is still

@@ -56,6 +56,11 @@ PG_MIGRATIONS: list[str] = [
         PRIMARY KEY (message_id, "user")
     );
     """,
+    # 1 -> 2: prompts waiting for an AI reply (the cluster's reply queue, in the store).
+    """
+    ALTER TABLE messages ADD COLUMN wants_reply BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX messages_wanting_reply ON messages(session_id, id) WHERE wants_reply;
+    """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
@@ -227,6 +232,7 @@ class PostgresStore:
     async def append_with_reply(
         self, session_id: str, user: str, content: str, *, is_user: bool = True,
         client_id: str | None = None, status: str = "complete", reply_user: str | None = None,
+        wants_reply: bool = False,
     ) -> Appended:
         """Store a message (and, with ``reply_user``, reserve its reply's row) in one transaction."""
         created_at = utc_now()
@@ -236,9 +242,10 @@ class PostgresStore:
             if not known:
                 await con.execute(_INSERT_SESSION, session_id, created_at)
             msg_id = await con.fetchval(
-                _INSERT_MESSAGE + " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL"
-                " DO NOTHING RETURNING id",
-                session_id, user, is_user, content, status, client_id, created_at,
+                'INSERT INTO messages (session_id, "user", is_user, content, status, client_id, created_at,'
+                " wants_reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
+                session_id, user, is_user, content, status, client_id, created_at, wants_reply,
             )
             if msg_id is None:
                 row = await con.fetchrow(
@@ -267,6 +274,37 @@ class PostgresStore:
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
         return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
+
+    async def claim_reply(self, session_id: str, prompt_id: int, user: str = AI_USER) -> StoredMessage | None:
+        """Take a waiting prompt off the reply queue and reserve its reply's row (one transaction)."""
+        created_at = utc_now()
+
+        async def op(con: asyncpg.Connection) -> int | None:
+            done = await con.execute(
+                "UPDATE messages SET wants_reply = FALSE WHERE id = $1 AND session_id = $2 AND wants_reply",
+                prompt_id, session_id,
+            )
+            if done != "UPDATE 1":
+                return None
+            return await con.fetchval(
+                _INSERT_MESSAGE + " RETURNING id", session_id, user, False, "", "streaming", None, created_at
+            )
+
+        reply_id = await self._write(session_id, op)
+        if reply_id is None:
+            return None
+        return StoredMessage(reply_id, session_id, user, False, "", "streaming", None, created_at)
+
+    async def pending(self, session_id: str, limit: int = 1) -> list[StoredMessage]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND wants_reply ORDER BY id LIMIT $2",
+            session_id, limit,
+        )
+        return [_row(r) for r in rows]
+
+    async def count_pending(self, session_id: str) -> int:
+        return int(await self._pool.fetchval(
+            "SELECT COUNT(*) FROM messages WHERE session_id = $1 AND wants_reply", session_id))
 
     async def finish_reply(self, message_id: int, content: str, status: str) -> bool:
         """Store a reply's text and final status — only if it is still ``streaming``.

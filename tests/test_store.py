@@ -296,3 +296,33 @@ async def test_the_store_owns_one_thread_and_ends_it_on_close():
     assert len(mine) == 1
     await store.close()
     assert not any(t.is_alive() for t in mine)
+
+
+async def test_prompts_wait_in_the_store_until_claimed_once(store_url):
+    """The cluster's reply queue: prompts wait in the store; a claim takes one and reserves its reply."""
+    async with await open_store(store_url) as store:
+        a = (await store.append_with_reply("r", "ann", "a?", wants_reply=True)).message
+        await store.append("r", "bob", "no reply wanted")
+        b = (await store.append_with_reply("r", "bob", "b?", wants_reply=True)).message
+        await store.append_with_reply("other", "cho", "c?", wants_reply=True)
+        assert [m.id for m in await store.pending("r", 10)] == [a.id, b.id]
+        assert await store.count_pending("r") == 2
+        claims = await asyncio.gather(store.claim_reply("r", a.id), store.claim_reply("r", a.id))
+        winners = [c for c in claims if c is not None]
+        assert len(winners) == 1 and winners[0].id > b.id and winners[0].status == "streaming"
+        assert await store.claim_reply("other", b.id) is None  # another room's prompt
+        assert [m.id for m in await store.pending("r")] == [b.id]
+        assert await store.count_pending("r") == 1 and await store.count_pending("other") == 1
+
+
+async def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
+    """Three processes of a cluster start together on a file that does not exist yet."""
+    path = str(tmp_path / "new.db")
+    code = "import asyncio, sys; from chatkit.storage import open_store\n" \
+           "async def main():\n    s = await open_store(sys.argv[1], recover=False); await s.close()\n" \
+           "asyncio.run(main())"
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, path) for _ in range(4)]
+    assert [await p.wait() for p in procs] == [0, 0, 0, 0]
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()

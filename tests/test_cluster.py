@@ -1,0 +1,150 @@
+"""Several chatkit servers on one Redis and one database are one chat.
+
+In-process servers (one event loop, separate hubs, stores and broker
+connections) on a real ``redis-server``, with SQLite and with PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatkit import ChatServer
+from chatkit.client import ChatClient
+from chatkit.llm import EchoStreamer
+
+WAIT = 10.0
+BEAT = 0.2  # broker heartbeat in these tests: presence/lease expiry after 3 beats
+
+
+@pytest.fixture
+async def cluster(redis_service, store_url):
+    """Start ``n`` servers sharing the broker and the store; all stopped at the end."""
+    started: list[ChatServer] = []
+
+    async def start(n: int, **options) -> list[ChatServer]:
+        for _ in range(n):
+            options.setdefault("streamer", EchoStreamer(delay=0.01))
+            server = await ChatServer(
+                port=0, http_port=-1, db=store_url, broker=redis_service.url,
+                broker_heartbeat=BEAT, rate_limit=100, **options,
+            ).start()
+            started.append(server)
+        return started[-n:]
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+class Seen:
+    """A client's events, with a wait for a condition on them."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.events: list[dict] = []
+        self.changed = asyncio.Event()
+        client.on_event(self._add)
+
+    def _add(self, event: dict) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def until(self, predicate, timeout: float = WAIT):
+        async with asyncio.timeout(timeout):
+            while not (result := predicate(self.events)):
+                self.changed.clear()
+                await self.changed.wait()
+        return result
+
+    def ids(self, kind: str) -> list[int]:
+        return [e["id"] for e in self.events if e["type"] == kind]
+
+
+def completes(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"] == "ai_complete"]
+
+
+async def test_two_processes_are_one_room(cluster):
+    one, two = await cluster(2)
+    async with ChatClient(one.ws_url("r"), user="ann") as ann, ChatClient(two.ws_url("r"), user="bob") as bob:
+        seen_ann, seen_bob = Seen(ann), Seen(bob)
+        # presence is the union of both processes' members
+        await seen_ann.until(lambda ev: any(e["type"] == "user_join" and e["username"] == "bob" for e in ev))
+        assert sorted(ann.online) == ["ann", "bob"]
+        sent = await ann.send("hello from one")
+        await seen_bob.until(lambda ev: sent["id"] in [e["id"] for e in ev if e["type"] == "message"])
+        await seen_bob.until(completes)
+        await seen_ann.until(completes)
+        assert completes(seen_ann.events)[0]["message"] == completes(seen_bob.events)[0]["message"]
+        assert completes(seen_bob.events)[0]["status"] == "complete"
+        # typing and receipts cross too
+        await bob.typing(True)
+        await seen_ann.until(lambda ev: any(e["type"] == "typing" and e["user"] == "bob" for e in ev))
+        await bob.mark_read(sent["id"])
+        await seen_ann.until(lambda ev: any(e["type"] == "read_receipt" and e["user"] == "bob" for e in ev))
+        # and bob leaving process two is seen on process one
+    await asyncio.sleep(0)
+
+
+async def test_one_order_and_one_reply_at_a_time_across_processes(cluster):
+    servers = await cluster(3, reply_queue=20)  # 9 prompts may wait at once
+    clients = [ChatClient(s.ws_url("busy"), user=f"u{i}") for i, s in enumerate(servers)]
+    seen = [Seen(c) for c in clients]
+    for c in clients:
+        await c.start()
+    try:
+        await asyncio.gather(*(c.send(f"m{i}-{k} a b c d") for i, c in enumerate(clients) for k in range(3)))
+        # every prompt gets its reply: 9 completions everywhere
+        for s in seen:
+            await s.until(lambda ev: len(completes(ev)) == 9)
+        orders = [[(e["type"], e["id"]) for e in s.events if e["type"] in ("message", "ai_complete")] for s in seen]
+        assert orders[0] == orders[1] == orders[2], "processes delivered different orders"
+        ids = [i for _, i in orders[0]]
+        assert len(ids) == len(set(ids)) == 18
+        # one reply at a time per room: no chunk of a reply arrives before the previous reply completed
+        current = None
+        for e in seen[0].events:
+            if e["type"] == "ai_chunk":
+                assert current in (None, e["id"]), "two replies streamed at once"
+                current = e["id"]
+            elif e["type"] == "ai_complete":
+                assert current in (None, e["id"])
+                current = None
+        assert all(e["status"] == "complete" for e in completes(seen[0].events))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_stop_from_another_process_and_late_join_replay(cluster):
+    one, two = await cluster(2, streamer=EchoStreamer(delay=0.05))
+    async with ChatClient(one.ws_url("s"), user="ann") as ann, ChatClient(two.ws_url("s"), user="bob") as bob:
+        seen_ann = Seen(ann)
+        await ann.send(" ".join(f"w{i}" for i in range(100)))
+        await seen_ann.until(lambda ev: any(e["type"] == "ai_chunk" for e in ev))
+        await bob.stop_reply()  # bob's process does not run the reply: it asks the room
+        done = (await seen_ann.until(completes))[0]
+        assert done["status"] == "cancelled"
+    cho = ChatClient(two.ws_url("s"), user="cho", after=0)
+    seen_cho = Seen(cho)  # before start: the replay follows the connection frame at once
+    async with cho:
+        replayed = await seen_cho.until(lambda ev: [e for e in ev if e["type"] == "message" and e["id"] == done["id"]])
+        assert replayed[0]["status"] == "cancelled" and replayed[0]["message"] == done["message"]
+
+
+async def test_redis_restart_loses_nothing(cluster, redis_service):
+    one, two = await cluster(2)
+    async with ChatClient(one.ws_url("o"), user="ann") as ann, ChatClient(two.ws_url("o"), user="bob") as bob:
+        seen_bob = Seen(bob)
+        first = await ann.send("before")
+        await seen_bob.until(lambda ev: first["id"] in [e["id"] for e in ev if e["type"] == "message"])
+        redis_service.kill()
+        during = await ann.send("while redis is down")  # stored and shown on process one
+        redis_service.start()
+        after = await ann.send("after")
+        await seen_bob.until(lambda ev: after["id"] in [e["id"] for e in ev if e["type"] == "message"])
+        msgs = [e["id"] for e in seen_bob.events if e["type"] == "message" and e["is_user"]]
+        assert msgs == [first["id"], during["id"], after["id"]]
+        await seen_bob.until(lambda ev: len(completes(ev)) + len(
+            [e for e in ev if e["type"] == "message" and not e["is_user"]]) >= 3)
