@@ -15,6 +15,12 @@ generator is this process.
   it on the sender's process and on the other one; the difference is the hop
   (Redis pub/sub, plus the receiving process's ordering check).
 
+- **the seed's stack**: the same busy room and many rooms on Django Channels (daphne + channels_redis,
+  ``benchmarks/channels_peer.py``) over 1, 2 and 4 daphne processes on the same Redis. The benchmark
+  installs the pinned versions (``PEER_PINS``; ``redis<8``: channels_redis 4.x drops idle consumers
+  with redis-py 8's 5 s socket timeout) into a venv of its own (``--peer-venv``; ``--no-peer`` skips it).
+  The peer stores nothing and recovers nothing; chatkit commits every message before sending it.
+
 Run: ``python benchmarks/scale.py`` (``--quick`` for a smoke run). Needs redis-server.
 What 2 shared cores can and cannot show is printed with the results.
 """
@@ -40,6 +46,54 @@ from common import (  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 WAIT = 120.0
+HERE = Path(__file__).resolve().parent
+PEER_PINS = ["Django==5.1.4", "channels==4.2.0", "channels-redis==4.2.1", "daphne==4.1.2", "redis==5.2.1"]
+
+
+def peer_venv(path: Path) -> Path:
+    """A venv with the seed's stack at pinned versions (created once, reused)."""
+    python = path / "bin" / "python"
+    marker = path / "pins.txt"
+    if not (python.exists() and marker.exists() and marker.read_text() == "\n".join(PEER_PINS)):
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PINS], check=True)
+        marker.write_text("\n".join(PEER_PINS))
+    return path
+
+
+class Daphne:
+    """One daphne process serving channels_peer.py (the seed's consumer)."""
+
+    def __init__(self, venv: Path, redis_url: str) -> None:
+        import socket
+        self.port = free_port()
+        env = {**os.environ, "PEER_REDIS": redis_url, "PYTHONPATH": str(HERE)}
+        self.proc = subprocess.Popen(
+            [str(venv / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "channels_peer:application"],
+            cwd=str(HERE), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("daphne did not start")
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, room: str, user: str = "u") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat/{room}/?user={user}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 class Redis:
@@ -214,6 +268,8 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip Django Channels")
+    parser.add_argument("--peer-venv", default=str(Path(tempfile.gettempdir()) / "chatkit-bench-peer-venv"))
     args = parser.parse_args()
     if args.quick:
         args.members, args.messages, args.prompts, args.rooms, args.samples = 8, 20, 4, 4, 20
@@ -245,6 +301,19 @@ async def main() -> None:
             rows.append({"config": label, "processes": n,
                          "deliveries/s": busy["deliveries_per_s"], "cpu µs/delivery": busy["cpu_us_per_delivery"],
                          "chunks/s": streamed["chunks_per_s"], "many rooms deliveries/s": rooms["deliveries_per_s"]})
+        if args.peer:
+            venv = peer_venv(Path(args.peer_venv))
+            for n in counts:
+                peers = [Daphne(venv, redis.url) for _ in range(n)]
+                try:
+                    busy = await busy_room(peers, args.members, args.messages, f"peerbusy{n}")  # type: ignore[arg-type]
+                    rooms = await many_rooms(peers, args.rooms, max(5, args.messages // 10))  # type: ignore[arg-type]
+                finally:
+                    for p in peers:
+                        p.stop()
+                rows.append({"config": f"Channels: {n} daphne + Redis", "processes": n,
+                             "deliveries/s": busy["deliveries_per_s"], "cpu µs/delivery": busy["cpu_us_per_delivery"],
+                             "chunks/s": None, "many rooms deliveries/s": rooms["deliveries_per_s"]})
         tmp = tempfile.mkdtemp(prefix="chatkit-bench-scale-")
         procs = start_processes(2, redis, os.path.join(tmp, "hop.db"), echo + ["--reply-queue", "0"])
         try:
@@ -268,8 +337,8 @@ async def main() -> None:
     note = (f"This machine has {cores} cores shared by the load generator, Redis and every chatkit process "
             "(and, here, other work). More processes cannot add CPU, so the figures show what the broker "
             "costs (the hop, CPU per delivery) and that one room stays one ordered room across processes — "
-            "not a speed-up. Scaling out pays where each process gets its own cores or host; the Django "
-            "Channels + channels_redis comparison is not part of this run.")
+            "not a speed-up. Scaling out pays where each process gets its own cores or host. The Channels rows "
+            "store nothing (chatkit commits each message to SQLite first) and have no AI replies (chunks/s).")
     print("\n" + note)
     write_results("scale", {"args": vars(args), "rows": rows, "hop": hop_result, "note": note})
 
