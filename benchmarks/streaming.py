@@ -73,6 +73,8 @@ async def main() -> None:
     parser.add_argument("--rooms", default="1,10,50")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--chatkit-options", default="",
+                        help="more `chatkit serve` options, e.g. '--store-writer loop'")
     parser.add_argument("--profile", action="store_true", help="run chatkit under cProfile and print the top functions")
     args = parser.parse_args()
     raise_nofile()
@@ -81,7 +83,8 @@ async def main() -> None:
     options = ["--echo-chunks", str(args.chunks), "--echo-stamp"]
     for kind in ("baseline", "chatkit"):
         profile = str(RESULTS / "streaming.prof") if args.profile and kind == "chatkit" else None
-        with ServerProcess(kind, options, profile=profile) as server:
+        extra = args.chatkit_options.split() if kind == "chatkit" else []
+        with ServerProcess(kind, options + extra, profile=profile) as server:
             for rooms in map(int, args.rooms.split(",")):
                 result = await run(server, rooms, args.duration)
                 rows.append({"server": kind, "rooms": rooms, **result})

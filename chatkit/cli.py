@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-port", type=int, default=None,
                    help="SSE/HTTP port (default: WebSocket port + 1; 0 picks a free one; -1 disables)")
     s.add_argument("--db", default=d.db, help="SQLite file, :memory:, or a postgresql://USER@HOST:PORT/DB URL (default %(default)s)")
+    s.add_argument("--store-writer", choices=("thread", "loop"), default=d.store_writer,
+                   help="SQLite statements on the store's own thread, or on the event loop (less CPU, "
+                        "but a slow disk stalls the loop) (default %(default)s)")
     s.add_argument("--llm", choices=BACKENDS, default=d.llm,
                    help="reply backend; auto = openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline")
     s.add_argument("--first-token-ms", type=float, default=d.first_token_ms, help="offline tutor: delay before the first piece")
@@ -186,6 +189,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         http_port=args.http_port,
         db=args.db,
+        store_writer=args.store_writer,
         llm=args.llm,
         allowed_origins=origins,
         max_message_bytes=args.max_message_bytes,

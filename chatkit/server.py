@@ -59,6 +59,8 @@ class ServerConfig:
     http_port: int | None = None
     """Port of the SSE/HTTP server: ``None`` = WebSocket port + 1 (free if port is 0), -1 = off."""
     db: str = "chatkit.db"
+    store_writer: str = "thread"
+    """SQLite statements on the store's own thread (``thread``) or on the event loop (``loop``)."""
     llm: str = "auto"
     allowed_origins: list[str] | None = None
     """Browser origins allowed to connect (``None``: any). Non-browser clients send none."""
@@ -134,7 +136,7 @@ class ChatServer:
             echo_stamp=cfg.echo_stamp,
         )
         # With a broker, replies left streaming belong to live processes: the reply lease decides.
-        store = self.store = await open_store(cfg.db, recover=cfg.broker is None)
+        store = self.store = await open_store(cfg.db, recover=cfg.broker is None, writer=cfg.store_writer)
         self.hub = Hub(store, self.streamer, cfg.hub)
         if cfg.broker:
             from .broker import Broker, BrokerConfig

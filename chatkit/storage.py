@@ -58,11 +58,12 @@ def is_postgres_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
 
-async def open_store(db: str, *, recover: bool = True) -> ChatStore:
+async def open_store(db: str, *, recover: bool = True, writer: str = "thread") -> ChatStore:
     """Open the store ``db`` names: a ``postgresql://`` URL, or an SQLite path (``:memory:`` too).
 
     ``recover`` marks replies left ``streaming`` as ``interrupted`` — right for
     one process; with a broker the reply lease decides (see :mod:`chatkit.broker`).
+    ``writer`` (SQLite only): ``"thread"``, the store's own thread, or ``"loop"``.
     """
     if is_postgres_url(db):
         from .store_pg import PostgresStore
@@ -70,4 +71,4 @@ async def open_store(db: str, *, recover: bool = True) -> ChatStore:
         return await PostgresStore.open(db, recover=recover)
     from .store import Store
 
-    return await Store.open(db, recover=recover)
+    return await Store.open(db, recover=recover, writer="loop" if writer == "loop" else "thread")

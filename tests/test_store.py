@@ -326,3 +326,17 @@ async def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
+
+
+async def test_the_loop_writer_stores_and_resumes_like_the_thread(tmp_path):
+    """``writer="loop"`` (statements on the event loop's thread): the same results, group commit kept."""
+    async with await Store.open(tmp_path / "loop.db", writer="loop") as store:
+        appended = await asyncio.gather(*(store.append("r", "ann", f"m{i}") for i in range(20)))
+        assert store.batches < 20  # concurrent writes share transactions
+        reply = await store.start_reply("r")
+        assert await store.finish_reply(reply.id, "done", "complete") in (True, None)
+        stored = await store.messages_after("r", 0)
+        assert [m.id for m in stored] == [a.message.id for a in appended] + [reply.id]
+        assert [m.id for m in await store.messages_after("r", 0, limit=5)] == [a.message.id for a in appended[:5]]
+    async with await Store.open(tmp_path / "loop.db") as again:  # the file is the same for the thread writer
+        assert await again.count("r") == 21
