@@ -81,7 +81,7 @@ MIGRATIONS: list[str] = [
         emoji       TEXT NOT NULL,
         created_at  TEXT NOT NULL,
         PRIMARY KEY (message_id, emoji, user)
-    ) WITHOUT ROWID;
+    );  -- a rowid table: rowid is the order of reacting (created_at has only milliseconds)
     CREATE TABLE reaction_changes (
         message_id  INTEGER PRIMARY KEY REFERENCES messages(id),
         session_id  TEXT NOT NULL,
@@ -587,7 +587,7 @@ class Store:
                 (message_id, session_id, session_id),
             ).close()
             rows = con.execute("SELECT message_id, emoji, user FROM reactions WHERE message_id = ?"
-                               " ORDER BY created_at, emoji, user", (message_id,)).fetchall()
+                               " ORDER BY rowid", (message_id,)).fetchall()
             return Toggled(added, reaction_counts(rows).get(message_id, []))
 
         return await self._write(op)
@@ -599,7 +599,7 @@ class Store:
             chunk = message_ids[start:start + 500]
             rows += await self._select_all(
                 f"SELECT message_id, emoji, user FROM reactions WHERE message_id IN ({','.join('?' * len(chunk))})"
-                " ORDER BY message_id, created_at, emoji, user", *chunk)
+                " ORDER BY message_id, rowid", *chunk)
         return reaction_counts(rows)
 
     async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:

@@ -64,6 +64,7 @@ PG_MIGRATIONS: list[str] = [
     # 2 -> 3: emoji reactions (see chatkit/store.py's migration 3).
     """
     CREATE TABLE reactions (
+        seq         BIGINT GENERATED ALWAYS AS IDENTITY,
         message_id  BIGINT NOT NULL REFERENCES messages(id),
         "user"      TEXT NOT NULL,
         emoji       TEXT NOT NULL,
@@ -392,7 +393,7 @@ class PostgresStore:
                 " ON CONFLICT (message_id) DO UPDATE SET room_last_id = excluded.room_last_id",
                 message_id, session_id)
             rows = await con.fetch('SELECT message_id, emoji, "user" FROM reactions WHERE message_id = $1'
-                                   ' ORDER BY created_at, emoji, "user"', message_id)
+                                   ' ORDER BY seq', message_id)
             return Toggled(added, reaction_counts([tuple(r) for r in rows]).get(message_id, []))
 
         return await self._write(session_id, op)
@@ -402,7 +403,7 @@ class PostgresStore:
             return {}
         rows = await self._pool.fetch(
             'SELECT message_id, emoji, "user" FROM reactions WHERE message_id = ANY($1::bigint[])'
-            ' ORDER BY message_id, created_at, emoji, "user"', message_ids)
+            ' ORDER BY message_id, seq', message_ids)
         return reaction_counts([tuple(r) for r in rows])
 
     async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:

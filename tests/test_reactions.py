@@ -7,7 +7,8 @@ import pytest
 
 from chatkit import protocol
 from chatkit.errors import ProtocolError
-from chatkit.store import MAX_REACTIONS_PER_USER, Store
+from chatkit.storage import open_store
+from chatkit.store import MAX_REACTIONS_PER_USER
 
 from .conftest import peer
 
@@ -43,8 +44,9 @@ def test_bad_reaction_frames_are_refused_with_a_code(raw, code):
     assert info.value.code == code
 
 
-async def test_store_toggles_and_notes_changes(db_path):
-    async with await Store.open(db_path) as store:
+async def test_store_toggles_and_notes_changes(store_url):
+    store = await open_store(store_url)
+    try:
         m1 = (await store.append("r", "ann", "one")).message
         m2 = (await store.append("r", "ann", "two")).message
         first = await store.toggle_reaction("r", m1.id, "bob", "👍")
@@ -69,6 +71,8 @@ async def test_store_toggles_and_notes_changes(db_path):
                 with pytest.raises(Exception) as info:
                     await store.toggle_reaction("r", m2.id, "eve", e)
                 assert info.value.code == "too_many_reactions"
+    finally:
+        await store.close()
 
 
 async def test_reaction_between_two_clients_and_its_removal(servers):
