@@ -123,10 +123,10 @@ async def test_typing_indicator_debounce_and_expiry(servers):
         for ch in "hello":
             ann.input.value += ch  # five keystrokes within 500 ms
         await wait_for(lambda: bob.model.typing == ["ann"])
-        await asyncio.sleep(0.1)
+        bob.flush()  # render now (no sleep: under load the idle timer may already have run)
         assert "ann is typing…" in bob.typing_line.value
-        assert sent == [True]  # debounced to one frame
-        await wait_for(lambda: bob.model.typing == [], timeout=2)  # cleared after idle
+        assert sent[0] is True and True not in sent[1:]  # debounced to one frame
+        await wait_for(lambda: bob.model.typing == [], timeout=10)  # cleared after idle
         assert sent == [True, False]
     finally:
         await ann.aclose()
