@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from . import protocol
 from .errors import ClientClosed, ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
-from .protocol import Limits, ReadReceipt, SendMessage, Stop, Typing
+from .protocol import Limits, Reaction, ReadReceipt, SendMessage, Stop, Typing
 from .resume import Acknowledged, Outbox, Refused, ResumeState
 
 __all__ = [
@@ -302,6 +302,10 @@ class ChatClient:
     async def mark_read(self, message_id: int) -> None:
         """Send a read receipt for ``message_id``. Dropped while offline."""
         await self._transmit(ReadReceipt(message_id).encode())
+
+    async def react(self, message_id: int, emoji: str) -> None:
+        """Toggle this user's ``emoji`` reaction on ``message_id``. Dropped while offline."""
+        await self._transmit(Reaction(message_id, emoji).encode())
 
     async def stop_reply(self) -> None:
         """Ask the server to stop the AI reply streaming in the room."""

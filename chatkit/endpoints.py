@@ -134,11 +134,14 @@ class Endpoints:
         if limit < 1 or (before is not None and before < 1):
             return error_response(400, "bad_field", "'before' and 'limit' must be positive", cors)
         page = await self.store.history_page(session_id, before=before, limit=limit)
-        return json_response(200, {
-            "session_id": session_id,
-            "messages": [m.to_frame() for m in page.messages],
-            "has_more": page.has_more,
-        }, cors)
+        reactions = await self.store.reactions([m.id for m in page.messages])
+        messages = []
+        for msg in page.messages:
+            frame = msg.to_frame()
+            if msg.id in reactions:  # each message's reactions, as in a `reaction` frame
+                frame["reactions"] = [r.to_object() for r in reactions[msg.id]]
+            messages.append(frame)
+        return json_response(200, {"session_id": session_id, "messages": messages, "has_more": page.has_more}, cors)
 
     def page_config(self) -> dict[str, Any]:
         """What the browser page needs to know: the SSE port, the backend, the protocol."""

@@ -526,18 +526,53 @@ def _exercise(name: str) -> Callable[[Callable[..., None]], Callable[..., bool |
     return wrap
 
 
-@_exercise("emoji reaction")
-def check_reaction(decode_reaction: Callable[[str], dict]) -> None:
-    """``decode_reaction(raw)`` → ``{"message_id": int, "emoji": str}`` or ``ValueError`` with a reason."""
-    assert _run(decode_reaction, '{"type": "reaction", "messageId": 4, "emoji": "👍"}') == {"message_id": 4, "emoji": "👍"}
-    assert _run(decode_reaction, '{"type": "reaction", "message_id": 9, "emoji": "🎉"}') == {"message_id": 9, "emoji": "🎉"}
-    for bad in ("{", '{"type": "reaction", "emoji": "👍"}', '{"type": "reaction", "messageId": -1, "emoji": "👍"}',
-                '{"type": "reaction", "messageId": 1, "emoji": ""}', '{"type": "reaction", "messageId": 1, "emoji": "' + "x" * 20 + '"}'):
-        try:
-            _run(decode_reaction, bad)
-        except ValueError:
-            continue
-        raise AssertionError(f"{bad!r} must raise ValueError")
+def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None = None) -> bool | None:
+    """``decode_reaction(raw)`` → ``{"message_id": int, "emoji": str}`` for a valid ``reaction`` frame,
+    ``ValueError`` otherwise — the server's rules (:func:`chatkit.protocol.decode`): ``type`` is
+    ``"reaction"``, the id (``messageId`` or ``message_id``) a positive integer (not ``true``, not
+    ``2.5``), ``emoji`` exactly one emoji (skin tones, flags and ZWJ sequences included)."""
+    good = [
+        ("reaction.camel", '{"type": "reaction", "messageId": 4, "emoji": "👍"}', {"message_id": 4, "emoji": "👍"}),
+        ("reaction.snake", '{"type": "reaction", "message_id": 9, "emoji": "🎉"}', {"message_id": 9, "emoji": "🎉"}),
+        ("reaction.skin_tone", '{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}', {"message_id": 2, "emoji": "👍🏽"}),
+        ("reaction.zwj", '{"type": "reaction", "messageId": 3, "emoji": "👨‍👩‍👧"}', {"message_id": 3, "emoji": "👨‍👩‍👧"}),
+    ]
+    bad = [
+        ("reaction.not_json", "{", "reaction.hint_json"),
+        ("reaction.message_type", '{"type": "message", "messageId": 4, "emoji": "👍"}', "reaction.hint_type"),
+        ("reaction.no_id", '{"type": "reaction", "emoji": "👍"}', "reaction.hint_id"),
+        ("reaction.bool_id", '{"type": "reaction", "messageId": true, "emoji": "👍"}', "reaction.hint_bool"),
+        ("reaction.float_id", '{"type": "reaction", "messageId": 2.5, "emoji": "👍"}', "reaction.hint_float"),
+        ("reaction.negative_id", '{"type": "reaction", "messageId": -1, "emoji": "👍"}', "reaction.hint_id"),
+        ("reaction.empty_emoji", '{"type": "reaction", "messageId": 1, "emoji": ""}', "reaction.hint_emoji"),
+        ("reaction.letter", '{"type": "reaction", "messageId": 1, "emoji": "x"}', "reaction.hint_emoji"),
+        ("reaction.two_emoji", '{"type": "reaction", "messageId": 1, "emoji": "👍👍"}', "reaction.hint_emoji"),
+    ]
+    refused = "ValueError"
+
+    def body(s: _Session) -> None:
+        for key, raw, want in good:
+            got = s.call(decode_reaction, raw, case=s.t(key), given=raw, expected=want)
+            s.expect(got, want, case=s.t(key), given=raw, hint=s.t("reaction.hint_valid"))
+        for key, raw, hint in bad:
+            case = s.t(key)
+            try:
+                got = decode_reaction(raw)
+            except NotImplementedError:
+                raise _Pending() from None
+            except ValueError:
+                s.passed()
+                continue
+            except Exception as exc:  # another exception: the server would crash, not refuse
+                raise _Failure(case, refused, given=raw, hint=s.t("reaction.hint_valueerror"),
+                               got_text=s.t("raised", error=f"{type(exc).__name__}: {exc}")) from None
+            if inspect.isawaitable(got):
+                with contextlib.suppress(Exception):
+                    got.close()  # type: ignore[union-attr]
+                raise _Failure(case, refused, given=raw, got_text=s.t("not_async"))
+            raise _Failure(case, refused, got, s.t(hint), raw)
+
+    return _run_cases("reaction", len(good) + len(bad), lang, body)
 
 
 # -- 03 streaming -----------------------------------------------------------------------

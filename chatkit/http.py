@@ -532,8 +532,14 @@ class HTTPServer:
         hub = self.hub
         try:
             obj = protocol.parse_json(body or b"null")
+            if isinstance(obj, dict) and obj.get("type") == "reaction":  # the SSE page's reactions
+                reaction = protocol.decode_object(obj)
+                assert isinstance(reaction, protocol.Reaction)
+                user = self.guard.name(admitted, obj.get("user")) or "anonymous"
+                self.guard.rate(self.guard.messages, admitted, "messages")
+                return json_response(200, await hub.react(sid, user, reaction.message_id, reaction.emoji), cors)
             if isinstance(obj, dict):
-                obj = {**obj, "type": "message"}  # this route only takes chat messages
+                obj = {**obj, "type": "message"}  # otherwise this route only takes chat messages
             frame = protocol.decode_object(obj, max_text=hub.config.max_text)
             # The name is the token's (a different "user" is refused); without sign-in the
             # declared one, validated. The rate limit is keyed on the token or the address.

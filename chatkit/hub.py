@@ -139,6 +139,7 @@ class Hub:
         try:
             async with room.lock:
                 await self.store.ensure_session(session_id)
+                reacted = {} if after is None else await self.store.reactions_changed_since(session_id, after)
                 if room.last_id is None:
                     room.last_id = await self.store.last_id(session_id)
                 last_id = room.last_id
@@ -171,6 +172,10 @@ class Hub:
                     member.sink = replay.holding  # live frames wait until the replay is done
                 else:
                     replay = None
+                # Reactions that changed since `after` (full states: harmless if already seen), after
+                # every replayed message: with a paged replay they are held with the live frames.
+                for message_id, counts in reacted.items():
+                    member.send(protocol.reaction_frame(message_id, counts))
                 for typist in room.typing:
                     if typist != user:
                         member.send(protocol.typing_frame(typist, True))
@@ -268,6 +273,8 @@ class Hub:
                 self.set_typing(member, frame.is_typing)
             elif isinstance(frame, protocol.ReadReceipt):
                 await self.read(member, frame.message_id)
+            elif isinstance(frame, protocol.Reaction):
+                await self.react(member.room.session_id, member.user, frame.message_id, frame.emoji)
             elif isinstance(frame, protocol.Stop):
                 self.stop(member.room.session_id)
             elif isinstance(frame, protocol.Ping):
@@ -391,6 +398,23 @@ class Hub:
             self._maybe_drop(room)
         logger.info("delete room=%s message=%d by=%s", session_id, message_id, by)
         return True
+
+    async def react(self, session_id: str, user: str, message_id: int, emoji: str) -> dict:
+        """Toggle ``user``'s ``emoji`` on a message of the room and broadcast the ``reaction``
+        frame (the message's reactions now); returns that frame. Under the room's lock, like
+        every store write of a room, so a joining member's replay and live reactions never cross."""
+        room = self._room(session_id)
+        room.pending += 1
+        try:
+            async with room.lock:
+                toggled = await self.store.toggle_reaction(session_id, message_id, user, emoji)
+                frame = protocol.reaction_frame(
+                    message_id, toggled.reactions, user=user, emoji=emoji, added=toggled.added)
+                room.fanout(Outgoing.encode(frame))
+        finally:
+            room.pending -= 1
+            self._maybe_drop(room)
+        return frame
 
     def stop(self, session_id: str, *, relay: bool = True) -> bool:
         """Stop the reply streaming in a room; ``False`` when none is (here: with a

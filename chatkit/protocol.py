@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from typing import Any, Union
 from urllib.parse import parse_qs, urlsplit
 
+import emoji
+
 from .errors import ProtocolError
 
 __all__ = [
@@ -38,6 +40,9 @@ __all__ = [
     "Ping",
     "Delete",
     "message_deleted_frame",
+    "Reaction",
+    "ReactionCount",
+    "MAX_EMOJI_CHARS",
     "ClientFrame",
     "StoredMessage",
     "ChatPath",
@@ -61,6 +66,7 @@ __all__ = [
     "user_leave_frame",
     "presence_frame",
     "read_receipt_frame",
+    "reaction_frame",
     "error_frame",
     "pong_frame",
     "sse_event",
@@ -176,7 +182,37 @@ class Delete:
         return encode(self.to_object())
 
 
-ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping, Delete]
+MAX_EMOJI_CHARS = 16
+"""Longest reaction, in code points (a family ZWJ sequence is 7, a flag 2, a keycap 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """Toggle the sender's ``emoji`` reaction on message ``message_id``: the same frame
+    again removes it (``messageId`` or ``message_id``; ``emoji``: exactly one emoji)."""
+
+    message_id: int
+    emoji: str
+
+    def to_object(self) -> dict[str, Any]:
+        return {"type": "reaction", "messageId": self.message_id, "emoji": self.emoji}
+
+    def encode(self) -> str:
+        return encode(self.to_object())
+
+
+def _require_emoji(obj: dict[str, Any]) -> str:
+    if "emoji" not in obj:
+        raise ProtocolError("missing field 'emoji'", code="missing_field")
+    value = obj["emoji"]
+    # emoji.is_emoji: exactly one emoji (with its skin tone, ZWJ sequence or flag), per Unicode's
+    # emoji data as the `emoji` package keeps it — not "1 to 8 characters of anything".
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_EMOJI_CHARS or not emoji.is_emoji(value):
+        raise ProtocolError("field 'emoji' must be exactly one emoji", code="bad_field")
+    return value
+
+
+ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping, Delete, Reaction]
 
 
 def _require_bool(obj: dict[str, Any], *names: str) -> bool:
@@ -288,6 +324,8 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
         return Typing(_require_bool(obj, "isTyping", "is_typing"))
     if kind == "read_receipt":
         return ReadReceipt(_require_id(obj, "messageId", "message_id"))
+    if kind == "reaction":
+        return Reaction(_require_id(obj, "messageId", "message_id"), _require_emoji(obj))
     if kind == "stop":
         return Stop()
     if kind == "ping":
@@ -567,6 +605,42 @@ def presence_frame(joined: list[str], left: list[str], count: int) -> dict[str, 
 
 def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:
     return {"type": "read_receipt", "message_id": message_id, "user": user}
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionCount:
+    """One emoji's reactions on a message: how many, and who (in the order they reacted)."""
+
+    emoji: str
+    count: int
+    users: tuple[str, ...]
+
+    def to_object(self) -> dict[str, Any]:
+        return {"emoji": self.emoji, "count": self.count, "users": list(self.users)}
+
+
+def reaction_frame(
+    message_id: int,
+    reactions: "list[ReactionCount] | tuple[ReactionCount, ...]",
+    *,
+    user: str | None = None,
+    emoji: str | None = None,
+    added: bool | None = None,
+) -> dict[str, Any]:
+    """A message's reactions changed: the full state (``reactions``, ordered by first
+    reaction), and — live, not on replay — who toggled which emoji (``added``).
+
+    The state is complete, so applying a replayed frame twice changes nothing.
+    The frame has ``message_id``, never ``id``: it is no message and moves no resume cursor.
+    """
+    frame: dict[str, Any] = {
+        "type": "reaction",
+        "message_id": message_id,
+        "reactions": [r.to_object() for r in reactions],
+    }
+    if user is not None:
+        frame.update(user=user, emoji=emoji, added=added)
+    return frame
 
 
 def error_frame(

@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from .errors import StoreError
-from .protocol import StoredMessage, utc_now
+from .protocol import ReactionCount, StoredMessage, utc_now
 
-__all__ = ["AI_USER", "MAX_PAGE", "SCHEMA_VERSION", "Appended", "HistoryPage", "Store", "run_batch"]
+__all__ = [
+    "AI_USER", "MAX_PAGE", "MAX_REACTIONS_PER_USER", "SCHEMA_VERSION", "Appended", "HistoryPage",
+    "Store", "Toggled", "reaction_counts", "run_batch",
+]
 
 AI_USER = "AI"
 MAX_PAGE = 100
@@ -68,6 +71,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN wants_reply INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX messages_wanting_reply ON messages(session_id, id) WHERE wants_reply = 1;
     """,
+    # 2 -> 3: emoji reactions (one row per user per emoji per message), and for each message
+    # whose reactions changed, the room's newest message id at that moment: a client resuming
+    # after id N is sent the state of every message whose reactions changed at or after N.
+    """
+    CREATE TABLE reactions (
+        message_id  INTEGER NOT NULL REFERENCES messages(id),
+        user        TEXT NOT NULL,
+        emoji       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (message_id, emoji, user)
+    );  -- a rowid table: rowid is the order of reacting (created_at has only milliseconds)
+    CREATE TABLE reaction_changes (
+        message_id  INTEGER PRIMARY KEY REFERENCES messages(id),
+        session_id  TEXT NOT NULL,
+        room_last_id INTEGER NOT NULL
+    );
+    CREATE INDEX reaction_changes_by_room ON reaction_changes(session_id, room_last_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -85,6 +106,29 @@ class Appended:
     """``False`` when the ``client_id`` was already stored and nothing was written."""
     reply: StoredMessage | None = None
     """The AI reply's row reserved in the same transaction (``streaming``), if asked for."""
+
+
+MAX_REACTIONS_PER_USER = 20
+"""Different emoji one user may have on one message (``too_many_reactions`` beyond)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Toggled:
+    """What :meth:`Store.toggle_reaction` did: ``added`` or removed, and the message's reactions now."""
+
+    added: bool
+    reactions: list[ReactionCount]
+
+
+def reaction_counts(rows: list[Any]) -> dict[int, list[ReactionCount]]:
+    """(message_id, emoji, user) rows in reaction order → each message's counts, by first reaction."""
+    by_message: dict[int, dict[str, list[str]]] = {}
+    for message_id, emoji, user in rows:
+        by_message.setdefault(message_id, {}).setdefault(emoji, []).append(user)
+    return {
+        mid: [ReactionCount(emoji, len(users), tuple(users)) for emoji, users in emojis.items()]
+        for mid, emojis in by_message.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +369,9 @@ class Store:
                 for (_, future), result in zip(batch, results):
                     if future.done():
                         continue
-                    if isinstance(result, Exception):
+                    if isinstance(result, StoreError):  # an op's own refusal keeps its code
+                        future.set_exception(result)
+                    elif isinstance(result, Exception):
                         error = StoreError(f"write failed: {result}", code="store_error")
                         error.__cause__ = result
                         future.set_exception(error)
@@ -522,6 +568,61 @@ class Store:
             return cur.rowcount == 1
 
         return await self._write(op)
+
+    async def toggle_reaction(self, session_id: str, message_id: int, user: str, emoji: str) -> Toggled:
+        """Add ``user``'s ``emoji`` on ``message_id``, or remove it if it is there (one transaction),
+        and note the change for resuming clients. ``unknown_message`` if the message is not in the room."""
+        now = utc_now()
+
+        def op(con: sqlite3.Connection) -> Toggled:
+            row = con.execute("SELECT 1 FROM messages WHERE id = ? AND session_id = ?",
+                              (message_id, session_id)).fetchone()
+            if row is None:
+                raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
+            cur = con.execute("DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user = ?",
+                              (message_id, emoji, user))
+            added = cur.rowcount == 0
+            cur.close()
+            if added:
+                (mine,) = con.execute("SELECT COUNT(*) FROM reactions WHERE message_id = ? AND user = ?",
+                                      (message_id, user)).fetchone()
+                if mine >= MAX_REACTIONS_PER_USER:
+                    raise StoreError(f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
+                                     code="too_many_reactions")
+                con.execute("INSERT INTO reactions (message_id, user, emoji, created_at) VALUES (?, ?, ?, ?)",
+                            (message_id, user, emoji, now)).close()
+            con.execute(
+                "INSERT INTO reaction_changes (message_id, session_id, room_last_id)"
+                " VALUES (?, ?, (SELECT MAX(id) FROM messages WHERE session_id = ?))"
+                " ON CONFLICT (message_id) DO UPDATE SET room_last_id = excluded.room_last_id",
+                (message_id, session_id, session_id),
+            ).close()
+            rows = con.execute("SELECT message_id, emoji, user FROM reactions WHERE message_id = ?"
+                               " ORDER BY rowid", (message_id,)).fetchall()
+            return Toggled(added, reaction_counts(rows).get(message_id, []))
+
+        return await self._write(op)
+
+    async def reactions(self, message_ids: list[int]) -> dict[int, list[ReactionCount]]:
+        """The reactions of these messages (messages without any are left out)."""
+        rows: list[Any] = []
+        for start in range(0, len(message_ids), 500):  # within SQLite's limit on parameters
+            chunk = message_ids[start:start + 500]
+            rows += await self._select_all(
+                f"SELECT message_id, emoji, user FROM reactions WHERE message_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY message_id, rowid", *chunk)
+        return reaction_counts(rows)
+
+    async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:
+        """Every message of the room whose reactions changed while its newest id was ``after`` or
+        more — what a client that has seen up to ``after`` may have missed — with its reactions
+        now (``[]``: all removed)."""
+        rows = await self._select_all(
+            "SELECT message_id FROM reaction_changes WHERE session_id = ? AND room_last_id >= ?"
+            " ORDER BY message_id", session_id, after)
+        ids = [r[0] for r in rows]
+        counts = await self.reactions(ids)
+        return {mid: counts.get(mid, []) for mid in ids}
 
     # -- reads ---------------------------------------------------------------
 

@@ -24,8 +24,8 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from .errors import StoreError
-from .protocol import StoredMessage, utc_now
-from .store import AI_USER, MAX_PAGE, Appended, HistoryPage
+from .protocol import ReactionCount, StoredMessage, utc_now
+from .store import AI_USER, MAX_PAGE, MAX_REACTIONS_PER_USER, Appended, HistoryPage, Toggled, reaction_counts
 
 __all__ = ["PostgresStore", "PG_SCHEMA_VERSION", "PG_MIGRATIONS"]
 
@@ -60,6 +60,23 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN wants_reply BOOLEAN NOT NULL DEFAULT FALSE;
     CREATE INDEX messages_wanting_reply ON messages(session_id, id) WHERE wants_reply;
+    """,
+    # 2 -> 3: emoji reactions (see chatkit/store.py's migration 3).
+    """
+    CREATE TABLE reactions (
+        seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+        message_id  BIGINT NOT NULL REFERENCES messages(id),
+        "user"      TEXT NOT NULL,
+        emoji       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (message_id, emoji, "user")
+    );
+    CREATE TABLE reaction_changes (
+        message_id  BIGINT PRIMARY KEY REFERENCES messages(id),
+        session_id  TEXT NOT NULL,
+        room_last_id BIGINT NOT NULL
+    );
+    CREATE INDEX reaction_changes_by_room ON reaction_changes(session_id, room_last_id);
     """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
@@ -351,6 +368,51 @@ class PostgresStore:
             return done == "INSERT 0 1"
 
         return await self._write(None, op)
+
+    async def toggle_reaction(self, session_id: str, message_id: int, user: str, emoji: str) -> Toggled:
+        now = utc_now()
+
+        async def op(con: asyncpg.Connection) -> Toggled:
+            if await con.fetchval("SELECT 1 FROM messages WHERE id = $1 AND session_id = $2",
+                                  message_id, session_id) is None:
+                raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
+            done = await con.execute('DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND "user" = $3',
+                                     message_id, emoji, user)
+            added = done == "DELETE 0"
+            if added:
+                mine = await con.fetchval('SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND "user" = $2',
+                                          message_id, user)
+                if mine >= MAX_REACTIONS_PER_USER:
+                    raise StoreError(f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
+                                     code="too_many_reactions")
+                await con.execute('INSERT INTO reactions (message_id, "user", emoji, created_at)'
+                                  " VALUES ($1, $2, $3, $4)", message_id, user, emoji, now)
+            await con.execute(
+                "INSERT INTO reaction_changes (message_id, session_id, room_last_id)"
+                " VALUES ($1, $2, (SELECT MAX(id) FROM messages WHERE session_id = $2))"
+                " ON CONFLICT (message_id) DO UPDATE SET room_last_id = excluded.room_last_id",
+                message_id, session_id)
+            rows = await con.fetch('SELECT message_id, emoji, "user" FROM reactions WHERE message_id = $1'
+                                   ' ORDER BY seq', message_id)
+            return Toggled(added, reaction_counts([tuple(r) for r in rows]).get(message_id, []))
+
+        return await self._write(session_id, op)
+
+    async def reactions(self, message_ids: list[int]) -> dict[int, list[ReactionCount]]:
+        if not message_ids:
+            return {}
+        rows = await self._pool.fetch(
+            'SELECT message_id, emoji, "user" FROM reactions WHERE message_id = ANY($1::bigint[])'
+            ' ORDER BY message_id, seq', message_ids)
+        return reaction_counts([tuple(r) for r in rows])
+
+    async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:
+        rows = await self._pool.fetch(
+            "SELECT message_id FROM reaction_changes WHERE session_id = $1 AND room_last_id >= $2"
+            " ORDER BY message_id", session_id, after)
+        ids = [r[0] for r in rows]
+        counts = await self.reactions(ids)
+        return {mid: counts.get(mid, []) for mid in ids}
 
     # -- reads ---------------------------------------------------------------
 

@@ -97,6 +97,9 @@ CSS = """
 .chatkit-pane .ck-md th, .chatkit-pane .ck-md td { border: 1px solid #ccc; padding: 2px 6px; }
 .chatkit-pane .message.user .content { background: #007bff; color: white; }
 .chatkit-pane .message .meta { font-size: 11px; opacity: 0.75; margin-bottom: 2px; }
+.chatkit-pane .reactions { margin-top: 4px; display: flex; flex-wrap: wrap; gap: 4px; }
+.chatkit-pane .reactions .chip { background: rgba(255,255,255,0.85); color: #333; border: 1px solid #ccc; border-radius: 10px; padding: 0 6px; font-size: 12px; }
+.chatkit-pane .reactions .chip.mine { border-color: #007bff; background: #e7f1ff; }
 .chatkit-pane .message .receipt { font-size: 11px; opacity: 0.8; text-align: right; }
 .chatkit-pane .message.ai.streaming .cursor { animation: ck-blink 1s infinite; }
 @keyframes ck-blink { 0%, 50% { opacity: 1; } 51%, 100% { opacity: 0; } }
@@ -105,6 +108,9 @@ CSS = """
 """ + PYGMENTS_CSS.replace(".ck-md", ".chatkit-pane .ck-md") + """
 </style>
 """
+
+QUICK_REACTIONS = ("👍", "❤️", "😂", "🎉", "😮", "😢")
+"""The pane's reaction buttons (they react to the newest message from someone else)."""
 
 # Avatars as inline SVG: a person for users, a robot for the AI (no emoji font needed).
 AVATAR_USER = (
@@ -132,6 +138,8 @@ class ChatModel(traitlets.HasTraits):
     """Replies in progress: reply id → text so far."""
     online = traitlets.List()
     typing = traitlets.List()
+    reactions = traitlets.Dict()
+    """message id (str) → its reactions: ``[{"emoji", "count", "users"}]``."""
     receipts = traitlets.Dict()
     """message id → users who read it."""
     state = traitlets.Unicode("closed")
@@ -210,12 +218,17 @@ class ChatModel(traitlets.HasTraits):
             if gone in self._ids:
                 self._ids.discard(gone)
                 self.messages = [m for m in self.messages if m["id"] != gone]
+        elif kind == "reaction":  # always the message's full state: applying it twice is harmless
+            self.reactions = {**self.reactions, str(event["message_id"]): list(event.get("reactions", []))}
         elif kind == "error":
             self.error = f"{event.get('code')}: {event.get('message')}"
 
     def prepend_history(self, frames: list[dict[str, Any]], has_more: bool) -> int:
         """Add a page of older messages; returns how many were new."""
         before = len(self._ids)
+        reactions = {str(f["id"]): f["reactions"] for f in frames if f.get("reactions")}
+        if reactions:
+            self.reactions = {**reactions, **self.reactions}  # live frames seen meanwhile are newer
         for frame in frames:
             if not frame.get("deleted"):
                 self._insert(self._entry(frame))
@@ -292,6 +305,12 @@ class ChatPane(widgets.VBox):
         self.send_button = widgets.Button(description=self.labels["send"], button_style="primary")
         self.stop_button = widgets.Button(description=self.labels["stop"], button_style="warning",
                                           layout=widgets.Layout(display="none"))
+        self.reaction_buttons = [
+            widgets.Button(description=e, tooltip=f"react {e} to the newest message",
+                           layout=widgets.Layout(width="auto", padding="0 6px"))
+            for e in QUICK_REACTIONS]
+        for button in self.reaction_buttons:
+            button.on_click(lambda b: self.react(b.description))
         self.older.on_click(lambda _: self._spawn(self.load_older()))
         self.send_button.on_click(lambda _: self.submit())
         self.stop_button.on_click(lambda _: self._spawn(self.client.stop_reply()))
@@ -299,13 +318,14 @@ class ChatPane(widgets.VBox):
         self.input.observe(self._on_input_value, "value")
         box = widgets.VBox(
             [self.status, self.online_line, self.older, self.message_list, self.stream_view, self.typing_line,
-             self.error_line, widgets.HBox([self.input, self.send_button, self.stop_button])],
+             self.error_line, widgets.HBox(self.reaction_buttons),
+             widgets.HBox([self.input, self.send_button, self.stop_button])],
             layout=widgets.Layout(border="1px solid #ddd", width="100%"),
         )
         box.add_class("chatkit-pane")
         super().__init__([widgets.HTML(CSS), box], layout=widgets.Layout(width="100%"))
         self.client.on_event(self._on_event)
-        self.model.observe(self._on_model, names=["messages", "receipts"])
+        self.model.observe(self._on_model, names=["messages", "receipts", "reactions"])
         self.model.observe(lambda _: self._mark("stream"), names=["streaming"])
         self.model.observe(lambda _: self._mark("status"), names=["state", "attempt", "delay", "online", "typing", "error", "has_more"])
         self._render_now({"status", "log", "stream"})
@@ -356,6 +376,16 @@ class ChatPane(widgets.VBox):
         return task
 
     # -- actions -------------------------------------------------------------
+
+    def react(self, emoji: str, message_id: int | None = None) -> asyncio.Task | None:
+        """Toggle this user's ``emoji`` on ``message_id`` (default: the newest message not
+        this user's own); the same call again removes it."""
+        if message_id is None:
+            others = [m for m in self.model.messages if m["user"] != self.model.user]
+            if not others:
+                return None
+            message_id = others[-1]["id"]
+        return self._spawn(self.client.react(message_id, emoji))
 
     def submit(self, text: str | None = None) -> asyncio.Task | None:
         """Send the input's text (or ``text``) as the user; clears the input."""
@@ -535,10 +565,15 @@ class ChatPane(widgets.VBox):
                 else:
                     receipt = f'<div class="receipt" title="{_esc(self.labels["sent"])}">✓</div>'
             status = "" if msg["status"] == "complete" else f" [{_esc(msg['status'])}]"
+            chips = "".join(
+                f'<span class="chip{" mine" if me in r["users"] else ""}" title="{_esc(", ".join(r["users"]))}">'
+                f'{_esc(r["emoji"])} {int(r["count"])}</span>'
+                for r in self.model.reactions.get(str(msg["id"]), []))
+            reactions = f'<div class="reactions">{chips}</div>' if chips else ""
             rows.append(
                 f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'
                 f'<div class="content"><div class="meta">{_esc(msg["user"])} · {_esc(when)}{status}</div>'
-                f'<div class="ck-md">{render_markdown(msg["text"])}</div>{receipt}</div></div>'
+                f'<div class="ck-md">{render_markdown(msg["text"])}</div>{reactions}{receipt}</div></div>'
             )
         return f'<div class="messages">{"".join(rows)}</div>'
 

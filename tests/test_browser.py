@@ -271,3 +271,27 @@ async def test_a_message_in_a_background_tab_is_not_read_until_the_tab_has_focus
             await ann.wait_for_selector(".receipt >> text=✓✓ read by bob")
     finally:
         await context.close()
+async def test_two_pages_exchange_a_reaction_and_a_later_page_sees_it(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "react", "ann")) as ann, \
+               open_page(browser, room_url(srv, "react", "bob", "sse")) as bob:
+        for page in (ann, bob):
+            await page.wait_for_selector("#status[data-state='open']")
+        await send(ann, "react to this")
+        mine = "#list .message.user"
+        await bob.wait_for_selector(f"{mine} .text >> text=react to this")
+        # bob (SSE page: the reaction is POSTed) picks 🎉 from the palette under ann's message
+        await bob.click(f"{mine} .reactions .add-reaction")
+        await bob.click(f"{mine} .reactions .palette button[data-emoji='🎉']")
+        await ann.wait_for_selector(f"{mine} .reactions .chip[data-emoji='🎉'] >> text=🎉 1")
+        assert await ann.get_attribute(f"{mine} .reactions .chip[data-emoji='🎉']", "title") == "bob"
+        # ann (WebSocket page) clicks the chip: now two
+        await ann.click(f"{mine} .reactions .chip[data-emoji='🎉']")
+        await bob.wait_for_selector(f"{mine} .reactions .chip.mine[data-emoji='🎉'] >> text=🎉 2")
+        await bob.screenshot(path=screenshot_path("reaction_bob"))
+        async with open_page(browser, room_url(srv, "react", "cat")) as cat:
+            await cat.wait_for_selector(f"{mine} .reactions .chip[data-emoji='🎉'] >> text=🎉 2")
+            assert await cat.get_attribute(f"{mine} .reactions .chip[data-emoji='🎉']", "title") == "bob, ann"
+        # clicking again removes ann's
+        await ann.click(f"{mine} .reactions .chip[data-emoji='🎉']")
+        await bob.wait_for_selector(f"{mine} .reactions .chip[data-emoji='🎉'] >> text=🎉 1")

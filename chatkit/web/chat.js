@@ -96,7 +96,7 @@
         const source = new EventSource(url, { withCredentials: true }); // the sign-in cookie, cross-port
         this.source = source;
         const types = ["connection", "message", "ai_chunk", "ai_complete", "typing", "user_join",
-                       "user_leave", "read_receipt", "error", "message_deleted"];
+                       "user_leave", "read_receipt", "reaction", "error", "message_deleted"];
         for (const type of types) {
           source.addEventListener(type, (event) => {
             const frame = JSON.parse(event.data);
@@ -189,6 +189,15 @@
 
     typing(isTyping) { this.sendFrame({ type: "typing", isTyping }); }
     read(messageId) { this.sendFrame({ type: "read_receipt", messageId }); }
+    // Toggle a reaction: over the WebSocket, or POSTed beside the messages with SSE.
+    async react(messageId, emoji) {
+      if (this.transport === "ws") { this.sendFrame({ type: "reaction", messageId, emoji }); return; }
+      const response = await fetch(new URL(`sse/chat/${encodeURIComponent(this.room)}/messages`, await this.sseBase()), {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "reaction", messageId, emoji, user: this.user }),
+      });
+      if (response.status >= 400) this.onEvent(await response.json());
+    }
     stop() { this.sendFrame({ type: "stop" }); }
     remove(messageId) { this.sendFrame({ type: "delete", message_id: messageId }); } // teachers only
   }
@@ -209,7 +218,7 @@
   // --- the interface --------------------------------------------------------------------------
   const ui = {
     service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
-    streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false,
+    streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false, reactions: new Map(),
   };
   const render = window.chatkitRender;
   const STREAM_RENDER_MS = 50; // a streaming reply is re-rendered at most 20 times a second
@@ -249,6 +258,11 @@
     box.title = readers.length ? `read by ${readers.join(", ")}` : "sent";
   }
 
+  function renderReactions(node, id) {
+    const box = node.querySelector(".reactions");
+    if (box) render.reactionBar(box, ui.reactions.get(id), ui.user, (emoji) => ui.service.react(id, emoji));
+  }
+
   function addMessage(msg) {
     const list = $("list");
     if (list.querySelector(`[data-id="${msg.id}"]`)) return;
@@ -261,6 +275,7 @@
     const status = msg.status && msg.status !== "complete" ? ` [${msg.status}]` : "";
     content.append(el("div", "meta", `${msg.user || "AI"} · ${when}${status}`));
     content.append(render.renderInto(el("div", "text"), msg.message));
+    content.append(el("div", "reactions"));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
     if (ui.role === "teacher") {
       const remove = el("button", "delete link", "delete");
@@ -270,9 +285,11 @@
       content.append(remove);
     }
     node.append(content);
+    if (msg.reactions) ui.reactions.set(msg.id, msg.reactions); // a history page carries them
     const after = [...list.children].find((child) => Number(child.dataset.id) > msg.id);
     list.insertBefore(node, after || null);
     renderReceipt(node, msg.id);
+    renderReactions(node, msg.id);
     if (msg.is_user && msg.user !== ui.user) markUnread(msg.id, node);
   }
 
@@ -382,6 +399,12 @@
         if (frame.is_typing) ui.typers.add(frame.user); else ui.typers.delete(frame.user);
         renderTyping();
         break;
+      case "reaction": { // the message's full state (also replayed on resume): just replace it
+        ui.reactions.set(frame.message_id, frame.reactions);
+        const node = $("list").querySelector(`[data-id="${frame.message_id}"]`);
+        if (node) renderReactions(node, frame.message_id);
+        break;
+      }
       case "read_receipt": {
         const readers = ui.receipts.get(frame.message_id) || [];
         if (!readers.includes(frame.user)) readers.push(frame.user);

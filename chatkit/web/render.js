@@ -111,5 +111,41 @@
     return box;
   }
 
-  window.chatkitRender = { markdown, renderInto, lastBlock, avatar, ready: hasLibs };
+  // Reactions under a message: one chip per emoji ("👍 2", who in the title; "mine" when the user
+  // is among them), and a "+" that opens a small palette. Clicking toggles through onToggle(emoji).
+  const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+  function reactionBar(box, reactions, me, onToggle) {
+    box.replaceChildren();
+    for (const r of reactions || []) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = `chip${r.users.includes(me) ? " mine" : ""}`;
+      chip.dataset.emoji = r.emoji;
+      chip.textContent = `${r.emoji} ${r.count}`; // text, never markup
+      chip.title = r.users.join(", ");
+      chip.addEventListener("click", () => onToggle(r.emoji));
+      box.append(chip);
+    }
+    const add = document.createElement("button");
+    add.type = "button";
+    add.className = "add-reaction";
+    add.textContent = "+";
+    add.title = "react";
+    const palette = document.createElement("span");
+    palette.className = "palette";
+    palette.hidden = true;
+    for (const emoji of QUICK_REACTIONS) {
+      const pick = document.createElement("button");
+      pick.type = "button";
+      pick.dataset.emoji = emoji;
+      pick.textContent = emoji;
+      pick.addEventListener("click", () => { palette.hidden = true; onToggle(emoji); });
+      palette.append(pick);
+    }
+    add.addEventListener("click", () => { palette.hidden = !palette.hidden; });
+    box.append(add, palette);
+    return box;
+  }
+
+  window.chatkitRender = { markdown, renderInto, lastBlock, avatar, reactionBar, QUICK_REACTIONS, ready: hasLibs };
 })();
