@@ -59,6 +59,7 @@ KEEPALIVE_IDLE_S = 30.0
 
 _SSE_ROOM = re.compile(r"/sse/chat/(?P<sid>[^/]+)/")
 _SSE_POST = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/?")
+_SSE_MESSAGE = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/(?P<mid>[1-9][0-9]{0,17})")
 
 
 class HTTPError(Exception):
@@ -366,7 +367,7 @@ class HTTPServer:
             self.guard.origins.check(origin, headers.get("host"))  # one policy for every route
             if method == "OPTIONS":
                 await self._respond(conn, writer, HTTPResponse(204, cors + [
-                    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                    ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
                     ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
                     ("Access-Control-Max-Age", "600"),
                     ("Content-Length", "0")], b""))
@@ -381,6 +382,10 @@ class HTTPServer:
             if path == "/auth/login":
                 self._require(method, "POST")
                 await self._respond(conn, writer, self._login(admit(state_changing=True, signed=False), body, cors))
+                return False
+            if (m := _SSE_MESSAGE.fullmatch(path)) is not None:
+                self._require(method, "DELETE")
+                await self._respond(conn, writer, await self._delete(m["sid"], int(m["mid"]), admit(), cors))
                 return False
             if (m := _SSE_POST.fullmatch(path)) is not None:
                 self._require(method, "POST")
@@ -415,6 +420,17 @@ class HTTPServer:
                     response = _openai_error(response.status, exc.code, exc.message, response.headers)
                 await self._respond(conn, writer, response)
             return False
+
+    async def _delete(self, sid: str, message_id: int, admitted: Admitted,
+                      cors: list[tuple[str, str]]) -> HTTPResponse:
+        """``DELETE /sse/chat/<id>/messages/<message_id>``: a teacher's delete (``message_deleted`` to the room)."""
+        sid = self._session(sid)
+        if not admitted.is_teacher:
+            raise Refused(403, "forbidden", "only a teacher can delete messages")
+        name = admitted.identity.name if admitted.identity is not None else "teacher"
+        if not await self.hub.delete(sid, message_id, name):
+            raise Refused(404, "unknown_message", "no such message in this room")
+        return json_response(200, protocol.message_deleted_frame(message_id, name), cors)
 
     def _login(self, admitted: Admitted, body: bytes, cors: list[tuple[str, str]]) -> HTTPResponse:
         """``POST /auth/login {"name", "code"}``: a token, also set as an ``HttpOnly`` cookie."""

@@ -58,7 +58,7 @@ class Limits:
     max_connections_per_ip: int = 0
     """Open connections per port and client address (``--max-connections-per-ip``);
     0 = a quarter of ``max_connections``, so one address can never take them all."""
-    max_streams_per_ip: int = 64
+    max_streams_per_ip: int = 128
     """Open SSE streams per client address (``--max-streams-per-ip``)."""
     head_timeout: float = 10.0
     """Seconds to receive a whole request head, from the connection (or the previous answer) on."""

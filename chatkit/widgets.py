@@ -257,9 +257,12 @@ class ChatPane(widgets.VBox):
         typing_debounce: float = 0.5,
         typing_idle: float = 3.0,
         token: str | None = None,
+        ssl: Any = None,
     ) -> None:
         # token: sign-in (the name is then the token's; ``user`` only labels the pane).
+        # ssl: an ``ssl.SSLContext`` trusting the server's CA, for wss:// and https:// (a private CA).
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._verify = ssl if ssl is not None else True
         if isinstance(url_or_server, str):
             base = url_or_server.rstrip("/")
             ws_url = f"{base}/ws/chat/{room}/"
@@ -268,7 +271,8 @@ class ChatPane(widgets.VBox):
         self.room = room
         self.labels = LABELS[lang]
         self.model = ChatModel(user=user)
-        self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token)
+        self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token,
+                                 **({"ssl": ssl} if ssl is not None else {}))
         parts = urlsplit(ws_url)
         scheme = "https" if parts.scheme == "wss" else "http"
         self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{room}/messages", "", ""))
@@ -402,7 +406,7 @@ class ChatPane(widgets.VBox):
         params: dict[str, Any] = {"limit": limit}
         if oldest is not None:
             params["before"] = oldest
-        async with httpx.AsyncClient(trust_env=False, timeout=10, headers=self._auth) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=10, headers=self._auth, verify=self._verify) as http:
             response = await http.get(self._history_url, params=params)
         page = response.json()
         added = self.model.prepend_history(page["messages"], page["has_more"])

@@ -429,6 +429,16 @@ async def test_tls_serves_wss_and_https_on_both_ports(servers, ca, tmp_path):
         assert (await ann.until("message", is_user=True))["message"] == "over https"
     async with httpx.AsyncClient(trust_env=False, timeout=T, verify=client_ctx) as client:
         assert (await client.get(srv.url)).status_code == 200
+    from chatkit.widgets import ChatPane
+
+    pane = await ChatPane(srv, "tls", user="bob", token=srv.token("bob"), ssl=client_ctx).start()
+    try:
+        async with asyncio.timeout(T):
+            while not any(m["text"] == "over https" for m in pane.model.messages):
+                await asyncio.sleep(0.02)
+        assert pane.model.state == "open"
+    finally:
+        await pane.aclose()
     # a client that does not trust the CA is refused at the TLS handshake
     with pytest.raises(ssl.SSLCertVerificationError):
         async with connect(srv.ws_url("tls"), proxy=None, ssl=ssl.create_default_context(), open_timeout=T):
@@ -463,6 +473,23 @@ async def test_a_teacher_deletes_a_message_students_may_not_and_replays_carry_th
     async with httpx.AsyncClient(trust_env=False, timeout=T, headers=ann) as client:
         page = (await client.get(f"{srv.http_url}api/chat/del/messages")).json()
     assert [m["deleted"] for m in page["messages"] if m["id"] == msg["id"]] == [True]
+
+
+async def test_delete_over_http_for_sse_teachers(servers):
+    srv = await servers(**signed_in())
+    teacher, ann = bearer(srv.token("Ms Kim", "teacher")), bearer(srv.token("ann"))
+    async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
+        posted = (await client.post(f"{srv.http_url}sse/chat/hd/messages", json={"message": "oops"}, headers=ann)).json()
+        url = f"{srv.http_url}sse/chat/hd/messages/{posted['id']}"
+        refused = await client.delete(url, headers=ann)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+        done = await client.delete(url, headers=teacher)
+        assert done.json() == {"type": "message_deleted", "message_id": posted["id"], "by": "Ms Kim"}
+        again = await client.delete(url, headers=teacher)
+        assert (again.status_code, again.json()["code"]) == (404, "unknown_message")
+        evil = await client.delete(url, headers={**teacher, "Origin": "http://127.0.0.1:9"})
+        assert evil.status_code == 403 and evil.json()["code"] == "origin_not_allowed"
+    assert (await srv.store.get(posted["id"])).status == "deleted"
 
 
 def test_the_pane_model_applies_message_deleted():
