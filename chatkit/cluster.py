@@ -143,6 +143,14 @@ class Cluster:
     def online_elsewhere(self, room_id: str, user: str) -> bool:
         return user in self._view(room_id).users()
 
+    def streaming(self, room_id: str) -> tuple[int, str] | None:
+        """The reply another process is streaming in the room, and its text so far (for a join's replay)."""
+        replies = self._view(room_id).replies
+        if not replies:
+            return None
+        reply = replies[max(replies)]
+        return reply.id, reply.text
+
     def snapshot(self, room_id: str, msg_id: int) -> str | None:
         """The text so far of a reply another process is streaming (for a joining member's replay)."""
         reply = self._view(room_id).replies.get(msg_id)

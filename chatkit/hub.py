@@ -163,8 +163,10 @@ class Hub:
                         session_id, user, self._users(room), self.config.welcome, last_id
                     )
                 )
-                replay = _Replay(sink, last_id, room.active.id if room.active else None,
-                                 room.active.text if room.active else "")
+                active = (room.active.id, room.active.text) if room.active else None
+                if active is None and self.cluster is not None:
+                    active = self.cluster.streaming(session_id)  # a reply streaming on another process
+                replay = _Replay(sink, last_id, active[0] if active else None, active[1] if active else "")
                 for msg in backlog:
                     replay.send(msg)
                 replayed = len(backlog)

@@ -148,3 +148,19 @@ async def test_redis_restart_loses_nothing(cluster, redis_service):
         assert msgs == [first["id"], during["id"], after["id"]]
         await seen_bob.until(lambda ev: len(completes(ev)) + len(
             [e for e in ev if e["type"] == "message" and not e["is_user"]]) >= 3)
+
+
+async def test_join_mid_reply_on_another_process_gets_the_snapshot(cluster):
+    """A member joining process two while process one streams a reply gets the text so far at once."""
+    from .conftest import peer
+
+    one, two = await cluster(2, streamer=EchoStreamer(delay=0.05))
+    async with ChatClient(one.ws_url("snap"), user="ann") as ann, ChatClient(two.ws_url("snap"), user="bob") as bob:
+        seen_bob = Seen(bob)
+        sent = await ann.send(" ".join(f"w{i}" for i in range(60)))
+        await seen_bob.until(lambda ev: sum(e["type"] == "ai_chunk" for e in ev) >= 3)  # two knows it streams
+        async with peer(two.ws_url("snap", user="cho", after=sent["id"])) as cho:
+            frame = await cho.until("ai_chunk", timeout=WAIT)
+            assert frame.get("snapshot") is True and frame["chunk"].startswith("w0 w1 w2")
+            done = await cho.until("ai_complete", timeout=WAIT)
+        assert done["message"].startswith(frame["chunk"])
