@@ -201,6 +201,8 @@ class Outbox:
         self.limits = limits or Limits()
         self.pacer = Pacer(self.limits.messages_per_s, self.limits.message_burst, now)
         self._items: OrderedDict[str, Pending] = OrderedDict()
+        self.online = False
+        """Between :meth:`connected` and :meth:`disconnected`: nothing is due while offline."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -230,10 +232,12 @@ class Outbox:
         to ``limits`` (the server's bucket starts full for a new connection)."""
         self.limits = limits
         self.pacer = Pacer(limits.messages_per_s, limits.message_burst, now)
+        self.online = True
         for pending in self._items.values():
             pending.sent = False
 
     def disconnected(self) -> None:
+        self.online = False
         for pending in self._items.values():
             pending.sent = False
 
@@ -242,6 +246,8 @@ class Outbox:
         is due (``None`` when nothing waits to be sent)."""
         out: list[Pending] = []
         wake: float | None = None
+        if not self.online:
+            return out, None
         for pending in self._items.values():
             if pending.sent:
                 continue
