@@ -73,6 +73,14 @@ class Hub:
         self.clock: Clock = clock or LoopClock()
         self.rooms: dict[str, Room] = {}
         self.replies = ReplyPipeline(store, streamer, self.config, self.clock, self._maybe_drop)
+        self.limits = protocol.Limits(
+            max_text=self.config.max_text,
+            messages_per_s=self.config.rate_limit,
+            message_burst=self.config.rate_burst,
+            frames_per_s=self.config.rate_limit * 10,
+            frame_burst=self.config.rate_burst * 10,
+        )
+        """What one connection may send, stated in every ``connection`` frame."""
         self._closing = False
         self._guest = 0
         self.cluster: "Cluster | None" = None
@@ -136,6 +144,7 @@ class Hub:
         room.pending += 1
         replay: _Replay | None = None
         replayed = 0
+        member = None
         try:
             async with room.lock:
                 await self.store.ensure_session(session_id)
@@ -159,7 +168,7 @@ class Hub:
                 room.online[user] += 1
                 member.send(
                     protocol.connection_frame(
-                        session_id, user, self._users(room), self.config.welcome, last_id
+                        session_id, user, self._users(room), self.config.welcome, last_id, self.limits
                     )
                 )
                 replay = _Replay(sink, last_id, room.active.id if room.active else None,
@@ -195,6 +204,8 @@ class Hub:
                 replay.release()
         finally:
             room.pending -= 1
+            if member is None:  # the join failed (the store refused): leave no room behind
+                self._maybe_drop(room)
         logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, replayed)
         return member
 
@@ -251,10 +262,13 @@ class Hub:
     # -- client frames -------------------------------------------------------
 
     async def handle(self, member: Member, frame: protocol.ClientFrame) -> None:
-        """Act on one decoded client frame; errors go back to the member as ``error`` frames."""
+        """Act on one decoded client frame; errors go back to the member as ``error`` frames
+        (naming the refused message's ``client_id``, with ``retry_after_ms`` when it may pass later)."""
+        client_id = frame.client_id if isinstance(frame, protocol.SendMessage) else None
         try:
             if not member.frames.take():
-                raise ProtocolError("too many frames; slow down", code="rate_limited")
+                raise ProtocolError("too many frames; slow down", code="rate_limited",
+                                    retry_after_ms=member.frames.retry_after_ms())
             if isinstance(frame, protocol.SendMessage):
                 self.check_rate(member.messages)
                 posted = await self.post(
@@ -277,7 +291,19 @@ class Hub:
                 "refused frame room=%s user=%s code=%s: %s",
                 member.room.session_id, member.user, exc.code, exc.message,
             )
-            member.send(protocol.error_frame(exc.code, exc.message))
+            member.send(protocol.refusal_frame(exc, client_id))
+
+    def refuse(self, member: Member, exc: ProtocolError) -> None:
+        """Answer a frame that could not be decoded. It counts toward the frame rate
+        limit like any other frame: past it, the answer is ``rate_limited``."""
+        if not member.frames.take():
+            refused = ProtocolError("too many frames; slow down", code="rate_limited",
+                                    retry_after_ms=member.frames.retry_after_ms())
+            refused.client_id = exc.client_id
+            exc = refused
+        logger.info("bad frame room=%s user=%s code=%s: %s",
+                    member.room.session_id, member.user, exc.code, exc.message)
+        member.send(protocol.refusal_frame(exc))
 
     def message_bucket(self) -> TokenBucket:
         """A fresh chat-message rate limiter (one per WebSocket member or SSE poster)."""
@@ -288,7 +314,7 @@ class Hub:
         if not bucket.take():
             raise ProtocolError(
                 f"more than {self.config.rate_limit:g} messages per second; slow down",
-                code="rate_limited",
+                code="rate_limited", retry_after_ms=bucket.retry_after_ms(),
             )
 
     async def post(

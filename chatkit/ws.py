@@ -258,13 +258,11 @@ class WebSocketServer:
         try:
             async for raw in ws:
                 try:
+                    if not isinstance(raw, str):  # the protocol is JSON in text frames only
+                        raise ProtocolError("frames must be text (UTF-8 JSON), not binary", code="binary_frame")
                     frame = protocol.decode(raw, max_text=max_text)
                 except ProtocolError as exc:
-                    logger.info(
-                        "bad frame room=%s user=%s code=%s: %s",
-                        chat.session_id, user, exc.code, exc.message,
-                    )
-                    member.send(protocol.error_frame(exc.code, exc.message))
+                    self.hub.refuse(member, exc)
                     continue
                 refusal = self._forbidden(member, admitted, frame)
                 if refusal is not None:
