@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import protocol
-from .errors import ProtocolError
 from .storage import ChatStore
 
 __all__ = [
@@ -132,7 +131,7 @@ class Endpoints:
             limit_raw = params.get("limit", [""])[-1]
             before = protocol.parse_id(before_raw, "before") if before_raw else None
             limit = protocol.parse_id(limit_raw, "limit") if limit_raw else 20
-        except ProtocolError as exc:
+        except protocol.ProtocolError as exc:  # (errors is reached through protocol, see test_imports)
             return error_response(400, exc.code, exc.message, cors)
         page = await self.store.history_page(session_id, before=before, limit=limit)
         return json_response(200, {
