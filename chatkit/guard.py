@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .auth import AuthError, Authenticator, Identity, validate_name
 from . import protocol
+from .auth import AuthError, Authenticator, Identity, validate_name
 from .endpoints import Headers, HTTPResponse, error_response, json_response
 from .errors import ChatkitError, ProtocolError
 from .limits import ConnectionLimiter, KeyedRateLimiter, Limits, RoomQuota

@@ -116,6 +116,8 @@ class SSESink(Sink):
             elif kind in ("message", "ai_complete"):
                 self.pending.discard(msg_id)
                 self.cursor = max(self.cursor or 0, msg_id)
+                if frame.reply_id is not None and frame.reply_id > msg_id:
+                    self.pending.add(frame.reply_id)  # its reply has begun: stay below it
             event_id = min(self.pending) - 1 if self.pending else self.cursor
         transport = self.transport
         if transport.is_closing():
@@ -506,6 +508,10 @@ class HTTPServer:
         self._sinks.add(sink)
         try:
             member = await self.hub.join(sid, user, sink, after=after, presence_batch=presence_batch)
+        except ChatkitError as exc:  # the store failed (the stream's head is out): end it, logged
+            logger.error("join room=%s user=%s failed: %s", sid, user, exc)
+            self._sinks.discard(sink)
+            return
         except BaseException:
             self._sinks.discard(sink)
             raise

@@ -332,21 +332,27 @@ class Hub:
         room.pending += 1
         try:
             async with room.lock:
-                # When the room is idle its reply starts at once: reserve the reply's row
-                # in the same transaction as the message.
-                now = self.replies.starts_now(room)
+                # A message that will get a reply has the reply's row reserved in the same
+                # transaction (status "streaming" until it is finished): its id comes right
+                # after the message, a crash leaves it to be marked "interrupted" on the
+                # next start, and the broadcast names it (``reply_id``) so that a client's
+                # resume cursor stays below a reply it has not seen end.
+                reserve = self.replies.accepts(room)
                 # With a cluster, prompts wait for their reply in the store (any process answers).
                 wanted = await self.replies.admits(room) if self.cluster is not None else None
                 stored = await self.store.append_with_reply(
                     session_id, user, text, client_id=client_id,
-                    reply_user=self.config.ai_user if now else None, wants_reply=bool(wanted),
+                    reply_user=self.config.ai_user if reserve else None, wants_reply=bool(wanted),
                 )
                 msg = stored.message
                 if stored.created:
                     if self.cluster is not None:
                         await self.cluster.catch_up(room, before=msg.id)  # rows other processes wrote
                     room.last_id = stored.reply.id if stored.reply else msg.id
-                    room.fanout(Outgoing.encode(msg.to_frame()))
+                    frame = msg.to_frame()
+                    if stored.reply is not None and self.config.ai_replies == "room":
+                        frame["reply_id"] = stored.reply.id
+                    room.fanout(Outgoing.encode(frame))
                     room.remember(msg)
                     if self.cluster is not None:
                         self.cluster.posted(room, msg)
@@ -357,6 +363,8 @@ class Hub:
             return Posted(msg, created=False, queued=False)
         self._clear_typing(room, user, announce=True)
         if not self.replies.enqueue(room, msg, stored.reply, wanted=wanted):
+            if stored.reply is not None:  # the server began to close meanwhile
+                await self.replies.abandon(room, stored.reply)
             self._maybe_drop(room)
             return Posted(msg, created=True, queued=False)
         return Posted(msg, created=True, queued=True)
@@ -476,6 +484,8 @@ class _Replay:
         elif msg.status != "streaming":
             self.final.add(msg.id)
             self.sink.send(Outgoing.encode(msg.to_frame()))
+        else:  # a reply waiting in the queue: an empty snapshot keeps the resume cursor below it
+            self.sink.send(Outgoing.encode(protocol.ai_chunk_frame(msg.id, "", snapshot=True)))
 
     def release(self) -> None:
         for frame in self.holding.frames:

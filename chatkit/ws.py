@@ -252,8 +252,13 @@ class WebSocketServer:
         admitted: Admitted = ws.admitted  # type: ignore[attr-defined]
         user = ws.chat_user or self.hub.next_guest()  # type: ignore[attr-defined]
         sink = WebSocketSink(ws, self.max_buffer_bytes, self)
-        member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
-                                     presence_batch=chat.presence_batch)
+        try:
+            member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
+                                         presence_batch=chat.presence_batch)
+        except ChatkitError as exc:  # the store failed: a server fault, try again later (not 1011)
+            logger.error("join room=%s user=%s failed: %s", chat.session_id, user, exc)
+            await ws.close(1013, exc.code)
+            return
         max_text = self.hub.config.max_text
         try:
             async for raw in ws:

@@ -271,3 +271,15 @@ async def test_a_message_in_a_background_tab_is_not_read_until_the_tab_has_focus
             await ann.wait_for_selector(".receipt >> text=✓✓ read by bob")
     finally:
         await context.close()
+
+
+async def test_a_refused_message_is_shown_as_not_sent(browser, servers):
+    srv = await servers(streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "refuse", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await send(page, "x" * 5000)
+        refused = await page.wait_for_selector(".message.refused")
+        assert "too_long" in await refused.text_content()
+        await send(page, "this one is fine")
+        await page.wait_for_selector("#list .message.user .text >> text=this one is fine")
+    assert await srv.store.count("refuse") == 2  # the fine message and its reply

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from urllib.parse import quote
 
@@ -264,3 +265,27 @@ def test_fuzz_post_body(live, body):
     r = live.http.post(f"{live.server.http_url}sse/chat/fuzz-post/messages", content=body)
     _assert_coded(r.status_code, r.content)
     assert r.status_code in (200, 201, 400, 429)
+
+
+async def test_sse_clients_leaving_are_a_normal_event(servers, caplog):
+    """Clients that vanish mid-stream (while the room is busy) are logged at debug level
+    at most: no warning, no traceback."""
+    srv = await servers(http_port=0, streamer=EchoStreamer(chunks=20, delay=0.005))
+    async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as http:
+        with caplog.at_level(logging.DEBUG):
+            for round_ in range(5):
+                streams = []
+                for i in range(10):
+                    cm = http.stream("GET", f"{srv.http_url}sse/chat/leave/?user=u{i}")
+                    response = await cm.__aenter__()
+                    await response.aiter_lines().__anext__()  # the stream is open
+                    streams.append(cm)
+                r = await http.post(f"{srv.http_url}sse/chat/leave/messages",
+                                    json={"message": f"busy {round_}", "user": "poster"})
+                assert r.status_code == 201
+                for cm in streams:
+                    await cm.__aexit__(None, None, None)
+            async with peer(srv.ws_url("leave", user="w")) as w:  # the server is fine
+                await w.until("connection")
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]

@@ -39,6 +39,10 @@
       if (!Number.isInteger(id)) return frame;
       if (this.delivered.has(id)) return null; // a replay, or the answer to a re-send
       if (frame.type === "message") {
+        const replyId = frame.reply_id;
+        if (Number.isInteger(replyId) && !this.delivered.has(replyId) && !this.partial.has(replyId)) {
+          this.partial.set(replyId, ""); // its reply has begun: stay below it
+        }
         if (this.partial.has(id) && !(frame.is_user ?? true)) {
           // a reply we saw streaming, finished while we were away
           this.partial.delete(id);
@@ -52,6 +56,7 @@
         const text = frame.chunk ?? "";
         if (typeof text !== "string") return null;
         if (frame.snapshot) {
+          if (!this.partial.has(id)) this.partial.set(id, have); // streaming or queued: stay below it
           if (!text.startsWith(have) || text === have) return null; // nothing new
           this.partial.set(id, text);
           return { type: "ai_chunk", chunk: text.slice(have.length), id };
