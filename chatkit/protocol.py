@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Union
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import ChatkitError, ProtocolError
+from .errors import ProtocolError
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -602,18 +602,17 @@ def error_frame(
     return frame
 
 
-def refusal_frame(exc: ChatkitError, client_id: str | None = None) -> dict[str, Any]:
+def refusal_frame(exc: Exception, client_id: str | None = None) -> dict[str, Any]:
     """The ``error`` frame answering a refused client frame: the exception's code and
     message, the refused message's ``client_id`` (the argument's, else the exception's),
     and for a refusal that may pass later (:data:`RETRY_CODES`) its ``retry_after_ms``."""
-    retry = exc.retry_after_ms
-    if retry is None and exc.code in RETRY_CODES:
-        retry = RETRY_AFTER_MS.get(exc.code, 1000)
-    return error_frame(
-        exc.code, exc.message,
-        client_id=client_id or getattr(exc, "client_id", None),
-        retry_after_ms=retry if exc.code in RETRY_CODES else None,
-    )
+    code: str = getattr(exc, "code", "internal_error")
+    message: str = getattr(exc, "message", str(exc))
+    retry: int | None = None
+    if code in RETRY_CODES:
+        retry = getattr(exc, "retry_after_ms", None) or RETRY_AFTER_MS.get(code, 1000)
+    return error_frame(code, message, client_id=client_id or getattr(exc, "client_id", None),
+                       retry_after_ms=retry)
 
 
 def pong_frame() -> dict[str, Any]:

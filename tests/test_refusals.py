@@ -22,11 +22,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 from chatkit import ChatServer, protocol
+from chatkit.limits import Limits
 from chatkit.llm import EchoStreamer
 
 from .conftest import peer
 
 WAIT = 5.0  # the one timeout constant of this module
+JSON = {"Content-Type": "application/json"}
 
 SENDER_CODES = {
     "bad_json", "not_an_object", "unknown_type", "missing_field", "bad_field", "empty_message",
@@ -137,13 +139,13 @@ async def test_head_is_get_without_a_body_on_both_ports(servers):
 
 
 async def test_post_refusals_name_the_message_and_say_when(servers):
-    srv = await servers(http_port=0, rate_limit=1.0, rate_burst=1)
+    srv = await servers(http_port=0, rate_limit=1.0, rate_burst=1, limits=Limits(per_ip_factor=1.0))
     url = None
     async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as http:
         url = f"{srv.http_url}sse/chat/post/messages"
         r = await http.post(url, json={"message": "x" * 5000, "client_id": "p-long", "user": "ann"})
         assert r.status_code == 400 and r.json()["client_id"] == "p-long" and r.json()["code"] == "too_long"
-        r = await http.post(url, content=b'{"message": "\\ud800", "client_id": "p-s", "user": "ann"}')
+        r = await http.post(url, content=b'{"message": "\\ud800", "client_id": "p-s", "user": "ann"}', headers=JSON)
         assert r.status_code == 400 and r.json()["code"] == "bad_field" and r.json()["client_id"] == "p-s"
         assert (await http.post(url, json={"message": "one", "client_id": "p1", "user": "ann"})).status_code == 201
         r = await http.post(url, json={"message": "two", "client_id": "p2", "user": "ann"})
@@ -155,7 +157,7 @@ async def test_a_lone_surrogate_in_a_user_name_is_refused_cleanly(servers):
     srv = await servers(http_port=0)
     async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as http:
         r = await http.post(f"{srv.http_url}sse/chat/u/messages",
-                            content=b'{"message": "hi", "user": "\\udc00"}')
+                            content=b'{"message": "hi", "user": "\\udc00"}', headers=JSON)
         assert r.status_code == 400 and r.json()["code"] == "bad_field"
 
 
@@ -262,7 +264,7 @@ def test_fuzz_history_query_on_both_ports(live, pairs):
 @given(st.one_of(st.binary(max_size=60), frames.map(lambda f: json.dumps(f).encode()),
                  json_values.map(lambda v: json.dumps(v).encode())))
 def test_fuzz_post_body(live, body):
-    r = live.http.post(f"{live.server.http_url}sse/chat/fuzz-post/messages", content=body)
+    r = live.http.post(f"{live.server.http_url}sse/chat/fuzz-post/messages", content=body, headers=JSON)
     _assert_coded(r.status_code, r.content)
     assert r.status_code in (200, 201, 400, 429)
 
