@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from . import __version__, auth, tls
-from .errors import ChatkitError
+from .errors import ChatkitError, StoreError
 from .limits import Limits
 from .hub import HubConfig
 from .llm import BACKENDS
@@ -240,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve_until_signalled(config_from_args(args)))
         except OSError as exc:
             print(f"chatkit: cannot start: {exc}", file=sys.stderr)
+            return 1
+        except StoreError as exc:  # one line naming the file, not a traceback
+            print(f"chatkit: cannot start: {exc.message}", file=sys.stderr)
             return 1
     return 0
 

@@ -189,6 +189,13 @@ class ChatClient:
         if wait:
             await asyncio.shield(self._opened)
 
+    def drop_connection(self) -> None:
+        """Cut the current connection as a network failure would (no closing handshake);
+        the client reconnects and resumes as after any drop. For demos and fault tests."""
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
+
     def abort(self) -> None:
         """Stop from synchronous code (e.g. a widget's ``close()``): cancel the
         connection task; it closes the socket as it unwinds. Prefer :meth:`close`."""

@@ -126,13 +126,13 @@ class Endpoints:
         """``GET /api/chat/<id>/messages?before=&limit=``: one page, oldest first."""
         cors = self.cors(origin)
         params = parse_qs(query)
-        try:
-            before = int(params["before"][-1]) if params.get("before", [""])[-1] else None
-            limit = int(params["limit"][-1]) if params.get("limit", [""])[-1] else 20
-        except ValueError:
-            return error_response(400, "bad_field", "'before' and 'limit' must be integers", cors)
-        if limit < 1 or (before is not None and before < 1):
-            return error_response(400, "bad_field", "'before' and 'limit' must be positive", cors)
+        try:  # ASCII digits within SQLite's range only: never int("²") or 2**63 into a query
+            before_raw = params.get("before", [""])[-1]
+            limit_raw = params.get("limit", [""])[-1]
+            before = protocol.parse_id(before_raw, "before") if before_raw else None
+            limit = protocol.parse_id(limit_raw, "limit") if limit_raw else 20
+        except protocol.ProtocolError as exc:  # (errors is reached through protocol, see test_imports)
+            return error_response(400, exc.code, exc.message, cors)
         page = await self.store.history_page(session_id, before=before, limit=limit)
         reactions = await self.store.reactions([m.id for m in page.messages])
         messages = []

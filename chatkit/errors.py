@@ -24,11 +24,17 @@ class ChatkitError(Exception):
     """Base class of every chatkit error; ``code`` is a stable machine-readable tag."""
 
     code: str = "internal_error"
+    retry_after_ms: int | None = None
+    """For a refusal that may pass later: when to try again (sent as ``retry_after_ms``)."""
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_ms: int | None = None
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if retry_after_ms is not None:
+            self.retry_after_ms = retry_after_ms
         self.message = message
 
     def __str__(self) -> str:  # pragma: no cover - trivial
@@ -40,9 +46,11 @@ class ProtocolError(ChatkitError):
 
     Raised by :func:`chatkit.protocol.decode`; the server answers it with an
     ``error`` frame carrying the same ``code`` and keeps the connection open.
+    ``client_id`` is the refused chat message's, when it had a usable one.
     """
 
     code = "protocol_error"
+    client_id: str | None = None
 
 
 class StoreError(ChatkitError):
@@ -95,8 +103,7 @@ class MessageRefused(ClientError):
     code = "refused"
 
     def __init__(self, message: str, *, code: str, retry_after_ms: int | None = None) -> None:
-        super().__init__(message, code=code)
-        self.retry_after_ms = retry_after_ms
+        super().__init__(message, code=code, retry_after_ms=retry_after_ms)
 
 
 class SendTimeout(ClientError):

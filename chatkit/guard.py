@@ -25,8 +25,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from . import protocol
 from .auth import AuthError, Authenticator, Identity, validate_name
-from .endpoints import Headers, HTTPResponse, error_response
+from .endpoints import Headers, HTTPResponse, error_response, json_response
 from .errors import ChatkitError, ProtocolError
 from .limits import ConnectionLimiter, KeyedRateLimiter, Limits, RoomQuota
 from .origins import OriginPolicy, OriginRefused
@@ -53,7 +54,8 @@ class Refused(ChatkitError):
     """A request the guard refuses: ``status`` and ``code`` go into the coded answer."""
 
     def __init__(self, status: int, code: str, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code,
+                         retry_after_ms=None if retry_after is None else max(1, int(retry_after * 1000 + 0.999)))
         self.status = status
         self.retry_after = retry_after
 
@@ -67,7 +69,8 @@ def refusal_response(exc: ChatkitError, extra: Headers | None = None) -> HTTPRes
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers.append(("Retry-After", str(max(1, int(retry_after + 0.999)))))
-    return error_response(status, exc.code, exc.message, headers)
+    # refusal_frame: the refused message's client_id (set by the POST route) and retry_after_ms
+    return json_response(status, protocol.refusal_frame(exc), headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,8 @@ class SSESink(Sink):
             elif kind in ("message", "ai_complete"):
                 self.pending.discard(msg_id)
                 self.cursor = max(self.cursor or 0, msg_id)
+                if frame.reply_id is not None and frame.reply_id > msg_id:
+                    self.pending.add(frame.reply_id)  # its reply has begun: stay below it
             event_id = min(self.pending) - 1 if self.pending else self.cursor
         transport = self.transport
         if transport.is_closing():
@@ -339,13 +341,14 @@ class HTTPServer:
             except h11.LocalProtocolError:
                 return
 
-    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: HTTPResponse) -> None:
+    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: HTTPResponse,
+                       *, head: bool = False) -> None:
         headers = response.headers
         if not any(k == "X-Content-Type-Options" for k, _ in headers):
             headers = headers + SECURITY_HEADERS
         writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
                                             reason=response.reason.encode())))
-        if response.body:
+        if response.body and not head:  # a HEAD answer has GET's headers and no body
             writer.write(conn.send(h11.Data(data=response.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
@@ -365,6 +368,11 @@ class HTTPServer:
 
         try:
             self.guard.origins.check(origin, headers.get("host"))  # one policy for every route
+            if method == "HEAD":  # answered like GET, without a body (no stream is opened)
+                if HISTORY_PATH.fullmatch(path) is not None:
+                    admit()
+                await self._respond(conn, writer, await self._head(path, url.query, origin, cors), head=True)
+                return False
             if method == "OPTIONS":
                 await self._respond(conn, writer, HTTPResponse(204, cors + [
                     ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
@@ -418,7 +426,7 @@ class HTTPServer:
                 response = refusal_response(exc, cors)
                 if path.startswith("/v1/"):
                     response = _openai_error(response.status, exc.code, exc.message, response.headers)
-                await self._respond(conn, writer, response)
+                await self._respond(conn, writer, response, head=method == "HEAD")
             return False
 
     async def _delete(self, sid: str, message_id: int, admitted: Admitted,
@@ -447,6 +455,20 @@ class HTTPServer:
                                    "expires": int(who.expires)},
                              cors + [("Set-Cookie", cookie), ("Cache-Control", "no-store")])
 
+    async def _head(self, path: str, query: str, origin: str | None, cors: list[tuple[str, str]]) -> HTTPResponse:
+        """What a GET of ``path`` would answer, for a HEAD (an event stream is not opened)."""
+        answer = await self.endpoints.get(path, query, origin, page=False)
+        if answer is not None:
+            return answer
+        if _SSE_ROOM.fullmatch(path) is not None:
+            return HTTPResponse(200, [("Content-Type", "text/event-stream; charset=utf-8"),
+                                      ("Cache-Control", "no-cache")] + cors, b"")
+        if path == "/v1/models":
+            return json_response(200, {"object": "list", "data": []}, cors)
+        if _SSE_POST.fullmatch(path) is not None or path == "/v1/chat/completions":
+            return error_response(405, "method_not_allowed", "use POST", cors)
+        return error_response(404, "not_found", f"no route for {path}", cors)
+
     @staticmethod
     def _require(method: str, expected: str) -> None:
         if method != expected:
@@ -471,13 +493,9 @@ class HTTPServer:
         self.guard.new_room(admitted, sid in self.hub.rooms)
         try:
             presence_batch = protocol.parse_presence(params.get("presence", [None])[-1])
-            after = int(after_raw) if after_raw else None
-            if after is not None and after < 0:
-                raise ValueError
+            after = protocol.parse_cursor(after_raw, "Last-Event-ID / after") if after_raw else None
         except ProtocolError as exc:
             raise HTTPError(400, exc.code, exc.message) from None
-        except ValueError:
-            raise HTTPError(400, "bad_field", "Last-Event-ID / after must be a non-negative integer") from None
         user = user or self.hub.next_guest()
         streams = self.guard.streams
         if not streams.acquire(admitted.address):
@@ -504,7 +522,15 @@ class HTTPServer:
                        drain=writer.drain)
         sink.cursor = after
         self._sinks.add(sink)
-        member = await self.hub.join(sid, user, sink, after=after, presence_batch=presence_batch)
+        try:
+            member = await self.hub.join(sid, user, sink, after=after, presence_batch=presence_batch)
+        except ChatkitError as exc:  # the store failed (the stream's head is out): end it, logged
+            logger.error("join room=%s user=%s failed: %s", sid, user, exc)
+            self._sinks.discard(sink)
+            return
+        except BaseException:
+            self._sinks.discard(sink)
+            raise
         try:
             async with asyncio.TaskGroup() as tg:
                 pump = tg.create_task(self._pump(conn, writer, sink))
@@ -546,6 +572,7 @@ class HTTPServer:
                             cors: list[tuple[str, str]]) -> HTTPResponse:
         sid = self._session(sid)
         hub = self.hub
+        client_id: str | None = None
         try:
             obj = protocol.parse_json(body or b"null")
             if isinstance(obj, dict) and obj.get("type") == "reaction":  # the SSE page's reactions
@@ -561,15 +588,28 @@ class HTTPServer:
             # declared one, validated. The rate limit is keyed on the token or the address.
             user = self.guard.name(admitted, obj.get("user")) or "anonymous"
             assert isinstance(frame, protocol.SendMessage)
+            client_id = frame.client_id
             self.guard.rate(self.guard.messages, admitted, "messages")
             self.guard.new_room(admitted, sid in hub.rooms)
             posted = await hub.post(sid, user, frame.text, client_id=frame.client_id)
-        except REFUSALS:
+        except REFUSALS as exc:
+            exc.client_id = client_id  # type: ignore[union-attr]  # the answer names the message
             raise
         except ChatkitError as exc:
-            status = {"rate_limited": 429, "shutting_down": 503}.get(exc.code, 400)
-            logger.info("refused POST room=%s code=%s: %s", sid, exc.code, exc.message)
-            return error_response(status, exc.code, exc.message, cors)
+            # 4xx: the request's fault; 503 (with Retry-After): the server's, try again later.
+            if exc.code == "rate_limited":
+                status = 429
+            elif exc.code == "shutting_down" or exc.code.startswith("store_"):
+                status = 503
+            else:
+                status = 400
+            log = logger.warning if status == 503 else logger.info
+            log("refused POST room=%s code=%s: %s", sid, exc.code, exc.message)
+            payload = protocol.refusal_frame(exc, client_id)
+            extra = list(cors)
+            if payload.get("retry_after_ms") is not None:
+                extra.append(("Retry-After", str(max(1, -(-payload["retry_after_ms"] // 1000)))))
+            return json_response(status, payload, extra)
         payload = posted.message.to_frame()
         if posted.created and not posted.queued:
             payload["warning"] = {"code": "busy", "message": BUSY_MESSAGE}

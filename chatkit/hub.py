@@ -73,6 +73,14 @@ class Hub:
         self.clock: Clock = clock or LoopClock()
         self.rooms: dict[str, Room] = {}
         self.replies = ReplyPipeline(store, streamer, self.config, self.clock, self._maybe_drop)
+        self.limits = protocol.Limits(
+            max_text=self.config.max_text,
+            messages_per_s=self.config.rate_limit,
+            message_burst=self.config.rate_burst,
+            frames_per_s=self.config.rate_limit * 10,
+            frame_burst=self.config.rate_burst * 10,
+        )
+        """What one connection may send, stated in every ``connection`` frame."""
         self._closing = False
         self._guest = 0
         self.cluster: "Cluster | None" = None
@@ -136,6 +144,7 @@ class Hub:
         room.pending += 1
         replay: _Replay | None = None
         replayed = 0
+        member = None
         try:
             async with room.lock:
                 await self.store.ensure_session(session_id)
@@ -160,7 +169,7 @@ class Hub:
                 room.online[user] += 1
                 member.send(
                     protocol.connection_frame(
-                        session_id, user, self._users(room), self.config.welcome, last_id
+                        session_id, user, self._users(room), self.config.welcome, last_id, self.limits
                     )
                 )
                 active = (room.active.id, room.active.text) if room.active else None
@@ -202,6 +211,8 @@ class Hub:
                 replay.release()
         finally:
             room.pending -= 1
+            if member is None:  # the join failed (the store refused): leave no room behind
+                self._maybe_drop(room)
         logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, replayed)
         return member
 
@@ -258,10 +269,13 @@ class Hub:
     # -- client frames -------------------------------------------------------
 
     async def handle(self, member: Member, frame: protocol.ClientFrame) -> None:
-        """Act on one decoded client frame; errors go back to the member as ``error`` frames."""
+        """Act on one decoded client frame; errors go back to the member as ``error`` frames
+        (naming the refused message's ``client_id``, with ``retry_after_ms`` when it may pass later)."""
+        client_id = frame.client_id if isinstance(frame, protocol.SendMessage) else None
         try:
             if not member.frames.take():
-                raise ProtocolError("too many frames; slow down", code="rate_limited")
+                raise ProtocolError("too many frames; slow down", code="rate_limited",
+                                    retry_after_ms=member.frames.retry_after_ms())
             if isinstance(frame, protocol.SendMessage):
                 self.check_rate(member.messages)
                 posted = await self.post(
@@ -286,7 +300,19 @@ class Hub:
                 "refused frame room=%s user=%s code=%s: %s",
                 member.room.session_id, member.user, exc.code, exc.message,
             )
-            member.send(protocol.error_frame(exc.code, exc.message))
+            member.send(protocol.refusal_frame(exc, client_id))
+
+    def refuse(self, member: Member, exc: ProtocolError) -> None:
+        """Answer a frame that could not be decoded. It counts toward the frame rate
+        limit like any other frame: past it, the answer is ``rate_limited``."""
+        if not member.frames.take():
+            refused = ProtocolError("too many frames; slow down", code="rate_limited",
+                                    retry_after_ms=member.frames.retry_after_ms())
+            refused.client_id = exc.client_id
+            exc = refused
+        logger.info("bad frame room=%s user=%s code=%s: %s",
+                    member.room.session_id, member.user, exc.code, exc.message)
+        member.send(protocol.refusal_frame(exc))
 
     def message_bucket(self) -> TokenBucket:
         """A fresh chat-message rate limiter (one per WebSocket member or SSE poster)."""
@@ -297,7 +323,7 @@ class Hub:
         if not bucket.take():
             raise ProtocolError(
                 f"more than {self.config.rate_limit:g} messages per second; slow down",
-                code="rate_limited",
+                code="rate_limited", retry_after_ms=bucket.retry_after_ms(),
             )
 
     async def post(
@@ -315,21 +341,27 @@ class Hub:
         room.pending += 1
         try:
             async with room.lock:
-                # When the room is idle its reply starts at once: reserve the reply's row
-                # in the same transaction as the message.
-                now = self.replies.starts_now(room)
+                # A message that will get a reply has the reply's row reserved in the same
+                # transaction (status "streaming" until it is finished): its id comes right
+                # after the message, a crash leaves it to be marked "interrupted" on the
+                # next start, and the broadcast names it (``reply_id``) so that a client's
+                # resume cursor stays below a reply it has not seen end.
+                reserve = self.replies.accepts(room)
                 # With a cluster, prompts wait for their reply in the store (any process answers).
                 wanted = await self.replies.admits(room) if self.cluster is not None else None
                 stored = await self.store.append_with_reply(
                     session_id, user, text, client_id=client_id,
-                    reply_user=self.config.ai_user if now else None, wants_reply=bool(wanted),
+                    reply_user=self.config.ai_user if reserve else None, wants_reply=bool(wanted),
                 )
                 msg = stored.message
                 if stored.created:
                     if self.cluster is not None:
                         await self.cluster.catch_up(room, before=msg.id)  # rows other processes wrote
                     room.last_id = stored.reply.id if stored.reply else msg.id
-                    room.fanout(Outgoing.encode(msg.to_frame()))
+                    frame = msg.to_frame()
+                    if stored.reply is not None and self.config.ai_replies == "room":
+                        frame["reply_id"] = stored.reply.id
+                    room.fanout(Outgoing.encode(frame))
                     room.remember(msg)
                     if self.cluster is not None:
                         self.cluster.posted(room, msg)
@@ -340,6 +372,8 @@ class Hub:
             return Posted(msg, created=False, queued=False)
         self._clear_typing(room, user, announce=True)
         if not self.replies.enqueue(room, msg, stored.reply, wanted=wanted):
+            if stored.reply is not None:  # the server began to close meanwhile
+                await self.replies.abandon(room, stored.reply)
             self._maybe_drop(room)
             return Posted(msg, created=True, queued=False)
         return Posted(msg, created=True, queued=True)
@@ -476,6 +510,8 @@ class _Replay:
         elif msg.status != "streaming":
             self.final.add(msg.id)
             self.sink.send(Outgoing.encode(msg.to_frame()))
+        else:  # a reply waiting in the queue: an empty snapshot keeps the resume cursor below it
+            self.sink.send(Outgoing.encode(protocol.ai_chunk_frame(msg.id, "", snapshot=True)))
 
     def release(self) -> None:
         for frame in self.holding.frames:

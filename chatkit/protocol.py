@@ -68,6 +68,7 @@ __all__ = [
     "read_receipt_frame",
     "reaction_frame",
     "error_frame",
+    "refusal_frame",
     "pong_frame",
     "sse_event",
     "sse_comment",
@@ -85,6 +86,10 @@ MAX_ID = 2**63 - 1
 RETRY_CODES = frozenset({"rate_limited", "busy", "shutting_down", "store_full", "store_error"})
 """Error codes after which a refused message may be sent again (after ``retry_after_ms``).
 Every other code refusing a message is permanent: sending it again cannot help."""
+
+RETRY_AFTER_MS = {"rate_limited": 1000, "busy": 1000, "shutting_down": 1000,
+                  "store_full": 5000, "store_error": 2000}
+"""The delay a refusal states when its cause gives no better one."""
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
@@ -299,27 +304,17 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
         raise ProtocolError("field 'type' must be a string", code="bad_field")
 
     if kind == "message":
-        if "message" not in obj:
-            raise ProtocolError("missing field 'message'", code="missing_field")
-        text = obj["message"]
-        if not isinstance(text, str):
-            raise ProtocolError("field 'message' must be a string", code="bad_field")
-        check_text(text, "message")
-        if not text.strip():
-            raise ProtocolError("message is empty", code="empty_message")
-        if len(text) > max_text:
-            raise ProtocolError(
-                f"message is {len(text)} characters; the limit is {max_text}", code="too_long"
-            )
-        client_id = obj.get("client_id")
-        if client_id is not None:
-            if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
-                raise ProtocolError(
-                    f"field 'client_id' must be a string of 1 to {CLIENT_ID_MAX} characters",
-                    code="bad_field",
-                )
-            check_text(client_id, "client_id")
-        return SendMessage(text, client_id)
+        try:
+            return _decode_message(obj, max_text)
+        except ProtocolError as exc:
+            # Name the refused message, so its sender knows which one (if its id is usable).
+            client_id = obj.get("client_id")
+            if isinstance(client_id, str) and 0 < len(client_id) <= CLIENT_ID_MAX and client_id.isprintable():
+                try:
+                    exc.client_id = check_text(client_id, "client_id")
+                except ProtocolError:
+                    pass
+            raise
     if kind == "typing":
         return Typing(_require_bool(obj, "isTyping", "is_typing"))
     if kind == "read_receipt":
@@ -335,6 +330,30 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
     shown = kind if len(kind) <= 32 else kind[:32] + "..."
     # ascii(): the error frame echoes the type, and a lone surrogate could not be sent back
     raise ProtocolError(f"unknown frame type {ascii(shown)}", code="unknown_type")
+
+
+def _decode_message(obj: dict[str, Any], max_text: int) -> SendMessage:
+    if "message" not in obj:
+        raise ProtocolError("missing field 'message'", code="missing_field")
+    text = obj["message"]
+    if not isinstance(text, str):
+        raise ProtocolError("field 'message' must be a string", code="bad_field")
+    check_text(text, "message")
+    if not text.strip():
+        raise ProtocolError("message is empty", code="empty_message")
+    if len(text) > max_text:
+        raise ProtocolError(
+            f"message is {len(text)} characters; the limit is {max_text}", code="too_long"
+        )
+    client_id = obj.get("client_id")
+    if client_id is not None:
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
+            raise ProtocolError(
+                f"field 'client_id' must be a string of 1 to {CLIENT_ID_MAX} characters",
+                code="bad_field",
+            )
+        check_text(client_id, "client_id")
+    return SendMessage(text, client_id)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -655,6 +674,19 @@ def error_frame(
     if retry_after_ms is not None:
         frame["retry_after_ms"] = retry_after_ms
     return frame
+
+
+def refusal_frame(exc: Exception, client_id: str | None = None) -> dict[str, Any]:
+    """The ``error`` frame answering a refused client frame: the exception's code and
+    message, the refused message's ``client_id`` (the argument's, else the exception's),
+    and for a refusal that may pass later (:data:`RETRY_CODES`) its ``retry_after_ms``."""
+    code: str = getattr(exc, "code", "internal_error")
+    message: str = getattr(exc, "message", str(exc))
+    retry: int | None = None
+    if code in RETRY_CODES:
+        retry = getattr(exc, "retry_after_ms", None) or RETRY_AFTER_MS.get(code, 1000)
+    return error_frame(code, message, client_id=client_id or getattr(exc, "client_id", None),
+                       retry_after_ms=retry)
 
 
 def pong_frame() -> dict[str, Any]:

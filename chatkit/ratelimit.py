@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -27,3 +28,8 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+    def retry_after_ms(self) -> int:
+        """Milliseconds until a token is available again (what a refusal tells the client)."""
+        missing = 1 - min(self.burst, self.tokens + (self.clock() - self.stamp) * self.rate)
+        return max(1, math.ceil(missing / self.rate * 1000)) if missing > 0 else 1

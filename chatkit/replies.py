@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .clock import Clock, Timer
-from .errors import LLMError
+from .errors import ChatkitError, LLMError
 from .llm.base import ChatMessage, Streamer
 from .protocol import StoredMessage
 from .rooms import ActiveReply, HubConfig, Room
@@ -55,6 +55,7 @@ class ReplyPipeline:
         self._on_idle = on_idle
         """Called when a room's worker ends (the hub drops the room if nothing else uses it)."""
         self._workers: set[asyncio.Task[None]] = set()
+        self._worker_rooms: dict[asyncio.Task[None], Room] = {}
         self.closing = False
         self.cluster: "Cluster | None" = None
         """With a cluster, a reply runs only while this process holds the room's lease."""
@@ -64,6 +65,21 @@ class ReplyPipeline:
         reserved in the same transaction as the prompt)."""
         return (room.worker is None and not room.queue and not self.closing
                 and self.config.reply_queue > 0 and self.cluster is None)
+
+    def accepts(self, room: Room) -> bool:
+        """Whether a prompt posted now gets a reply from this process's queue (then its
+        reply's row is reserved in the same transaction as the prompt); ``False`` when the
+        room's queue is full, and with a cluster (the store's queue decides, see :meth:`admits`)."""
+        return self.cluster is None and not self.closing and len(room.queue) < self.config.reply_queue
+
+    async def abandon(self, room: Room, reserved: StoredMessage, status: str = "interrupted") -> None:
+        """End a reserved reply that will never run (the server is closing, or the store
+        failed before it started), so its row is not left ``streaming``."""
+        try:
+            await self.store.finish_reply(reserved.id, "", status)
+        except ChatkitError as exc:
+            logger.error("reply %d in room %s stays 'streaming' until the next start: %s",
+                         reserved.id, room.session_id, exc)
 
     def enqueue(
         self, room: Room, prompt: StoredMessage, reserved: StoredMessage | None, *, wanted: bool | None = None
@@ -77,14 +93,15 @@ class ReplyPipeline:
             if wanted:
                 self.kick(room)
             return bool(wanted)
-        if len(room.queue) >= self.config.reply_queue:
+        if self.closing or len(room.queue) >= self.config.reply_queue:
             logger.warning("room %s: reply queue full, message %d gets no reply", room.session_id, prompt.id)
             return False
         room.queue.append((prompt, reserved))
         if room.worker is None:
             room.worker = asyncio.create_task(self._worker(room), name=f"chatkit-replies-{room.session_id}")
             self._workers.add(room.worker)
-            room.worker.add_done_callback(self._workers.discard)
+            self._worker_rooms[room.worker] = room
+            room.worker.add_done_callback(self._worker_done)
         return True
 
     async def admits(self, room: Room) -> bool:
@@ -148,19 +165,40 @@ class ReplyPipeline:
         return True
 
     async def close(self) -> None:
-        """Drop queued prompts, cancel the workers; partial replies are stored ``interrupted``."""
+        """Drop queued prompts, cancel the workers; partial replies, and the replies
+        reserved for the dropped prompts, are stored ``interrupted``."""
         self.closing = True
         workers = list(self._workers)
+        dropped = [(room, reserved) for room in list(self._worker_rooms.values())
+                   for _, reserved in room.queue if reserved is not None]
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        for room, reserved in dropped:
+            await self.abandon(room, reserved)
 
     # -- the worker ----------------------------------------------------------
+
+    def _worker_done(self, task: "asyncio.Task[None]") -> None:
+        """Log a worker's crash when it happens (``close`` only gathers them at the end)."""
+        self._workers.discard(task)
+        self._worker_rooms.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s crashed", task.get_name(), exc_info=task.exception())
 
     async def _worker(self, room: Room) -> None:
         try:
             while room.queue and not self.closing:
-                await self._reply(room, *room.queue.popleft())
+                prompt, reserved = room.queue.popleft()
+                try:
+                    await self._reply(room, prompt, reserved)
+                except ChatkitError as exc:  # the store failed: this reply is lost, not the worker
+                    logger.error("reply to message %d in room %s failed: %s",
+                                 prompt.id, room.session_id, exc)
+                    room.fanout(Outgoing.encode(protocol.refusal_frame(exc)))
+                    if reserved is not None and (room.active is None or room.active.id != reserved.id):
+                        await self.abandon(room, reserved, "error")  # it failed before it started
+                    room.active = None
         finally:
             if self.closing:
                 room.queue.clear()
@@ -203,7 +241,7 @@ class ReplyPipeline:
                         room.context = collections.deque(history, maxlen=self.config.context_messages)
             recent = room.context
         messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
-        for msg in sorted((m for m in recent if m.id <= prompt.id), key=lambda m: m.id):
+        for msg in sorted((m for m in recent if m.id <= prompt.id and m.content), key=lambda m: m.id):
             messages.append({"role": "user" if msg.is_user else "assistant", "content": msg.content})
         return messages
 
@@ -283,7 +321,20 @@ class ReplyPipeline:
 
     async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:
         async with room.lock:
-            stored = await self.store.finish_reply(reply.id, reply.text, status)
+            try:
+                stored = await self.store.finish_reply(reply.id, reply.text, status)
+            except ChatkitError as exc:
+                # The store refused the text (a full disk): say so, and store at least the
+                # end (no text, status "error"), so the row is never left "streaming".
+                logger.error("storing reply %d in room %s failed: %s", reply.id, room.session_id, exc)
+                self._send(room, reply, protocol.refusal_frame(exc))
+                status = "error"
+                try:
+                    stored = await self.store.finish_reply(reply.id, "", status)
+                except ChatkitError as again:
+                    stored = None
+                    logger.error("reply %d in room %s stays 'streaming' until the next start: %s",
+                                 reply.id, room.session_id, again)
             if stored is False and (row := await self.store.get(reply.id)) is not None:
                 reply.text, status = row.content, row.status  # fenced: a survivor finished it
             elif self.cluster is not None:

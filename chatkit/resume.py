@@ -49,8 +49,9 @@ class ResumeState:
     Feed it every frame with :meth:`accept` (and a ``connection`` frame also to
     :meth:`connected`); it returns the event to give the application, or
     ``None`` for a duplicate. It knows the resume cursor: the newest delivered
-    id, or one less than a reply still streaming (so a reply cut off
-    mid-stream is replayed). A ``snapshot`` chunk (sent on resume) is turned
+    id, or one less than a reply still streaming — or begun: a ``message``
+    naming its ``reply_id``, an empty ``snapshot`` — so a reply cut off
+    mid-stream, or before its first chunk, is replayed. A ``snapshot`` chunk (sent on resume) is turned
     into the delta the application has not seen yet, and a finished reply
     replayed as a ``message`` completes a reply seen streaming with a
     synthesized ``ai_complete``.
@@ -86,6 +87,9 @@ class ResumeState:
         if msg_id in self.delivered:
             return None  # a replay, or the answer to a re-send, of something delivered
         if kind == "message":
+            reply_id = frame.get("reply_id")
+            if isinstance(reply_id, int) and reply_id not in self.delivered:
+                self.partial.setdefault(reply_id, "")  # its reply has begun: stay below it
             if msg_id in self.partial and not frame.get("is_user", True):
                 # a reply we saw streaming, finished while we were away
                 self.partial.pop(msg_id)
@@ -99,6 +103,7 @@ class ResumeState:
             if not isinstance(text, str):
                 return None
             if frame.get("snapshot"):
+                self.partial.setdefault(msg_id, have)  # streaming or queued: stay below it
                 if not text.startswith(have) or text == have:
                     return None  # nothing new (a diverging snapshot cannot happen with one server)
                 self.partial[msg_id] = text
@@ -201,6 +206,8 @@ class Outbox:
         self.limits = limits or Limits()
         self.pacer = Pacer(self.limits.messages_per_s, self.limits.message_burst, now)
         self._items: OrderedDict[str, Pending] = OrderedDict()
+        self.online = False
+        """Between :meth:`connected` and :meth:`disconnected`: nothing is due while offline."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -230,10 +237,12 @@ class Outbox:
         to ``limits`` (the server's bucket starts full for a new connection)."""
         self.limits = limits
         self.pacer = Pacer(limits.messages_per_s, limits.message_burst, now)
+        self.online = True
         for pending in self._items.values():
             pending.sent = False
 
     def disconnected(self) -> None:
+        self.online = False
         for pending in self._items.values():
             pending.sent = False
 
@@ -242,6 +251,8 @@ class Outbox:
         is due (``None`` when nothing waits to be sent)."""
         out: list[Pending] = []
         wake: float | None = None
+        if not self.online:
+            return out, None
         for pending in self._items.values():
             if pending.sent:
                 continue

@@ -19,17 +19,21 @@ __all__ = ["Groups", "Outgoing", "Sink", "fanout", "group_sinks", "send_groups"]
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One server frame, encoded: its ``type``, its message ``id`` (if any) and the JSON text."""
+    """One server frame, encoded: its ``type``, its message ``id`` (if any) and the JSON text;
+    ``reply_id`` is the reply reserved for a ``message`` (its resume cursor must stay below)."""
 
     type: str
     id: int | None
     text: str
+    reply_id: int | None = None
 
     @classmethod
     def encode(cls, frame: dict[str, Any]) -> Outgoing:
         """Encode a frame built by :mod:`chatkit.protocol` (once; every sink gets the same object)."""
         msg_id = frame.get("id")
-        return cls(frame.get("type", "message"), msg_id if isinstance(msg_id, int) else None, encode(frame))
+        reply_id = frame.get("reply_id")
+        return cls(frame.get("type", "message"), msg_id if isinstance(msg_id, int) else None, encode(frame),
+                   reply_id if isinstance(reply_id, int) else None)
 
 
 class Sink(Protocol):

@@ -18,6 +18,7 @@ holds the steps from each version to the next, applied in order on open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,10 @@ from .protocol import ReactionCount, StoredMessage, utc_now
 
 __all__ = [
     "AI_USER", "MAX_PAGE", "MAX_REACTIONS_PER_USER", "SCHEMA_VERSION", "Appended", "HistoryPage",
-    "Store", "Toggled", "reaction_counts", "run_batch",
+    "Store", "Toggled", "reaction_counts", "run_batch", "store_error",
 ]
+
+logger = logging.getLogger("chatkit.store")
 
 AI_USER = "AI"
 MAX_PAGE = 100
@@ -156,6 +159,34 @@ T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
+def store_error(exc: BaseException, path: str = "") -> StoreError:
+    """The :class:`StoreError` for a failed SQLite call, with a code a client can act on:
+    ``store_full`` (disk or ``max_page_count`` full), ``store_readonly`` (read-only file
+    or directory, ``query_only``), else ``store_error``. The message keeps SQLite's."""
+    if isinstance(exc, StoreError):
+        return exc
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
+        code = "store_full"
+    elif name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        code = "store_readonly"
+    else:
+        code = "store_error"
+    where = f" ({path})" if path else ""
+    error = StoreError(f"database write failed{where}: {text}", code=code)
+    error.__cause__ = exc
+    return error
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    """ROLLBACK unless SQLite already rolled the transaction back by itself (it does
+    on SQLITE_FULL, among others): a second ROLLBACK would raise "cannot rollback -
+    no transaction is active" and hide the real cause."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 def run_batch(con: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
     """Run write ops in one transaction (on the store's thread); one result per op.
 
@@ -170,21 +201,25 @@ def run_batch(con: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
         con.execute("COMMIT")
         return results
     except Exception:  # noqa: BLE001 — any failing op: retry each op alone below
-        con.execute("ROLLBACK")
+        _rollback(con)
     except BaseException:
-        if con.in_transaction:
-            con.execute("ROLLBACK")
+        _rollback(con)
         raise
     results = []
     for op in ops:
-        con.execute("BEGIN IMMEDIATE")
         try:
+            con.execute("BEGIN IMMEDIATE")
             results.append(op(con))
             con.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 — the op's own failure is its result
-            con.execute("ROLLBACK")
+            _rollback(con)
             results.append(exc)
     return results
+
+
+def _open_error(exc: sqlite3.Error, path: str) -> StoreError:
+    error = store_error(exc)
+    return StoreError(f"cannot open the database {path}: {exc}", code=error.code)
 
 
 def _migrate(con: sqlite3.Connection) -> None:
@@ -286,6 +321,9 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             con = _connect(path) if writer == "loop" else await loop.run_in_executor(executor, _connect, path)
+        except sqlite3.Error as exc:  # e.g. a read-only file or directory: say which, in one line
+            executor.shutdown(wait=False)
+            raise _open_error(exc, path) from None
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -296,6 +334,9 @@ class Store:
             if recover:
                 await store._run(lambda c: c.execute(
                     "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'").close())
+        except sqlite3.Error as exc:
+            await store.close()
+            raise _open_error(exc, path) from None
         except BaseException:
             await store.close()
             raise
@@ -360,20 +401,26 @@ class Store:
                     results = await self._run(partial(run_batch, ops=[op for op, _ in batch]))
                     self.batches += 1
                 except BaseException as exc:  # the whole transaction failed (disk full, closed)
+                    if isinstance(exc, asyncio.CancelledError):
+                        for _, future in batch:
+                            if not future.done():
+                                future.set_exception(StoreError("the store is closing", code="store_closed"))
+                        raise
+                    logger.error("store %s: a batch of %d writes failed: %s", self.path, len(batch), exc)
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(StoreError(f"write failed: {exc}", code="store_error"))
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
+                            future.set_exception(store_error(exc, self.path))
                     continue
                 for (_, future), result in zip(batch, results):
                     if future.done():
                         continue
                     if isinstance(result, StoreError):  # an op's own refusal keeps its code
                         future.set_exception(result)
-                    elif isinstance(result, Exception):
-                        error = StoreError(f"write failed: {result}", code="store_error")
-                        error.__cause__ = result
+                        continue
+                    if isinstance(result, Exception):
+                        error = store_error(result, self.path)
+                        if error.code != "store_error":  # a fault of the disk, not of one write
+                            logger.error("store %s: %s", self.path, result)
                         future.set_exception(error)
                     else:
                         future.set_result(result)

@@ -29,6 +29,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .client import ChatClient, ReconnectPolicy
+from .errors import ClientError
 from .render import PYGMENTS_CSS, render_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +52,7 @@ LABELS = {
         "online": "Online",
         "read_by": "read by {users}",
         "sent": "sent",
+        "not_sent": "⚠ not sent ({code}): {text}",
     },
     "ko": {
         "connected": "연결됨",
@@ -66,6 +68,7 @@ LABELS = {
         "online": "접속 중",
         "read_by": "{users} 읽음",
         "sent": "보냄",
+        "not_sent": "⚠ 전송되지 않음 ({code}): {text}",
     },
 }
 
@@ -398,7 +401,18 @@ class ChatPane(widgets.VBox):
             return None
         self.input.value = ""
         self._stop_typing()
-        return self._spawn(self.client.send(text))
+        task = self._spawn(self.client.send(text))
+        task.add_done_callback(lambda done: self._sent(done, text))
+        return task
+
+    def _sent(self, task: asyncio.Task, text: str) -> None:
+        """A send ended: a refused or timed-out message is shown as not sent."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ClientError):
+            shown = text if len(text) <= 60 else text[:60] + "…"
+            self.model.error = self.labels["not_sent"].format(code=exc.code, text=shown)
 
     async def load_older(self, limit: int = 20) -> int:
         """Fetch the page of history before the oldest message shown; returns how many."""

@@ -252,19 +252,22 @@ class WebSocketServer:
         admitted: Admitted = ws.admitted  # type: ignore[attr-defined]
         user = ws.chat_user or self.hub.next_guest()  # type: ignore[attr-defined]
         sink = WebSocketSink(ws, self.max_buffer_bytes, self)
-        member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
-                                     presence_batch=chat.presence_batch)
+        try:
+            member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
+                                         presence_batch=chat.presence_batch)
+        except ChatkitError as exc:  # the store failed: a server fault, try again later (not 1011)
+            logger.error("join room=%s user=%s failed: %s", chat.session_id, user, exc)
+            await ws.close(1013, exc.code)
+            return
         max_text = self.hub.config.max_text
         try:
             async for raw in ws:
                 try:
+                    if not isinstance(raw, str):  # the protocol is JSON in text frames only
+                        raise ProtocolError("frames must be text (UTF-8 JSON), not binary", code="binary_frame")
                     frame = protocol.decode(raw, max_text=max_text)
                 except ProtocolError as exc:
-                    logger.info(
-                        "bad frame room=%s user=%s code=%s: %s",
-                        chat.session_id, user, exc.code, exc.message,
-                    )
-                    member.send(protocol.error_frame(exc.code, exc.message))
+                    self.hub.refuse(member, exc)
                     continue
                 refusal = self._forbidden(member, admitted, frame)
                 if refusal is not None:

@@ -295,3 +295,15 @@ async def test_two_pages_exchange_a_reaction_and_a_later_page_sees_it(browser, s
         # clicking again removes ann's
         await ann.click(f"{mine} .reactions .chip[data-emoji='🎉']")
         await bob.wait_for_selector(f"{mine} .reactions .chip[data-emoji='🎉'] >> text=🎉 1")
+
+
+async def test_a_refused_message_is_shown_as_not_sent(browser, servers):
+    srv = await servers(streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "refuse", "ann")) as page:
+        await page.wait_for_selector("#status[data-state='open']")
+        await send(page, "x" * 5000)
+        refused = await page.wait_for_selector(".message.refused")
+        assert "too_long" in await refused.text_content()
+        await send(page, "this one is fine")
+        await page.wait_for_selector("#list .message.user .text >> text=this one is fine")
+    assert await srv.store.count("refuse") == 2  # the fine message and its reply

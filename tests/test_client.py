@@ -242,3 +242,21 @@ async def test_send_while_offline_times_out_by_its_own_deadline(servers):
         with pytest.raises(SendTimeout):
             await chat.send("into the void", timeout=0.2)
         assert chat.outbox == []
+
+
+async def test_the_outbox_is_flushed_after_a_reconnect_at_the_pace_the_server_allows(servers):
+    """25 messages written while offline: after the reconnect they go out paced to the
+    limits of the connection frame, so the server (default limits) refuses none of them."""
+    srv = await servers()
+    port = srv.port
+    errors = []
+    chat = ChatClient(srv.ws_url("pace"), user="ann", policy=FAST)
+    chat.on_event(lambda e: e["type"] == "error" and errors.append(e))
+    async with chat:
+        await srv.stop()
+        await chat.next_event("state", state="reconnecting", timeout=5)
+        sends = [asyncio.create_task(chat.send(f"offline {i}")) for i in range(25)]
+        await servers(port=port)
+        stored = await asyncio.wait_for(asyncio.gather(*sends), timeout=20)
+        assert [m["message"] for m in sorted(stored, key=lambda m: m["id"])] == [f"offline {i}" for i in range(25)]
+    assert [e for e in errors if e["code"] == "rate_limited"] == []

@@ -101,7 +101,9 @@ async def test_room_stream_format_and_headers(http_server):
     assert [e["event"] for e in events] == [f["type"] for f in frames]
     assert frames[0]["type"] == "connection" and frames[0]["user"] == "sse"
     msg = next(e for e in events if e["event"] == "message")
-    assert json.loads(msg["data"]) == r.json() and msg["id"] == str(r.json()["id"])
+    broadcast = json.loads(msg["data"])
+    assert broadcast.pop("reply_id") == r.json()["id"] + 1  # the live broadcast names the reply
+    assert broadcast == r.json() and msg["id"] == str(r.json()["id"])
     done = json.loads(events[-1]["data"])
     assert done["message"] == "hi\nthere" and events[-1]["id"] == str(done["id"])
 

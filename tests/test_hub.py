@@ -22,7 +22,7 @@ from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
 async def test_join_sends_connection_and_announces_a_user_once(make_hub):
     hub = make_hub()
     ann, ann_sink = await join(hub, "ann")
-    assert ann_sink.frames == [protocol.connection_frame("r", "ann", ["ann"], hub.config.welcome, 0)]
+    assert ann_sink.frames == [protocol.connection_frame("r", "ann", ["ann"], hub.config.welcome, 0, hub.limits)]
     bob, bob_sink = await join(hub, "bob")
     assert bob_sink.frames[0]["online"] == ["ann", "bob"]
     assert ann_sink.of("user_join") == [{"type": "user_join", "username": "bob"}]

@@ -20,8 +20,65 @@ from chatkit.resume import Acknowledged, Outbox, Pacer, Refused, ResumeState, Re
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors" / "resume.json"
+OUTBOX_VECTORS = ROOT / "tests" / "vectors" / "outbox.json"
 RESUME_JS = ROOT / "chatkit" / "web" / "resume.js"
 CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
+OUTBOX_CASES = json.loads(OUTBOX_VECTORS.read_text(encoding="utf-8"))["cases"]
+
+
+def same(got, expected) -> bool:
+    """Equal, with times (floats) compared to 1e-6."""
+    if isinstance(expected, float) or isinstance(got, float):
+        return isinstance(got, (int, float)) and isinstance(expected, (int, float)) and abs(got - expected) < 1e-6
+    if isinstance(expected, dict):
+        return isinstance(got, dict) and got.keys() == expected.keys() and all(
+            same(got[k], expected[k]) for k in expected)
+    if isinstance(expected, list):
+        return isinstance(got, list) and len(got) == len(expected) and all(map(same, got, expected))
+    return got == expected
+
+
+def replay_outbox(case) -> list:
+    """Run one outbox vector against the Python Outbox; one result per step."""
+    box = Outbox(case.get("limit", 100))
+    results: list = []
+    for step in case["steps"]:
+        if "add" in step:
+            try:
+                box.add(step["add"]["client_id"], step["add"]["text"])
+                results.append(None)
+            except ClientError as exc:
+                results.append(exc.code)
+        elif "connected" in step:
+            box.connected(Limits.from_object(step["connected"]["limits"]), step["connected"]["now"])
+            results.append(None)
+        elif "disconnected" in step:
+            box.disconnected()
+            results.append(None)
+        elif "remove" in step:
+            removed = box.remove(step["remove"])
+            results.append(removed and removed.client_id)
+        elif "due" in step:
+            send, wait = box.due(step["due"])
+            results.append({"send": [p.client_id for p in send], "wait": wait})
+        elif "receive" in step:
+            outcome = box.receive(copy.deepcopy(step["receive"]), step["now"])
+            if isinstance(outcome, Acknowledged):
+                results.append({"kind": "acknowledged", "client_id": outcome.pending.client_id,
+                                "id": outcome.frame.get("id")})
+            elif isinstance(outcome, Refused):
+                results.append({"kind": "refused", "client_id": outcome.pending.client_id,
+                                "code": outcome.code, "message": outcome.message})
+            elif isinstance(outcome, Retrying):
+                results.append({"kind": "retrying", "client_id": outcome.pending.client_id,
+                                "code": outcome.code, "at": outcome.at})
+            else:
+                results.append(None)
+        elif "texts" in step:
+            results.append(box.texts)
+        else:
+            raise AssertionError(f"unknown step {step}")
+    return results
 
 
 def test_resume_module_does_no_io():
@@ -49,22 +106,33 @@ def test_python_resume_state_follows_the_vectors(case):
         assert (out, state.cursor) == (step["out"], step["cursor"]), f"step {number}"
 
 
-def test_javascript_resume_state_follows_the_vectors():
+@pytest.mark.parametrize("case", OUTBOX_CASES, ids=[c["name"] for c in OUTBOX_CASES])
+def test_python_outbox_follows_the_vectors(case):
+    for number, (step, got) in enumerate(zip(case["steps"], replay_outbox(case), strict=True)):
+        assert same(got, step["expect"]), f"step {number}: {step} gave {got}"
+
+
+def test_javascript_copy_follows_the_vectors():
     node = shutil.which("node")
     if node is None:
         if os.environ.get("CI"):
             pytest.fail("node is required in CI (see .ci/run)")
         pytest.skip("node is not installed")
     run = subprocess.run(
-        [node, str(ROOT / "tests" / "vectors" / "replay_resume.js"), str(RESUME_JS), str(VECTORS)],
+        [node, str(ROOT / "tests" / "vectors" / "replay.js"), str(RESUME_JS), str(VECTORS), str(OUTBOX_VECTORS)],
         capture_output=True, text=True, timeout=60, check=True,
     )
     results = json.loads(run.stdout)
     for case in CASES:
-        got = results[case["name"]]
+        got = results["resume"][case["name"]]
         assert len(got) == len(case["steps"])
         for number, (step, (out, cursor)) in enumerate(zip(case["steps"], got)):
             assert (out, cursor) == (step["out"], step["cursor"]), f"{case['name']}: step {number}"
+    for case in OUTBOX_CASES:
+        got = results["outbox"][case["name"]]
+        assert len(got) == len(case["steps"])
+        for number, (step, result) in enumerate(zip(case["steps"], got)):
+            assert same(result, step["expect"]), f"{case['name']}: step {number}: {step} gave {result}"
 
 
 # -- the outbox ----------------------------------------------------------------

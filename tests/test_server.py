@@ -40,6 +40,8 @@ async def test_connection_frame_and_message_fields(server):
         assert hello == {
             "type": "connection", "message": hello["message"], "session_id": "room1",
             "user": "ann", "online": ["ann"], "last_id": 0, "protocol": 1,
+            "limits": {"max_text": 4000, "messages_per_s": 5.0, "message_burst": 10,
+                       "frames_per_s": 50.0, "frame_burst": 100},
         }
         await ann.send({"type": "message", "message": "hi", "client_id": "c-1"})
         msg = await ann.until("message")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 
 from chatkit.client import FixedDelay
+from chatkit.errors import MessageRefused
 from chatkit.llm import EchoStreamer, OfflineTutor
 from chatkit.widgets import ChatModel, ChatPane, side_by_side
 
@@ -212,6 +214,7 @@ def test_model_from_events_without_a_server():
     assert (m.state, m.attempt, m.delay) == ("reconnecting", 2, 4.0)
 
 
+from chatkit.errors import MessageRefused
 async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
     text = "Use `Sec-WebSocket-Key`:\n\n```python\nimport base64\nprint(base64.b64encode(b'x'))\n```\n[rfc](https://www.rfc-editor.org/rfc/rfc6455)"
     srv = await servers(streamer=EchoStreamer(delay=0.02))

@@ -16,7 +16,9 @@
     (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
   // --- exactly-once delivery: resume.js (the same rules as chatkit/resume.py) ----------------
-  const { ResumeState } = window.ChatkitResume;
+  const { ResumeState, Outbox, limitsFrom, DEFAULT_RETRY_MS } = window.ChatkitResume;
+  const now = () => performance.now() / 1000; // the outbox's clock, in seconds
+  const SEND_TIMEOUT_MS = 60000; // every send ends: stored, refused, or not sent by then
 
   // --- the service ----------------------------------------------------------------------------
   class ChatService {
@@ -24,7 +26,10 @@
       // signedIn: the server knows us by the HttpOnly cookie from auth/login; the name is the token's.
       Object.assign(this, { room, user, transport, onEvent, onState, signedIn });
       this.resume = new ResumeState();
-      this.outbox = new Map(); // client_id -> text, until the server's broadcast comes back
+      this.outbox = new Outbox(100); // until the server's broadcast comes back (resume.js)
+      this.limits = limitsFrom(null);
+      this.deadlines = new Map(); // client_id -> timer of its SEND_TIMEOUT_MS
+      this.flushTimer = null;
       this.attempt = 0;
       this.closedByUser = false;
       this.socket = null;
@@ -81,6 +86,7 @@
       socket.onclose = (event) => {
         if (this.socket !== socket) return;
         this.socket = null;
+        this.outbox.disconnected();
         clearInterval(this.heartbeat);
         if (this.closedByUser) { this.onState({ state: "closed", attempt: 0 }); return; }
         if (event.code === 1008 && !this.attempt) { this.onState({ state: "closed", attempt: 0, error: event.reason }); return; }
@@ -107,6 +113,7 @@
         // EventSource reconnects by itself (with Last-Event-ID); we only report it.
         source.onerror = () => {
           if (this.closedByUser) return;
+          this.outbox.disconnected();
           this.attempt += 1;
           this.onState({ state: "reconnecting", attempt: this.attempt, delay: 3000 });
         };
@@ -118,8 +125,10 @@
     opened(frame) {
       this.attempt = 0;
       this.resume.connected(frame);
+      this.limits = limitsFrom(frame.limits);
+      this.outbox.connected(this.limits, now());
       this.onState({ state: "open", attempt: 0 });
-      for (const [clientId, text] of this.outbox) this.transmitMessage(text, clientId);
+      this.flush(); // re-sends what is unacknowledged, at the pace the server stated
       if (this.transport === "ws") {
         clearInterval(this.heartbeat);
         this.lastSeen = Date.now();
@@ -151,7 +160,7 @@
     }
 
     handle(frame) {
-      if (frame.type === "message" && frame.client_id) this.outbox.delete(frame.client_id);
+      if (frame.type === "message" || frame.type === "error") this.settle(this.outbox.receive(frame, now()));
       if (frame.type === "pong") return;
       const event = this.resume.accept(frame);
       if (event) this.onEvent(event);
@@ -165,26 +174,68 @@
       return false;
     }
 
+    // Every message ends as stored (its `message` frame), refused (a `refused` event with the
+    // server's code) or not sent after SEND_TIMEOUT_MS: the rules of chatkit.client.ChatClient.
     send(text) {
       const clientId = newClientId();
-      this.outbox.set(clientId, text); // kept until the server's broadcast of it comes back
-      this.transmitMessage(text, clientId);
+      const refuse = (code, message) => this.onEvent({ type: "refused", client_id: clientId, text, code, message });
+      if (text.length > this.limits.max_text) {
+        refuse("too_long", `message is ${text.length} characters; the limit is ${this.limits.max_text}`);
+        return clientId;
+      }
+      try { this.outbox.add(clientId, text); } catch (error) { refuse(error.code, error.message); return clientId; }
+      this.deadlines.set(clientId, setTimeout(() => {
+        if (this.outbox.remove(clientId)) refuse("send_timeout", "the server did not store it in time");
+        this.deadlines.delete(clientId);
+      }, SEND_TIMEOUT_MS));
+      this.flush();
       return clientId;
     }
 
+    // Act on what the outbox made of a server frame (or of a POST's answer).
+    settle(outcome) {
+      if (!outcome) return;
+      const clientId = outcome.pending.client_id;
+      if (outcome.kind === "retrying") { this.flush(); return; }
+      clearTimeout(this.deadlines.get(clientId));
+      this.deadlines.delete(clientId);
+      if (outcome.kind === "refused") {
+        this.onEvent({ type: "refused", client_id: clientId, text: outcome.pending.text,
+                       code: outcome.code, message: outcome.message });
+      }
+    }
+
+    // Send what is due now; come back when the next message is due.
+    flush() {
+      clearTimeout(this.flushTimer);
+      const { send, wait } = this.outbox.due(now());
+      for (const pending of send) this.transmitMessage(pending.text, pending.client_id);
+      if (wait !== null) this.flushTimer = setTimeout(() => this.flush(), wait * 1000);
+    }
+
     async transmitMessage(text, clientId) {
-      if (this.transport === "ws") { this.sendFrame({ message: text, client_id: clientId }); return; }
+      if (this.transport === "ws") {
+        if (!this.sendFrame({ type: "message", message: text, client_id: clientId })) this.outbox.disconnected();
+        return;
+      }
       try {
         const response = await fetch(new URL(`sse/chat/${encodeURIComponent(this.room)}/messages`, await this.sseBase()), {
           method: "POST", headers: { "Content-Type": "application/json" }, credentials: "include",
           body: JSON.stringify(this.signedIn ? { message: text, client_id: clientId }
                                              : { message: text, user: this.user, client_id: clientId }),
         });
-        if (response.status >= 400 && response.status < 500 && response.status !== 429) {
-          this.outbox.delete(clientId);
-          this.onEvent(await response.json());
-        }
-      } catch { /* offline: stays in the outbox, re-sent on the next open */ }
+        const body = await response.json().catch(() => ({}));
+        if (response.ok) { this.settle(this.outbox.receive({ ...body, type: "message", is_user: true }, now())); return; }
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        const frame = { code: "error", message: `HTTP ${response.status}`, ...body, type: "error", client_id: clientId };
+        if (frame.retry_after_ms === undefined && retryAfter >= 0) frame.retry_after_ms = retryAfter * 1000;
+        this.settle(this.outbox.receive(frame, now()));
+      } catch {
+        // offline: try again a little later (the stream's reconnect also re-sends it)
+        const pending = this.outbox.items.get(clientId);
+        if (pending) { pending.sent = false; pending.not_before = now() + DEFAULT_RETRY_MS / 1000; }
+        this.flush();
+      }
     }
 
     typing(isTyping) { this.sendFrame({ type: "typing", isTyping }); }
@@ -422,6 +473,17 @@
       case "error":
         $("typing").textContent = `⚠ ${frame.code}: ${frame.message}`;
         break;
+      case "refused": { // a message of ours the server will not store: shown, marked as not sent
+        const node = el("div", "message user refused");
+        node.dataset.clientId = frame.client_id;
+        node.append(el("div", "avatar", "⚠"));
+        const content = el("div", "content");
+        content.append(el("div", "meta", `not sent · ${frame.code}: ${frame.message}`));
+        content.append(el("span", "text", frame.text));
+        node.append(content);
+        $("list").append(node);
+        break;
+      }
     }
     scrollDown();
   }
