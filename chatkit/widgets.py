@@ -29,6 +29,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .client import ChatClient, ReconnectPolicy
+from .protocol import session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -249,7 +250,7 @@ class ChatPane(widgets.VBox):
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         if isinstance(url_or_server, str):
             base = url_or_server.rstrip("/")
-            ws_url = f"{base}/ws/chat/{room}/"
+            ws_url = f"{base}/ws/chat/{session_id_to_path(room)}/"
         else:
             ws_url = url_or_server.ws_url(room)
         self.room = room
@@ -258,7 +259,7 @@ class ChatPane(widgets.VBox):
         self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token)
         parts = urlsplit(ws_url)
         scheme = "https" if parts.scheme == "wss" else "http"
-        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{room}/messages", "", ""))
+        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{session_id_to_path(room)}/messages", "", ""))
         self.window = window
         self._min_interval = 1.0 / max_fps
         self._typing_debounce = typing_debounce
