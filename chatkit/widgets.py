@@ -28,6 +28,7 @@ import httpx
 import ipywidgets as widgets
 import traitlets
 
+from . import i18n
 from .client import ChatClient, ReconnectPolicy
 from .protocol import session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
@@ -52,12 +53,16 @@ LABELS = {
         "online": "Online",
         "read_by": "read by {users}",
         "sent": "sent",
+        "status_streaming": "streaming",
+        "status_cancelled": "cancelled",
+        "status_error": "error",
+        "status_interrupted": "interrupted",
     },
     "ko": {
         "connected": "연결됨",
         "disconnected": "연결 안됨",
         "connecting": "연결 중…",
-        "reconnecting": "{seconds}초 후 재연결 (시도 {attempt})",
+        "reconnecting": "{seconds}초 후 재연결 (시도 {attempt}회)",
         "placeholder": "메시지를 입력하세요...",
         "send": "전송",
         "stop": "중지",
@@ -67,6 +72,10 @@ LABELS = {
         "online": "접속 중",
         "read_by": "{users} 읽음",
         "sent": "보냄",
+        "status_streaming": "스트리밍 중",
+        "status_cancelled": "취소됨",
+        "status_error": "오류",
+        "status_interrupted": "중단됨",
     },
 }
 
@@ -139,6 +148,7 @@ class ChatModel(traitlets.HasTraits):
     attempt = traitlets.Int(0)
     delay = traitlets.Float(None, allow_none=True)
     error = traitlets.Unicode("")
+    error_code = traitlets.Unicode("")
     has_more = traitlets.Bool(True)
 
     def __init__(self, user: str = "", **kwargs: Any) -> None:
@@ -213,6 +223,7 @@ class ChatModel(traitlets.HasTraits):
                 self.messages = [m for m in self.messages if m["id"] != gone]
         elif kind == "error":
             self.error = f"{event.get('code')}: {event.get('message')}"
+            self.error_code = str(event.get("code") or "")
 
     def prepend_history(self, frames: list[dict[str, Any]], has_more: bool) -> int:
         """Add a page of older messages; returns how many were new."""
@@ -229,7 +240,8 @@ class ChatPane(widgets.VBox):
 
     ``url_or_server`` is a :class:`~chatkit.server.ChatServer` or a WebSocket
     base URL (``ws://127.0.0.1:8765/``). ``window`` is how many recent messages
-    are rendered (``Load older`` extends it 20 at a time).
+    are rendered (``Load older`` extends it 20 at a time). ``lang`` (``"en"`` or
+    ``"ko"``) defaults to :func:`chatkit.i18n.get_language`; times are formatted for it by Babel.
     """
 
     def __init__(
@@ -238,7 +250,7 @@ class ChatPane(widgets.VBox):
         room: str,
         *,
         user: str,
-        lang: str = "en",
+        lang: str | None = None,
         policy: ReconnectPolicy | None = None,
         window: int = 100,
         max_fps: float = 20.0,
@@ -254,7 +266,8 @@ class ChatPane(widgets.VBox):
         else:
             ws_url = url_or_server.ws_url(room)
         self.room = room
-        self.labels = LABELS[lang]
+        self.lang = i18n.get_language() if lang is None else (i18n.normalize_language(lang) or lang)
+        self.labels = LABELS[self.lang]
         self.model = ChatModel(user=user)
         self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token)
         parts = urlsplit(ws_url)
@@ -508,7 +521,8 @@ class ChatPane(widgets.VBox):
             self.typing_line.value = f'<div class="typing">{_esc(lab[key].format(users=", ".join(m.typing)))}</div>'
         else:
             self.typing_line.value = '<div class="typing"></div>'
-        self.error_line.value = f'<div class="error">{_esc(m.error)}</div>' if m.error else ""
+        error = i18n.error_text(m.error_code, m.error.partition(": ")[2], self.lang) if m.error_code else m.error
+        self.error_line.value = f'<div class="error">{_esc(error)}</div>' if m.error else ""
         online = m.state == "open"
         self.input.disabled = not online
         self.send_button.disabled = not online
@@ -526,7 +540,7 @@ class ChatPane(widgets.VBox):
             if msg["id"] > seen_upto:
                 cls += " new"
             avatar = AVATAR_USER if msg["is_user"] else AVATAR_AI
-            when = msg["timestamp"][11:16] if msg["timestamp"] else ""
+            when = i18n.format_time(msg["timestamp"], self.lang)
             receipt = ""
             if msg["is_user"] and msg["user"] == me:
                 readers = [u for u in self.model.receipts.get(str(msg["id"]), []) if u != me]
@@ -535,7 +549,8 @@ class ChatPane(widgets.VBox):
                     receipt = f'<div class="receipt" title="{_esc(who)}">✓✓ {_esc(who)}</div>'
                 else:
                     receipt = f'<div class="receipt" title="{_esc(self.labels["sent"])}">✓</div>'
-            status = "" if msg["status"] == "complete" else f" [{_esc(msg['status'])}]"
+            shown = self.labels.get(f"status_{msg['status']}", msg["status"])
+            status = "" if msg["status"] == "complete" else f" [{_esc(shown)}]"
             rows.append(
                 f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'
                 f'<div class="content"><div class="meta">{_esc(msg["user"])} · {_esc(when)}{status}</div>'
