@@ -29,6 +29,7 @@ import ipywidgets as widgets
 import traitlets
 
 from . import i18n
+from ._textbox import ChatInput
 from .client import ChatClient, ReconnectPolicy
 from .protocol import session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
@@ -301,8 +302,7 @@ class ChatPane(widgets.VBox):
         self.stream_view = widgets.HTML()
         self.typing_line = widgets.HTML()
         self.error_line = widgets.HTML()
-        self.input = widgets.Text(placeholder=self.labels["placeholder"], continuous_update=True,
-                                  layout=widgets.Layout(flex="1"))
+        self.input = ChatInput(placeholder=self.labels["placeholder"], layout=widgets.Layout(flex="1"))
         self.send_button = widgets.Button(description=self.labels["send"], button_style="primary")
         self.stop_button = widgets.Button(description=self.labels["stop"], button_style="warning",
                                           layout=widgets.Layout(display="none"))
@@ -394,8 +394,11 @@ class ChatPane(widgets.VBox):
         return added
 
     def _on_input_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if content.get("event") == "submit":  # Enter in the text box
-            self.submit()
+        if content.get("event") == "submit":  # Enter in the text box (not while composing)
+            value = content.get("value")
+            self.submit(value if isinstance(value, str) else None)
+        elif content.get("event") == "typing":  # an IME is composing
+            self.notify_typing()
 
     def _on_input_value(self, change: dict) -> None:
         if change["new"]:

@@ -105,9 +105,14 @@ async def test_korean_pane_against_a_server(servers):
         assert "🟢 연결됨" in pane.status.value
         done = asyncio.get_running_loop().create_future()
         pane.client.on_event(lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e))
-        pane.submit("안녕하세요")
-        await asyncio.wait_for(done, 10)
+        # The front end's submit carries the text: a value update still held back by ipywidgets
+        # ("안녕하세" without the last syllable) must not be what is sent.
+        pane.input.value = "안녕하세"
+        pane._on_input_msg(pane.input, {"event": "submit", "value": "안녕하세요"}, [])
+        assert pane.input.value == ""
+        assert (await asyncio.wait_for(done, 10))["message"] == "안녕하세요"
         pane.flush()
         assert "안녕하세요" in pane.message_list.value and "지민 · " in pane.message_list.value
+        assert [m["text"] for m in pane.model.messages] == ["안녕하세요", "안녕하세요"]
     finally:
         await pane.aclose()
