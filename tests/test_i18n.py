@@ -116,3 +116,35 @@ async def test_korean_pane_against_a_server(servers):
         assert [m["text"] for m in pane.model.messages] == ["안녕하세요", "안녕하세요"]
     finally:
         await pane.aclose()
+
+
+def test_checker_messages_in_korean_cover_every_english_key():
+    import string
+
+    from chatkit.exercise_messages import CATALOGS
+
+    en, ko = CATALOGS["en"], CATALOGS["ko"]
+    assert set(ko) == set(en)
+
+    def fields(text):
+        return {f[1] for f in string.Formatter().parse(text) if f[1]}
+
+    assert {k for k in en if fields(en[k]) != fields(ko[k])} == set()
+    hangul = [k for k in ko if any("\uac00" <= c <= "\ud7a3" for c in ko[k])]
+    assert len(hangul) > 0.9 * len(ko)  # all but code-like entries ("{needs}", the backoff formula)
+
+
+def test_checkers_speak_korean_in_the_korean_course_folder(tmp_path, capsys):
+    from chatkit import exercises
+
+    exercises.set_language(None)  # follow chatkit.i18n
+    (tmp_path / "chatkit.toml").write_text('lang = "ko"\n', encoding="utf-8")
+    assert exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/") is True
+    assert capsys.readouterr().out.strip() == "✅ 채팅방 URL: 2개 사례를 모두 통과했습니다."
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}")
+    assert "끝의 슬래시까지" in capsys.readouterr().out
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/", lang="en")
+    assert "all 2 cases passed" in capsys.readouterr().out
+    (tmp_path / "chatkit.toml").unlink()
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/")
+    assert "all 2 cases passed" in capsys.readouterr().out
