@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -119,3 +121,29 @@ async def test_chat_pane_in_a_hangul_room(servers):
             await pane.aclose()
     texts = [m.content for m in await srv.store.history(ROOM)]
     assert texts.count("패널에서 보낸 메시지") == 4  # two panes × (message + echo)
+
+
+SEED_CLIENT = Path(__file__).resolve().parent / "seed" / "websocket_service.mjs"
+
+
+@pytest.mark.parametrize("room", ["demo", ROOM])
+async def test_the_seeds_typescript_client_still_works(servers, room):
+    """The seed's WebSocketService (types removed) in Node: ASCII rooms as before; a Hangul room
+    too, because the WHATWG URL parser percent-encodes the path of `ws://…/ws/chat/${sessionId}/`."""
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is required in CI")
+        pytest.skip("node is not installed")
+    srv = await servers()
+    proc = await asyncio.create_subprocess_exec(
+        node, "--experimental-websocket", str(SEED_CLIENT), f"127.0.0.1:{srv.port}", room,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 0, err.decode()
+    seen = json.loads(out)
+    assert seen[0]["type"] == "connection"
+    assert {"type": "message", "content": "seed client says hi", "isUser": True} in seen
+    assert "".join(e["content"] for e in seen if e["type"] == "chunk") == "seed client says hi"
+    assert seen[-1] == {"type": "complete", "content": "seed client says hi"}
+    assert [m.content for m in await srv.store.history(room)] == ["seed client says hi"] * 2
