@@ -159,7 +159,7 @@ async def test_korean_panes_take_ime_input_whole(jupyterlab, page):
         except Exception:
             if attempt == 2:
                 raise
-    await page.wait_for_selector(".chatkit-pane .status >> text=🟢 연결됨", timeout=30_000)
+    await page.wait_for_selector(".chatkit-pane .status >> text=연결됨", timeout=30_000)
     box = panes.nth(0).locator("input[type='text']")
     assert await box.get_attribute("placeholder") == "메시지를 입력하세요..."
     await box.focus()
