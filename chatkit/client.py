@@ -38,7 +38,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Literal, Protocol, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -354,6 +354,8 @@ class ChatClient:
 
     def _room_url(self) -> str:
         parts = urlsplit(self.url)
+        # A room id may be Hangul: percent-encode the path (existing escapes are kept).
+        parts = parts._replace(path=quote(parts.path, safe="/%:@!$&'()*+,;="))
         query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("user", "after")]
         if self.user is not None:
             query.append(("user", self.user))

@@ -40,8 +40,8 @@ STATIC_TYPES = {
     ".svg": "image/svg+xml",
 }
 
-HISTORY_PATH = re.compile(r"/api/chat/(?P<sid>[A-Za-z0-9_-]{1,64})/messages/?")
-"""``/api/chat/<session_id>/messages``, served on the WebSocket port and on the HTTP server."""
+HISTORY_PATH = re.compile(r"/api/chat/(?P<sid>[^/]+)/messages/?")
+"""``/api/chat/<session_id>/messages`` (the id percent-encoded), served on the WebSocket port and on the HTTP server."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +123,15 @@ class Endpoints:
         return json_response(200, {"status": "ok", "llm": self.backend}, self.cors(origin))
 
     async def history(self, session_id: str, query: str, origin: str | None = None) -> HTTPResponse:
-        """``GET /api/chat/<id>/messages?before=&limit=``: one page, oldest first."""
+        """``GET /api/chat/<id>/messages?before=&limit=``: one page, oldest first.
+
+        ``session_id`` is the path segment as sent (percent-encoded UTF-8).
+        """
         cors = self.cors(origin)
+        try:
+            session_id = protocol.session_id_from_path(session_id)
+        except protocol.ProtocolError as exc:
+            return error_response(404, exc.code, exc.message, cors)
         params = parse_qs(query)
         try:  # ASCII digits within SQLite's range only: never int("²") or 2**63 into a query
             before_raw = params.get("before", [""])[-1]

@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import i18n
 from .exercise_messages import CATALOGS
 
 __all__ = [
@@ -65,19 +66,22 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 10.0
 """Seconds a checker waits for an event from a server before it reports the case as failed."""
 
-_language = os.environ.get("CHATKIT_LANG", "en").split("_")[0].split(".")[0] or "en"
+_language: str | None = None
+"""Set by :func:`set_language`; ``None`` follows :func:`chatkit.i18n.get_language` (``CHATKIT_LANG``,
+or the ``chatkit.toml`` of the Korean course's folder), so the Korean notebooks need no extra code."""
 
 
-def set_language(lang: str) -> None:
-    """Choose the language of every checker's report (``"en"``; others as their catalogs are added)."""
+def set_language(lang: str | None) -> None:
+    """Choose the language of every checker's report (``"en"``, ``"ko"``); ``None``: chatkit's setting."""
     global _language
-    if lang not in CATALOGS:
+    if lang is not None and lang not in CATALOGS:
         raise ValueError(f"no checker messages in {lang!r}; available: {', '.join(sorted(CATALOGS))}")
     _language = lang
 
 
 def get_language() -> str:
-    return _language if _language in CATALOGS else "en"
+    lang = _language or i18n.get_language()
+    return lang if lang in CATALOGS else "en"
 
 
 def _t(key: str, lang: str | None = None, **values: Any) -> str:

@@ -477,7 +477,7 @@ class HTTPServer:
     @staticmethod
     def _session(session_id: str) -> str:
         try:
-            return protocol.validate_session_id(session_id)
+            return protocol.session_id_from_path(session_id)
         except ProtocolError as exc:
             raise HTTPError(404, "not_found", exc.message) from None
 

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Union
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import emoji
 
@@ -32,7 +32,8 @@ __all__ = [
     "MAX_ID",
     "RETRY_CODES",
     "Limits",
-    "SESSION_ID_RE",
+    "SESSION_ID_MAX_CHARS",
+    "SESSION_ID_MAX_BYTES",
     "SendMessage",
     "Typing",
     "ReadReceipt",
@@ -55,6 +56,8 @@ __all__ = [
     "encode",
     "parse_chat_path",
     "validate_session_id",
+    "session_id_from_path",
+    "session_id_to_path",
     "validate_user",
     "RESERVED_NAMES",
     "connection_frame",
@@ -93,7 +96,15 @@ RETRY_AFTER_MS = {"rate_limited": 1000, "busy": 1000, "shutting_down": 1000,
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SESSION_ID_MAX_CHARS = 64
+"""Longest room id, in characters (after NFC normalization)."""
+SESSION_ID_MAX_BYTES = 192
+"""Longest room id in UTF-8 bytes: 64 Hangul syllables (3 bytes each) fit, 64 emoji-sized ones do not."""
+_ROOM_LETTER = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"})
+_ROOM_MARK = frozenset({"Mn", "Mc"})
+# Letters (category Lo) that render as nothing: the Hangul fillers, a classic way to make a
+# room name look empty or look like another one.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,32}")
 CLIENT_ID_MAX = 64
 _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -374,12 +385,59 @@ def encode(frame: dict[str, Any]) -> str:
 
 
 def validate_session_id(session_id: str) -> str:
-    """Return ``session_id`` if it is 1 to 64 letters, digits, ``_`` or ``-``."""
-    if not SESSION_ID_RE.fullmatch(session_id):
+    """Return the room id ``session_id`` in NFC form, or raise ``ProtocolError("bad_session_id")``.
+
+    A room id is 1 to :data:`SESSION_ID_MAX_CHARS` Unicode letters, decimal digits,
+    ``_`` or ``-`` (combining marks allowed after a letter, for scripts that need
+    them) and at most :data:`SESSION_ID_MAX_BYTES` bytes of UTF-8. It is normalized
+    to NFC first, so ``한국어-방`` typed on any keyboard (precomposed or as
+    conjoining jamo) is one room. Control, format (bidi, zero-width), space,
+    punctuation and symbol characters are refused, and so are the invisible Hangul
+    fillers. The ASCII ids of the seed (``[A-Za-z0-9_-]``) are all valid.
+    """
+    if not isinstance(session_id, str):
+        raise ProtocolError("session id must be a string", code="bad_session_id")
+    room = unicodedata.normalize("NFC", session_id)
+    if not 0 < len(room) <= SESSION_ID_MAX_CHARS:
         raise ProtocolError(
-            "session id must be 1 to 64 letters, digits, '_' or '-'", code="bad_session_id"
+            f"session id must be 1 to {SESSION_ID_MAX_CHARS} characters", code="bad_session_id"
         )
-    return session_id
+    if len(room.encode("utf-8", "surrogatepass")) > SESSION_ID_MAX_BYTES:
+        raise ProtocolError(
+            f"session id must be at most {SESSION_ID_MAX_BYTES} bytes of UTF-8", code="bad_session_id"
+        )
+    previous = ""
+    for char in room:
+        category = unicodedata.category(char)
+        if char in "_-" or (category in _ROOM_LETTER and char not in _INVISIBLE_LETTERS):
+            previous = category
+            continue
+        if category in _ROOM_MARK and previous.startswith("L"):
+            continue
+        raise ProtocolError(
+            f"session id must be letters, digits, '_' or '-' (not U+{ord(char):04X})",
+            code="bad_session_id",
+        )
+    return room
+
+
+def session_id_from_path(segment: str) -> str:
+    """The room id in one percent-encoded URL path segment (``%ED%95%9C`` → ``한``), validated.
+
+    The segment must be ASCII (as HTTP request targets are) and decode as strict UTF-8.
+    """
+    if not segment.isascii():
+        raise ProtocolError("session id in a URL must be percent-encoded", code="bad_session_id")
+    try:
+        room = unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        raise ProtocolError("session id is not valid percent-encoded UTF-8", code="bad_session_id") from None
+    return validate_session_id(room)
+
+
+def session_id_to_path(session_id: str) -> str:
+    """The room id validated, NFC-normalized and percent-encoded for a URL path segment."""
+    return quote(validate_session_id(session_id), safe="")
 
 
 RESERVED_NAMES = frozenset({"ai", "system", "server", "chatkit", "admin"})
@@ -429,7 +487,7 @@ class ChatPath:
 
 
 def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
-    """Parse ``/<prefix>/chat/<session_id>/?user=&after=``.
+    """Parse ``/<prefix>/chat/<session_id>/?user=&after=`` (the room id percent-encoded).
 
     Returns ``None`` when the path is not a chat path at all (the server answers
     404) and raises :class:`ProtocolError` when it is one with a bad value (400).
@@ -438,7 +496,7 @@ def parse_chat_path(path: str, prefix: str = "ws") -> ChatPath | None:
     match = re.fullmatch(rf"/{prefix}/chat/(?P<sid>[^/]+)/", parts.path)
     if match is None:
         return None
-    session_id = validate_session_id(match["sid"])
+    session_id = session_id_from_path(match["sid"])
     query = parse_qs(parts.query, keep_blank_values=True)
     user = query.get("user", [None])[-1]
     if user is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self
 from urllib.parse import quote
 
+from . import protocol
 from .auth import Authenticator
 from .endpoints import Endpoints
 from .guard import Guard
@@ -256,7 +257,8 @@ class ChatServer:
             query.append(f"after={after}")
         suffix = "?" + "&".join(query) if query else ""
         ws_scheme = "wss" if self.config.ssl is not None else "ws"
-        return f"{ws_scheme}://{self.config.host}:{self.port}/ws/chat/{session_id}/{suffix}"
+        room = protocol.session_id_to_path(session_id)
+        return f"{ws_scheme}://{self.config.host}:{self.port}/ws/chat/{room}/{suffix}"
 
     def next_guest(self) -> str:
         assert self.hub is not None, "server not started"

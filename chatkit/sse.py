@@ -79,7 +79,7 @@ class SSEClient:
     @property
     def stream_url(self) -> str:
         query = f"?user={quote(self.user)}" if self.user else ""
-        return f"{self.base_url}/sse/chat/{self.room}/{query}"
+        return f"{self.base_url}/sse/chat/{quote(self.room, safe='')}/{query}"
 
     async def events(self, *, reconnect: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Yield the room's frames, reconnecting with ``Last-Event-ID`` after a drop."""
@@ -128,7 +128,7 @@ class SSEClient:
         except ProtocolError as exc:
             raise MessageRefused(exc.message, code=exc.code) from None
         payload = {**frame.to_object(), **({"user": self.user} if self.user else {})}
-        url = f"{self.base_url}/sse/chat/{self.room}/messages"
+        url = f"{self.base_url}/sse/chat/{quote(self.room, safe='')}/messages"
         deadline = self.send_timeout if timeout is None else timeout
         give_up = time.monotonic() + deadline
         while True:

@@ -28,8 +28,11 @@ import httpx
 import ipywidgets as widgets
 import traitlets
 
+from . import i18n
+from ._textbox import ChatInput
 from .client import ChatClient, ReconnectPolicy
 from .errors import ClientError
+from .protocol import session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,12 +56,16 @@ LABELS = {
         "read_by": "read by {users}",
         "sent": "sent",
         "not_sent": "⚠ not sent ({code}): {text}",
+        "status_streaming": "streaming",
+        "status_cancelled": "cancelled",
+        "status_error": "error",
+        "status_interrupted": "interrupted",
     },
     "ko": {
         "connected": "연결됨",
         "disconnected": "연결 안됨",
         "connecting": "연결 중…",
-        "reconnecting": "{seconds}초 후 재연결 (시도 {attempt})",
+        "reconnecting": "{seconds}초 후 재연결 (시도 {attempt}회)",
         "placeholder": "메시지를 입력하세요...",
         "send": "전송",
         "stop": "중지",
@@ -69,6 +76,10 @@ LABELS = {
         "read_by": "{users} 읽음",
         "sent": "보냄",
         "not_sent": "⚠ 전송되지 않음 ({code}): {text}",
+        "status_streaming": "스트리밍 중",
+        "status_cancelled": "취소됨",
+        "status_error": "오류",
+        "status_interrupted": "중단됨",
     },
 }
 
@@ -149,6 +160,7 @@ class ChatModel(traitlets.HasTraits):
     attempt = traitlets.Int(0)
     delay = traitlets.Float(None, allow_none=True)
     error = traitlets.Unicode("")
+    error_code = traitlets.Unicode("")
     has_more = traitlets.Bool(True)
 
     def __init__(self, user: str = "", **kwargs: Any) -> None:
@@ -225,6 +237,7 @@ class ChatModel(traitlets.HasTraits):
             self.reactions = {**self.reactions, str(event["message_id"]): list(event.get("reactions", []))}
         elif kind == "error":
             self.error = f"{event.get('code')}: {event.get('message')}"
+            self.error_code = str(event.get("code") or "")
 
     def prepend_history(self, frames: list[dict[str, Any]], has_more: bool) -> int:
         """Add a page of older messages; returns how many were new."""
@@ -244,7 +257,8 @@ class ChatPane(widgets.VBox):
 
     ``url_or_server`` is a :class:`~chatkit.server.ChatServer` or a WebSocket
     base URL (``ws://127.0.0.1:8765/``). ``window`` is how many recent messages
-    are rendered (``Load older`` extends it 20 at a time).
+    are rendered (``Load older`` extends it 20 at a time). ``lang`` (``"en"`` or
+    ``"ko"``) defaults to :func:`chatkit.i18n.get_language`; times are formatted for it by Babel.
     """
 
     def __init__(
@@ -253,7 +267,7 @@ class ChatPane(widgets.VBox):
         room: str,
         *,
         user: str,
-        lang: str = "en",
+        lang: str | None = None,
         policy: ReconnectPolicy | None = None,
         window: int = 100,
         max_fps: float = 20.0,
@@ -268,17 +282,18 @@ class ChatPane(widgets.VBox):
         self._verify = ssl if ssl is not None else True
         if isinstance(url_or_server, str):
             base = url_or_server.rstrip("/")
-            ws_url = f"{base}/ws/chat/{room}/"
+            ws_url = f"{base}/ws/chat/{session_id_to_path(room)}/"
         else:
             ws_url = url_or_server.ws_url(room)
         self.room = room
-        self.labels = LABELS[lang]
+        self.lang = i18n.get_language() if lang is None else (i18n.normalize_language(lang) or lang)
+        self.labels = LABELS[self.lang]
         self.model = ChatModel(user=user)
         self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token,
                                  **({"ssl": ssl} if ssl is not None else {}))
         parts = urlsplit(ws_url)
         scheme = "https" if parts.scheme == "wss" else "http"
-        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{room}/messages", "", ""))
+        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{session_id_to_path(room)}/messages", "", ""))
         self.window = window
         self._min_interval = 1.0 / max_fps
         self._typing_debounce = typing_debounce
@@ -307,8 +322,7 @@ class ChatPane(widgets.VBox):
         self.stream_view = widgets.HTML()
         self.typing_line = widgets.HTML()
         self.error_line = widgets.HTML()
-        self.input = widgets.Text(placeholder=self.labels["placeholder"], continuous_update=True,
-                                  layout=widgets.Layout(flex="1"))
+        self.input = ChatInput(placeholder=self.labels["placeholder"], layout=widgets.Layout(flex="1"))
         self.send_button = widgets.Button(description=self.labels["send"], button_style="primary")
         self.stop_button = widgets.Button(description=self.labels["stop"], button_style="warning",
                                           layout=widgets.Layout(display="none"))
@@ -428,8 +442,11 @@ class ChatPane(widgets.VBox):
         return added
 
     def _on_input_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if content.get("event") == "submit":  # Enter in the text box
-            self.submit()
+        if content.get("event") == "submit":  # Enter in the text box (not while composing)
+            value = content.get("value")
+            self.submit(value if isinstance(value, str) else None)
+        elif content.get("event") == "typing":  # an IME is composing
+            self.notify_typing()
 
     def _on_input_value(self, change: dict) -> None:
         if change["new"]:
@@ -555,7 +572,8 @@ class ChatPane(widgets.VBox):
             self.typing_line.value = f'<div class="typing">{_esc(lab[key].format(users=", ".join(m.typing)))}</div>'
         else:
             self.typing_line.value = '<div class="typing"></div>'
-        self.error_line.value = f'<div class="error">{_esc(m.error)}</div>' if m.error else ""
+        error = i18n.error_text(m.error_code, m.error.partition(": ")[2], self.lang) if m.error_code else m.error
+        self.error_line.value = f'<div class="error">{_esc(error)}</div>' if m.error else ""
         online = m.state == "open"
         self.input.disabled = not online
         self.send_button.disabled = not online
@@ -573,7 +591,7 @@ class ChatPane(widgets.VBox):
             if msg["id"] > seen_upto:
                 cls += " new"
             avatar = AVATAR_USER if msg["is_user"] else AVATAR_AI
-            when = msg["timestamp"][11:16] if msg["timestamp"] else ""
+            when = i18n.format_time(msg["timestamp"], self.lang)
             receipt = ""
             if msg["is_user"] and msg["user"] == me:
                 readers = [u for u in self.model.receipts.get(str(msg["id"]), []) if u != me]
@@ -582,7 +600,8 @@ class ChatPane(widgets.VBox):
                     receipt = f'<div class="receipt" title="{_esc(who)}">✓✓ {_esc(who)}</div>'
                 else:
                     receipt = f'<div class="receipt" title="{_esc(self.labels["sent"])}">✓</div>'
-            status = "" if msg["status"] == "complete" else f" [{_esc(msg['status'])}]"
+            shown = self.labels.get(f"status_{msg['status']}", msg["status"])
+            status = "" if msg["status"] == "complete" else f" [{_esc(shown)}]"
             chips = "".join(
                 f'<span class="chip{" mine" if me in r["users"] else ""}" title="{_esc(", ".join(r["users"]))}">'
                 f'{_esc(r["emoji"])} {int(r["count"])}</span>'

@@ -127,3 +127,64 @@ async def test_chatkit_launcher_behind_jupyter_server_proxy(jupyterlab, page):
         await page.wait_for_selector(f"#list .message.user .text >> text=hello over {transport} through the proxy",
                                      timeout=30_000)
         await page.screenshot(path=screenshot_path(f"binder_proxy_{transport}"))
+
+
+KOREAN_PANES_NOTEBOOK = [
+    """from chatkit import ChatServer
+from chatkit.widgets import ChatPane, side_by_side
+server = await ChatServer(port=0, http_port=-1, db=":memory:", llm="echo").start()
+jimin = await ChatPane(server, "한국어-방", user="지민", lang="ko").start()
+minjun = await ChatPane(server, "한국어-방", user="민준", lang="ko").start()
+side_by_side(jimin, minjun)""",
+]
+
+
+async def test_korean_panes_take_ime_input_whole(jupyterlab, page):
+    """The pane's text box with a real IME composition (CDP): Enter while composing sends nothing,
+    the committed 안녕하세요 is sent once, and composing shows the typing line in the other pane."""
+    base, token, root = jupyterlab
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in KOREAN_PANES_NOTEBOOK])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "panes_ko.ipynb")
+    # A workspace of its own: only this notebook open, whatever the other tests left open.
+    await page.goto(f"{base}/lab/workspaces/ko/tree/panes_ko.ipynb?token={token}")
+    await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    panes = page.locator(".chatkit-pane")
+    for attempt in range(3):  # the first key press can land before the editor is ready
+        await page.click(".jp-Cell .jp-InputArea-editor")
+        await page.keyboard.press("Shift+Enter")
+        try:
+            await panes.nth(1).wait_for(timeout=20_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    await page.wait_for_selector(".chatkit-pane .status >> text=연결됨", timeout=30_000)
+    box = panes.nth(0).locator("input[type='text']")
+    assert await box.get_attribute("placeholder") == "메시지를 입력하세요..."
+    await box.focus()
+    cdp = await page.context.new_cdp_session(page)
+
+    async def compose(*stages: str) -> None:
+        for stage in stages:
+            await cdp.send("Input.imeSetComposition",
+                           {"text": stage, "selectionStart": len(stage), "selectionEnd": len(stage)})
+
+    await compose("ㅇ", "아", "안")
+    await panes.nth(1).locator(".typing >> text=지민님이 입력 중…").wait_for(timeout=30_000)
+    await cdp.send("Input.insertText", {"text": "안"})
+    for stages, syllable in [(("ㄴ", "녀", "녕"), "녕"), (("ㅎ", "하"), "하"), (("ㅅ", "세"), "세")]:
+        await compose(*stages)
+        await cdp.send("Input.insertText", {"text": syllable})
+    await compose("ㅇ", "요")
+    await page.keyboard.press("Enter")  # while 요 is still being composed: must send nothing
+    await cdp.send("Input.insertText", {"text": "요"})
+    assert await box.input_value() == "안녕하세요"
+    await page.keyboard.press("Enter")
+    minjun = panes.nth(1)
+    await minjun.locator(".message.ai >> text=안녕하세요").wait_for(timeout=30_000)
+    assert await minjun.locator(".message.user").count() == 1
+    meta = await minjun.locator(".message.user .meta").text_content()
+    assert meta.startswith("지민 · ") and ("오전" in meta or "오후" in meta)  # Babel, Korean CLDR
+    assert await minjun.locator(".message.user .content").text_content() == meta + "안녕하세요"
+    await page.screenshot(path=screenshot_path("jupyterlab_korean_panes_ime"))

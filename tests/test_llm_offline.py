@@ -144,3 +144,57 @@ async def test_messages_during_a_reply_are_broadcast_at_once_and_replied_in_turn
         assert kinds.index("message", kinds.index("ai_chunk")) < kinds.index("ai_complete")
         second_done = await p.until("ai_complete")
         assert "two#" in second_done["message"] and second_done["id"] > second["id"]
+
+
+# Every topic of the course, asked in Korean the way a learner would: answered in Korean, on topic.
+KO_QUESTIONS = [
+    ("안녕하세요, 뭘 도와줄 수 있어요?", "greeting"),
+    ("웹소켓 연결은 어떻게 시작되나요? 핸드셰이크 과정이 궁금해요", "handshake"),
+    ("Sec-WebSocket-Accept 값은 어떻게 계산하나요?", "accept_key"),
+    ("클라이언트는 왜 프레임을 마스킹해야 하나요?", "frames"),
+    ("연결 종료 코드 1006은 무슨 뜻이에요?", "close_codes"),
+    ("AI 응답을 스트리밍으로 보여 주면 왜 더 빠르게 느껴지나요?", "streaming"),
+    ("SSE에서 Last-Event-ID는 어떻게 쓰이나요?", "sse"),
+    ("WebSocket과 SSE 중에 무엇을 선택해야 하나요?", "ws_vs_sse"),
+    ("HTTP 폴링과 웹소켓은 뭐가 달라요?", "http_vs_ws"),
+    ("연결이 끊기면 어떻게 재연결해야 하나요? 지수 백오프가 뭐예요?", "reconnect"),
+    ("재연결한 뒤에 놓친 메시지를 중복 없이 받으려면?", "resume"),
+    ("하트비트는 왜 필요해요? 죽은 연결은 어떻게 감지해요?", "heartbeat"),
+    ("누가 접속 중인지 온라인 사용자 목록은 어떻게 보여 주나요?", "presence"),
+    ("타이핑 표시는 어떻게 만들어요?", "typing"),
+    ("메시지 읽음 확인은 어떻게 구현해요?", "read_receipts"),
+    ("대규모 채팅 서비스는 어떻게 확장할까? Redis는 왜 쓰나요?", "scaling"),
+    ("실시간 통신의 보안 이슈는? Origin 검사는 왜 하나요?", "security"),
+    ("도배를 막으려면 속도 제한은 어떻게 하나요?", "limits"),
+    ("채팅 메시지로 XSS 공격이 들어오면 어떻게 막아요?", "xss"),
+    ("이전 메시지는 페이지네이션으로 어떻게 불러오나요?", "pagination"),
+    ("chatkit 프로토콜의 프레임 종류는 뭐가 있나요?", "chatkit_protocol"),
+    ("스트리밍 중인 AI 응답을 중간에 취소하려면?", "cancel"),
+    ("오프라인 튜터 말고 진짜 OpenAI 모델로 바꾸려면 어떻게 해요?", "real_model"),
+    ("메시지는 SQLite 데이터베이스에 어떻게 저장되나요?", "store"),
+    ("노트북의 ChatPane 위젯은 화면을 얼마나 자주 다시 그리나요?", "panes"),
+    ("느리게 읽는 클라이언트 때문에 메모리가 늘면 어떻게 해요? 1013은 뭐예요?", "slow_consumer"),
+    ("로그인한 사용자를 확인하는 토큰은 어떻게 서명하나요?", "auth_tokens"),
+    ("wss와 TLS 인증서는 왜 필요해요?", "tls"),
+    ("nginx 리버스 프록시 뒤에서 WebSocket을 쓰려면 무엇을 설정해야 하나요?", "reverse_proxy"),
+    ("여러 서버가 PostgreSQL로 기록을 공유하려면?", "postgres"),
+    ("AI 응답의 마크다운은 어떻게 안전하게 렌더링하나요?", "markdown"),
+    ("메시지에 이모지 반응(좋아요)을 다는 기능은 어떻게 만들어요?", "reactions"),
+    ("이미지나 파일 첨부는 어떻게 보내요?", "uploads"),
+    ("한글 입력 중에 엔터를 누르면 마지막 글자가 잘려요. IME 조합은 어떻게 처리해요?", "ime"),
+    ("채팅방 이름을 한글로 지어도 되나요? URL에서는 어떻게 인코딩해요?", "unicode_rooms"),
+    ("asyncio 이벤트 루프와 await는 노트북에서 어떻게 동작해요?", "asyncio"),
+]
+
+
+def test_every_entry_has_a_korean_question_below():
+    assert {entry for _, entry in KO_QUESTIONS} == {e["id"] for e in KnowledgeBase.load().entries}
+
+
+@pytest.mark.parametrize("question, entry", KO_QUESTIONS)
+def test_korean_question_per_topic_is_answered_in_korean(question, entry):
+    answer = OfflineTutor().answer(ask(question))
+    assert (answer.entry, answer.language) == (entry, "ko")
+    hangul = sum("\uac00" <= c <= "\ud7a3" for c in answer.text)
+    # Korean prose around the protocol's own names (headers, directives) — not the English entry.
+    assert hangul > 0.35 * sum(c.isalpha() for c in answer.text)

@@ -267,3 +267,54 @@ def test_error_frame_names_the_refused_message():
         "type": "error", "code": "too_long", "message": "no", "client_id": "c1"}
     assert protocol.error_frame("rate_limited", "slow", client_id="c", retry_after_ms=200)["retry_after_ms"] == 200
     assert "client_id" not in protocol.error_frame("llm_error", "x")
+
+@pytest.mark.parametrize(
+    "raw, room",
+    [
+        ("demo", "demo"),
+        ("a_b-9", "a_b-9"),
+        ("한국어-방", "한국어-방"),
+        ("\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165-\u1107\u1161\u11bc", "한국어-방"),  # conjoining jamo → NFC
+        ("Café", "Café"),
+        ("Cafe\u0301", "Café"),  # combining acute → precomposed
+        ("教室٣", "教室٣"),  # CJK letters and an Arabic-Indic digit
+        ("방" * 64, "방" * 64),  # 64 characters, 192 bytes: the longest Hangul id
+    ],
+)
+def test_room_ids_accept_unicode_letters_nfc(raw, room):
+    assert protocol.validate_session_id(raw) == room
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "", "x" * 65, "방" * 65,
+        "😀" * 10,  # a symbol, not a letter
+        "a" * 15 + "\U00020000" * 49,  # 64 letters, but 15 + 49 × 4 = 211 bytes of UTF-8
+        "a.b", "a/b", "a b", "a\u3000b",  # punctuation and (ideographic) spaces
+        "a\x00b", "a\x7fb", "a\u0085b",  # controls
+        "room\u200b", "ro\u200dom", "\ufeffroom",  # zero-width
+        "abc\u202edcba", "a\u2066b\u2069", "a\u200fb",  # bidi overrides, isolates, marks
+        "\u3164", "방\u3164", "\uffa0", "\u115f\u1160",  # invisible Hangul fillers
+        "\u0301a",  # a combining mark with nothing to combine with
+    ],
+)
+def test_room_ids_refuse_invisible_controls_and_overlong(raw):
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_session_id(raw)
+    assert info.value.code == "bad_session_id"
+
+
+def test_room_ids_are_percent_encoded_in_paths():
+    assert protocol.session_id_to_path("한국어-방") == "%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9"
+    assert protocol.session_id_to_path("demo") == "demo"
+    assert protocol.session_id_from_path("%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9") == "한국어-방"
+    assert protocol.parse_chat_path("/ws/chat/%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9/?user=ann") == \
+        protocol.ChatPath("한국어-방", "ann")
+    # NFD in the URL is the same room as NFC.
+    nfd = protocol.session_id_to_path("한국어-방").replace("%ED%95%9C", "%E1%84%92%E1%85%A1%E1%86%AB")
+    assert protocol.parse_chat_path(f"/ws/chat/{nfd}/").session_id == "한국어-방"
+    for bad in ["/ws/chat/%ED%95/", "/ws/chat/%E2%80%8B/", "/ws/chat/a%2Fb/", "/ws/chat/한국어/"]:
+        with pytest.raises(ProtocolError) as info:
+            protocol.parse_chat_path(bad)
+        assert info.value.code == "bad_session_id"

@@ -5,6 +5,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const i18n = window.chatkitI18n; // i18n.js: strings in the page's language, Intl formatting
+  const t = i18n.t;
 
   // --- reconnect policy: the seed's reconnectWithBackoff, with jitter -------------------------
   function backoffDelay(attempt, initial = 1000, cap = 30000) {
@@ -270,6 +272,7 @@
   const ui = {
     service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
     streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false, reactions: new Map(),
+    state: { state: "closed", attempt: 0 }, composing: false,
   };
   const render = window.chatkitRender;
   const STREAM_RENDER_MS = 50; // a streaming reply is re-rendered at most 20 times a second
@@ -282,31 +285,37 @@
   }
 
   function setState({ state, attempt, delay, error }) {
-    const status = $("status");
-    clearInterval(ui.countdown);
+    ui.state = { state, attempt, error, until: Date.now() + (delay || 0) };
     const online = state === "open";
     $("input").disabled = !online;
     $("send").disabled = !online;
-    status.dataset.state = state;
-    if (state === "open") status.textContent = "Connected";
-    else if (state === "connecting") status.textContent = "Connecting…";
+    $("status").dataset.state = state;
+    renderState();
+  }
+
+  function renderState() { // also called when the language changes
+    const status = $("status");
+    const { state, attempt, error, until } = ui.state;
+    clearInterval(ui.countdown);
+    if (state === "open") status.textContent = t("status.open");
+    else if (state === "connecting") status.textContent = t("status.connecting");
     else if (state === "reconnecting") {
-      const until = Date.now() + (delay || 0);
       const show = () => {
         const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-        status.textContent = `Reconnecting in ${seconds} s (attempt ${attempt})`;
+        status.textContent = t("status.reconnecting", { seconds, attempt });
       };
       show();
       ui.countdown = setInterval(show, 500);
-    } else status.textContent = `Disconnected${error ? ": " + error : ""}`;
+    } else status.textContent = error ? t("status.closed_error", { error }) : t("status.closed");
   }
 
   function renderReceipt(node, id) {
     const box = node.querySelector(".receipt");
     if (!box) return;
     const readers = (ui.receipts.get(id) || []).filter((u) => u !== ui.user);
-    box.textContent = readers.length ? `✓✓ read by ${readers.join(", ")}` : "✓";
-    box.title = readers.length ? `read by ${readers.join(", ")}` : "sent";
+    const readBy = t("receipt.read_by", { users: i18n.formatList(readers) });
+    box.textContent = readers.length ? `✓✓ ${readBy}` : "✓";
+    box.title = readers.length ? readBy : t("receipt.sent");
   }
 
   function renderReactions(node, id) {
@@ -322,9 +331,8 @@
     node.dataset.id = msg.id;
     node.append(render.avatar(msg.is_user ? "user" : "ai", msg.user || "AI"));
     const content = el("div", "content");
-    const when = msg.timestamp ? new Date(msg.timestamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
-    const status = msg.status && msg.status !== "complete" ? ` [${msg.status}]` : "";
-    content.append(el("div", "meta", `${msg.user || "AI"} · ${when}${status}`));
+    Object.assign(node.dataset, { user: msg.user || "AI", timestamp: msg.timestamp || "", status: msg.status || "" });
+    content.append(el("div", "meta", metaText(node)));
     content.append(render.renderInto(el("div", "text"), msg.message));
     content.append(el("div", "reactions"));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
@@ -365,6 +373,12 @@
   }
   document.addEventListener("visibilitychange", sendReadReceipts);
   window.addEventListener("focus", sendReadReceipts);
+
+  function metaText(node) { // "ann · 오후 3:04 [취소됨]": Intl time, translated status
+    const { user, timestamp, status } = node.dataset;
+    const shown = status && status !== "complete" ? ` [${t(`message.status.${status}`)}]` : "";
+    return `${user} · ${i18n.formatTime(timestamp)}${shown}`;
+  }
 
   function scrollDown() { const box = $("messages"); box.scrollTop = box.scrollHeight; }
 
@@ -410,13 +424,13 @@
   }
 
   function renderOnline() {
-    $("online").textContent = `online: ${[...ui.online].sort().join(", ")}`;
+    $("online").textContent = t("room.online", { users: [...ui.online].sort().join(", ") });
   }
 
   function renderTyping() {
     const names = [...ui.typers];
     $("typing").textContent = names.length === 0 ? "" :
-      names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+      t(names.length === 1 ? "typing.one" : "typing.many", { users: i18n.formatList(names) });
   }
 
   function onEvent(frame) {
@@ -471,7 +485,7 @@
         break;
       }
       case "error":
-        $("typing").textContent = `⚠ ${frame.code}: ${frame.message}`;
+        $("typing").textContent = i18n.errorText(frame.code, frame.message);
         break;
       case "refused": { // a message of ours the server will not store: shown, marked as not sent
         const node = el("div", "message user refused");
@@ -526,7 +540,9 @@
   $("join").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(event.target);
-    const room = form.get("room").trim(), name = form.get("user").trim(), transport = form.get("transport");
+    // NFC, as the server does: "한" typed as conjoining jamo is the same room and name.
+    const room = form.get("room").trim().normalize("NFC"), name = form.get("user").trim().normalize("NFC");
+    const transport = form.get("transport");
     if (!ui.signIn) { join(room, name, transport); return; }
     try {
       const who = await signIn(name, form.get("code"));
@@ -538,6 +554,7 @@
   });
   $("send-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    if (ui.composing) return; // never send half a syllable (see the keydown handler below)
     const text = $("input").value;
     if (!text.trim()) return;
     ui.service.send(text);
@@ -547,12 +564,28 @@
     lastTyping = 0;
   });
   $("input").addEventListener("input", onInput);
-  // The input is a textarea (Markdown has lines): Enter sends, Shift+Enter is a new line,
-  // and Enter that confirms an IME composition does neither.
+  // The input is a textarea (Markdown has lines): Enter sends, Shift+Enter is a new line.
+  // IME input (Korean, Japanese, Chinese…): the Enter that finishes composing a syllable is not
+  // "send" (nor a new line) — `isComposing` is the standard flag; keyCode 229 is what Safari and
+  // older browsers report for that Enter instead.
   $("input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
-      event.preventDefault();
-      $("send-form").requestSubmit();
+    if (event.key !== "Enter" || event.shiftKey) return;
+    event.preventDefault();
+    if (event.isComposing || event.keyCode === 229) return;
+    $("send-form").requestSubmit();
+  });
+  // Composing is typing too (some IMEs fire no input event until a syllable is committed).
+  $("input").addEventListener("compositionstart", () => { ui.composing = true; onInput(); });
+  $("input").addEventListener("compositionupdate", onInput);
+  $("input").addEventListener("compositionend", () => { ui.composing = false; });
+  document.addEventListener("chatkit:language", () => { // i18n.js switched: re-render dynamic text
+    renderState();
+    renderOnline();
+    renderTyping();
+    for (const node of $("list").children) {
+      const meta = node.querySelector(".meta");
+      if (meta) meta.textContent = metaText(node);
+      renderReceipt(node, Number(node.dataset.id));
     }
   });
   $("older").addEventListener("click", () => loadOlder());

@@ -1,0 +1,169 @@
+// chatkit's page in English and Korean: the strings, the language choice and locale formatting.
+// Loaded before chat.js. Dates, times and lists are formatted by Intl (the browser's CLDR data),
+// never by hand. To add a language, add a table with the same keys and an <option> in index.html.
+"use strict";
+
+(() => {
+  const STRINGS = {
+    en: {
+      "page.title": "chatkit",
+      "join.room": "Room",
+      "join.name": "Name",
+      "join.name_placeholder": "your name",
+      "join.code": "Join code",
+      "join.transport": "Transport",
+      "join.submit": "Join",
+      "join.room_invalid": "1 to 64 letters, digits, '_' or '-' (any script)",
+      "lang.label": "Language",
+      "status.open": "Connected",
+      "status.connecting": "Connecting…",
+      "status.reconnecting": "Reconnecting in {seconds} s (attempt {attempt})",
+      "status.closed": "Disconnected",
+      "status.closed_error": "Disconnected: {error}",
+      "room.leave": "leave",
+      "room.online": "online: {users}",
+      "messages.older": "Load older messages",
+      "input.placeholder": "Type a message...",
+      "input.send": "Send",
+      "input.stop": "Stop",
+      "typing.one": "{users} is typing…",
+      "typing.many": "{users} are typing…",
+      "receipt.read_by": "read by {users}",
+      "receipt.sent": "sent",
+      "message.status.streaming": "streaming",
+      "message.status.cancelled": "cancelled",
+      "message.status.error": "error",
+      "message.status.interrupted": "interrupted",
+      "error.line": "⚠ {code}: {message}",
+    },
+    ko: {
+      "page.title": "chatkit 채팅",
+      "join.room": "채팅방",
+      "join.name": "이름",
+      "join.name_placeholder": "이름을 입력하세요",
+      "join.code": "입장 코드",
+      "join.transport": "전송 방식",
+      "join.submit": "입장",
+      "join.room_invalid": "글자, 숫자, '_', '-'로 1~64자 (한글 가능)",
+      "lang.label": "언어",
+      "status.open": "연결됨",
+      "status.connecting": "연결 중…",
+      "status.reconnecting": "{seconds}초 후 재연결 (시도 {attempt}회)",
+      "status.closed": "연결 안됨",
+      "status.closed_error": "연결 안됨: {error}",
+      "room.leave": "나가기",
+      "room.online": "접속 중: {users}",
+      "messages.older": "이전 메시지 불러오기",
+      "input.placeholder": "메시지를 입력하세요...",
+      "input.send": "전송",
+      "input.stop": "중지",
+      "typing.one": "{users}님이 입력 중…",
+      "typing.many": "{users}님이 입력 중…",
+      "receipt.read_by": "{users} 읽음",
+      "receipt.sent": "보냄",
+      "message.status.streaming": "스트리밍 중",
+      "message.status.cancelled": "취소됨",
+      "message.status.error": "오류",
+      "message.status.interrupted": "중단됨",
+      "error.line": "⚠ {message} ({code})",
+      // The server's error codes (docs/protocol.md); an unknown code shows the server's own text.
+      "error.bad_json": "올바른 JSON이 아닙니다.",
+      "error.not_an_object": "프레임은 JSON 객체여야 합니다.",
+      "error.unknown_type": "알 수 없는 프레임 종류입니다.",
+      "error.missing_field": "필요한 필드가 빠졌습니다.",
+      "error.bad_field": "필드 값이 올바르지 않습니다.",
+      "error.empty_message": "빈 메시지는 보낼 수 없습니다.",
+      "error.too_long": "메시지가 너무 깁니다.",
+      "error.rate_limited": "너무 빨리 보내고 있습니다. 잠시 후 다시 보내세요.",
+      "error.busy": "AI가 다른 질문에 답하는 중이라 이 메시지에는 답하지 않습니다. 메시지는 저장되었습니다.",
+      "error.unknown_message": "이 채팅방에 없는 메시지입니다.",
+      "error.shutting_down": "서버가 종료되는 중입니다.",
+      "error.bad_session_id": "채팅방 이름이 올바르지 않습니다.",
+      "error.bad_user": "이름이 올바르지 않습니다.",
+      "error.llm_auth": "AI 모델 인증에 실패했습니다 (API 키를 확인하세요).",
+      "error.llm_rate_limited": "AI 모델의 요청 한도를 넘었습니다.",
+      "error.llm_timeout": "AI 모델이 제때 응답하지 않았습니다.",
+      "error.llm_unreachable": "AI 모델 서버에 연결할 수 없습니다.",
+      "error.llm_stream_dropped": "AI 응답 스트림이 중간에 끊겼습니다.",
+      "error.llm_error": "AI 모델에서 오류가 발생했습니다.",
+    },
+  };
+  const SUPPORTED = Object.keys(STRINGS);
+  const STORAGE_KEY = "chatkit.lang";
+
+  // "ko-KR" → "ko"; anything we have no table for → "en".
+  function supported(tag) {
+    const base = String(tag || "").toLowerCase().split(/[-_]/)[0];
+    return SUPPORTED.includes(base) ? base : null;
+  }
+
+  function stored() {
+    try { return localStorage.getItem(STORAGE_KEY); } catch { return null; } // storage may be blocked
+  }
+
+  // ?lang= (a link for a class) > the user's earlier choice > the browser's languages > English.
+  function initialLanguage() {
+    const candidates = [new URLSearchParams(location.search).get("lang"), stored(),
+                        ...(navigator.languages || []), navigator.language];
+    for (const tag of candidates) { const lang = supported(tag); if (lang) return lang; }
+    return "en";
+  }
+
+  let language = initialLanguage();
+
+  function t(key, params = {}) {
+    const table = STRINGS[language];
+    const text = key in table ? table[key] : (STRINGS.en[key] ?? key);
+    return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+  }
+
+  // A server error in the page's language: a known code is translated, otherwise its own text.
+  function errorText(code, message) {
+    const key = `error.${code}`;
+    const translated = key in STRINGS[language] ? STRINGS[language][key] : message;
+    return t("error.line", { code, message: translated });
+  }
+
+  function formatTime(iso) {
+    const date = new Date(iso);
+    if (!iso || Number.isNaN(date.getTime())) return "";
+    return new Intl.DateTimeFormat(language, { hour: "numeric", minute: "2-digit" }).format(date);
+  }
+
+  function formatList(names) {
+    return new Intl.ListFormat(language, { style: "short", type: "conjunction" }).format(names);
+  }
+
+  // Static text in the HTML: data-i18n (text), data-i18n-placeholder, data-i18n-title.
+  function apply(root = document) {
+    document.documentElement.lang = language;
+    document.title = t("page.title");
+    for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of root.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+    for (const node of root.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
+    for (const node of root.querySelectorAll("select[data-language-switch]")) node.value = language;
+  }
+
+  function setLanguage(lang) {
+    const chosen = supported(lang);
+    if (!chosen || chosen === language) return;
+    language = chosen;
+    try { localStorage.setItem(STORAGE_KEY, chosen); } catch { /* not remembered, still switched */ }
+    apply();
+    document.dispatchEvent(new CustomEvent("chatkit:language", { detail: { language } }));
+  }
+
+  window.chatkitI18n = {
+    t, errorText, formatTime, formatList, apply, setLanguage, SUPPORTED, STRINGS,
+    get language() { return language; },
+  };
+
+  function start() {
+    apply();
+    for (const select of document.querySelectorAll("select[data-language-switch]")) {
+      select.addEventListener("change", () => setLanguage(select.value));
+    }
+  }
+  // Loaded at the end of <body>, before chat.js: the page is there, translate it at once.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+})();

@@ -1,0 +1,151 @@
+"""chatkit.i18n: choosing the language (call, environment, the course folder's chatkit.toml) and
+locale formatting with Babel; the ChatPane in Korean."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatkit import i18n
+from chatkit.client import FixedDelay
+from chatkit.widgets import ChatModel, ChatPane
+
+
+@pytest.fixture(autouse=True)
+def clean_language(monkeypatch, tmp_path):
+    monkeypatch.delenv("CHATKIT_LANG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    i18n.set_language(None)
+    yield
+    i18n.set_language(None)
+
+
+def test_language_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("LANG", "ko_KR.UTF-8")  # the system locale is not consulted
+    assert i18n.get_language() == "en"
+    (tmp_path / "chatkit.toml").write_text('# the Korean course\nlang = "ko"\n', encoding="utf-8")
+    assert i18n.get_language() == "ko"
+    monkeypatch.setenv("CHATKIT_LANG", "en_US.UTF-8")
+    assert i18n.get_language() == "en"
+    i18n.set_language("ko-KR")
+    assert i18n.get_language() == "ko"
+    with pytest.raises(ValueError):
+        i18n.set_language("fr")
+    (tmp_path / "chatkit.toml").write_text("lang = [", encoding="utf-8")  # broken: ignored
+    i18n.set_language(None)
+    monkeypatch.delenv("CHATKIT_LANG")
+    assert i18n.get_language() == "en"
+
+
+def test_times_and_lists_follow_the_locale(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    import time
+    time.tzset()
+    try:
+        assert i18n.format_time("2026-01-01T15:04:05.000Z", "ko") == "오후 3:04"
+        assert i18n.format_time("2026-01-01T03:04:05.000Z", "ko") == "오전 3:04"
+        assert i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04\u202fPM" or \
+            i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04 PM"
+        assert i18n.format_time("", "ko") == "" and i18n.format_time("yesterday", "ko") == ""
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert i18n.format_list(["지민", "민준"], "ko") == "지민 및 민준"
+    assert i18n.format_list(["ann", "bob", "cy"], "en") == "ann, bob, and cy"
+    assert i18n.error_text("too_long", "message is 5000 characters", "ko") == "메시지가 너무 깁니다. (too_long)"
+    assert i18n.error_text("new_code", "something", "ko") == "new_code: something"
+    assert i18n.error_text("too_long", "message is 5000 characters", "en") == "too_long: message is 5000 characters"
+
+
+def test_pane_language_comes_from_the_course_folder(tmp_path):
+    (tmp_path / "chatkit.toml").write_text('lang = "ko"\n', encoding="utf-8")
+    pane = ChatPane("ws://127.0.0.1:1", "방", user="지민")
+    english = ChatPane("ws://127.0.0.1:1", "room", user="ann", lang="en")
+    try:
+        assert pane.lang == "ko" and pane.send_button.description == "전송"
+        assert pane.input.placeholder == "메시지를 입력하세요..." and pane.older.description == "이전 메시지 불러오기"
+        assert english.send_button.description == "Send"
+    finally:
+        pane.close()
+        english.close()
+
+
+def test_pane_renders_korean_status_times_receipts_and_errors():
+    pane = ChatPane("ws://127.0.0.1:1", "방", user="지민", lang="ko")
+    m = ChatModel(user="지민")
+    pane.model = m
+    try:
+        m.apply({"type": "message", "id": 1, "user": "지민", "is_user": True, "message": "안녕",
+                 "timestamp": "2026-01-01T15:04:05.000Z"})
+        m.apply({"type": "message", "id": 2, "user": "AI", "is_user": False, "message": "반가워요",
+                 "timestamp": "2026-01-01T15:04:06.000Z", "status": "cancelled"})
+        m.apply({"type": "read_receipt", "message_id": 1, "user": "민준"})
+        html = pane.render_messages()
+        assert "✓✓ 민준 읽음" in html and "[취소됨]" in html
+        assert i18n.format_time("2026-01-01T15:04:05.000Z", "ko") in html
+        m.apply({"type": "state", "state": "reconnecting", "attempt": 2, "delay": 4.0})
+        m.apply({"type": "typing", "user": "민준", "is_typing": True})
+        m.apply({"type": "error", "code": "empty_message", "message": "message is empty"})
+        pane._render_now({"status"})
+        assert "4초 후 재연결 (시도 2회)" in pane.status.value
+        assert "민준님이 입력 중…" in pane.typing_line.value
+        assert "빈 메시지는 보낼 수 없습니다. (empty_message)" in pane.error_line.value
+        m.apply({"type": "state", "state": "open", "attempt": 0, "delay": None})
+        pane._render_now({"status"})
+        assert "연결됨" in pane.status.value
+    finally:
+        pane.close()
+
+
+async def test_korean_pane_against_a_server(servers):
+    srv = await servers()
+    pane = await ChatPane(srv, "한국어-방", user="지민", lang="ko", policy=FixedDelay(0.05)).start()
+    try:
+        assert "연결됨" in pane.status.value
+        done = asyncio.get_running_loop().create_future()
+        pane.client.on_event(lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e))
+        # The front end's submit carries the text: a value update still held back by ipywidgets
+        # ("안녕하세" without the last syllable) must not be what is sent.
+        pane.input.value = "안녕하세"
+        pane._on_input_msg(pane.input, {"event": "submit", "value": "안녕하세요"}, [])
+        assert pane.input.value == ""
+        assert (await asyncio.wait_for(done, 10))["message"] == "안녕하세요"
+        pane.flush()
+        assert "안녕하세요" in pane.message_list.value and "지민 · " in pane.message_list.value
+        assert [m["text"] for m in pane.model.messages] == ["안녕하세요", "안녕하세요"]
+    finally:
+        await pane.aclose()
+
+
+def test_checker_messages_in_korean_cover_every_english_key():
+    import string
+
+    from chatkit.exercise_messages import CATALOGS
+
+    en, ko = CATALOGS["en"], CATALOGS["ko"]
+    # Other helpers add English keys as they add checkers; a key missing in Korean falls back to English.
+    assert set(ko) <= set(en) and len(ko) >= 179
+
+    def fields(text):
+        return {f[1] for f in string.Formatter().parse(text) if f[1]}
+
+    assert {k for k in ko if fields(en[k]) != fields(ko[k])} == set()
+    hangul = [k for k in ko if any("\uac00" <= c <= "\ud7a3" for c in ko[k])]
+    assert len(hangul) > 0.9 * len(ko)  # all but code-like entries ("{needs}", the backoff formula)
+
+
+def test_checkers_speak_korean_in_the_korean_course_folder(tmp_path, capsys):
+    from chatkit import exercises
+
+    exercises.set_language(None)  # follow chatkit.i18n
+    (tmp_path / "chatkit.toml").write_text('lang = "ko"\n', encoding="utf-8")
+    assert exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/") is True
+    assert capsys.readouterr().out.strip() == "✅ 채팅방 URL: 2개 사례를 모두 통과했습니다."
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}")
+    assert "끝의 슬래시까지" in capsys.readouterr().out
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/", lang="en")
+    assert "all 2 cases passed" in capsys.readouterr().out
+    (tmp_path / "chatkit.toml").unlink()
+    exercises.check_room_url(lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}/")
+    assert "all 2 cases passed" in capsys.readouterr().out
