@@ -43,7 +43,11 @@ async def main() -> None:
         counter += 1
         reply_id = counter
         targets = room if args.ai_replies == "room" else {sender}
-        pieces = WORD.findall(text) if args.echo_chunks is None else [f"{text}#{i} " for i in range(args.echo_chunks)]
+        pieces = (
+            WORD.findall(text)
+            if args.echo_chunks is None
+            else [f"{text}#{i} " for i in range(args.echo_chunks)]
+        )
         full = []
         for piece in pieces:
             await asyncio.sleep(args.echo_delay_ms / 1000)
@@ -60,8 +64,18 @@ async def main() -> None:
         user = parse_qs(url.query).get("user", ["guest"])[0]
         room = rooms[name]
         room.add(ws)
-        await ws.send(json.dumps({"type": "connection", "message": "Connected", "session_id": name,
-                                  "user": user, "online": [], "last_id": counter}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "connection",
+                    "message": "Connected",
+                    "session_id": name,
+                    "user": user,
+                    "online": [],
+                    "last_id": counter,
+                }
+            )
+        )
         queue: list[str] = []
         worker: asyncio.Task | None = None
 
@@ -76,8 +90,20 @@ async def main() -> None:
                     await ws.send('{"type":"pong"}')
                     continue
                 counter += 1
-                broadcast(room, json.dumps({"type": "message", "message": frame["message"], "is_user": True,
-                                            "id": counter, "user": user, "timestamp": "", "client_id": None}))
+                broadcast(
+                    room,
+                    json.dumps(
+                        {
+                            "type": "message",
+                            "message": frame["message"],
+                            "is_user": True,
+                            "id": counter,
+                            "user": user,
+                            "timestamp": "",
+                            "client_id": None,
+                        }
+                    ),
+                )
                 queue.append(frame["message"])
                 if worker is None or worker.done():
                     worker = asyncio.create_task(run_replies())

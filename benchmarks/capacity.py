@@ -35,8 +35,18 @@ import random
 import re
 import time
 
-from common import (CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile, print_table,
-                    raise_nofile, ratio, write_results)
+from common import (
+    CpuMeter,
+    ServerProcess,
+    cpu_per_1k,
+    gather_bounded,
+    load_average,
+    percentile,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
+)
 
 STAMP = re.compile(rb'"chunk": ?"(\d+\.\d+) ')
 
@@ -46,7 +56,7 @@ class RawClient(asyncio.Protocol):
     per frame and without parsing JSON, so that one load generator can keep up with thousands of
     streams. Only what the benchmark needs: text frames in, small masked text frames out."""
 
-    def __init__(self, path: str, stats: "Stats", on_complete=None) -> None:
+    def __init__(self, path: str, stats: Stats, on_complete=None) -> None:
         self.path = path
         self.stats = stats
         self.on_complete = on_complete
@@ -58,9 +68,12 @@ class RawClient(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                         ).encode())
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
 
     def connection_lost(self, exc) -> None:
         if not self.opened.done():
@@ -90,7 +103,7 @@ class RawClient(asyncio.Protocol):
                 self.transport.close()
                 return
             self.handshaken = True
-            buf = buf[end + 4:]
+            buf = buf[end + 4 :]
         pos, size = 0, len(buf)
         stats = self.stats
         while size - pos >= 2:
@@ -99,14 +112,14 @@ class RawClient(asyncio.Protocol):
             if length == 126:
                 if size - pos < 4:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif length == 127:
                 if size - pos < 10:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if size - pos < head + length:
                 break
-            payload = buf[pos + head:pos + head + length]
+            payload = buf[pos + head : pos + head + length]
             pos += head + length
             if opcode == 0x9:  # ping: answer with a pong
                 self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
@@ -143,7 +156,8 @@ class Stats:
 async def open_raw(server: ServerProcess, room: str, user: str, stats: Stats, on_complete=None) -> RawClient:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(
-        lambda: RawClient(f"/ws/chat/{room}/?user={user}", stats, on_complete), "127.0.0.1", server.port)
+        lambda: RawClient(f"/ws/chat/{room}/?user={user}", stats, on_complete), "127.0.0.1", server.port
+    )
     async with asyncio.timeout(60):
         await client.opened
     return client
@@ -159,8 +173,9 @@ async def rooms_step(server: ServerProcess, rooms: int, warmup: float, duration:
         if not stopping[0]:
             client.send_text('{"message":"pace"}')
 
-    clients = await gather_bounded([open_raw(server, f"cap{tag}-{i}", f"s{i}", stats, next_message)
-                                    for i in range(rooms)], 50)
+    clients = await gather_bounded(
+        [open_raw(server, f"cap{tag}-{i}", f"s{i}", stats, next_message) for i in range(rooms)], 50
+    )
     for client in clients:  # staggered starts
         loop.call_later(random.random() * warmup / 2, next_message, client)
     await asyncio.sleep(warmup)
@@ -172,10 +187,13 @@ async def rooms_step(server: ServerProcess, rooms: int, warmup: float, duration:
     for client in clients:
         client.close()
     return {
-        "rooms": rooms, "chunks_per_s": stats.chunks / cpu.wall_s,
-        "added_p50_ms": percentile(stats.added, 50) * 1000, "added_p99_ms": percentile(stats.added, 99) * 1000,
+        "rooms": rooms,
+        "chunks_per_s": stats.chunks / cpu.wall_s,
+        "added_p50_ms": percentile(stats.added, 50) * 1000,
+        "added_p99_ms": percentile(stats.added, 99) * 1000,
         "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats.frames),
-        "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
+        "server_cpu_pct": cpu.server_pct,
+        "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
 
@@ -189,7 +207,9 @@ async def room_size_step(server: ServerProcess, members: int) -> dict:
         if stats.completes == members:
             all_done.set()
 
-    clients = await gather_bounded([open_raw(server, room, f"m{i}", stats, completed) for i in range(members)], 50)
+    clients = await gather_bounded(
+        [open_raw(server, room, f"m{i}", stats, completed) for i in range(members)], 50
+    )
     stats.recording = True  # counts the joins' presence frames until they settle
     quiet = -1
     while quiet != stats.frames:
@@ -208,10 +228,14 @@ async def room_size_step(server: ServerProcess, members: int) -> dict:
     for client in clients:
         client.close()
     return {
-        "members": members, "chunks_per_s": stats.chunks / cpu.wall_s, "completed": stats.completes,
-        "added_p50_ms": percentile(stats.added, 50) * 1000, "added_p99_ms": percentile(stats.added, 99) * 1000,
+        "members": members,
+        "chunks_per_s": stats.chunks / cpu.wall_s,
+        "completed": stats.completes,
+        "added_p50_ms": percentile(stats.added, 50) * 1000,
+        "added_p99_ms": percentile(stats.added, 99) * 1000,
         "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats.frames),
-        "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
+        "server_cpu_pct": cpu.server_pct,
+        "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
 
@@ -240,54 +264,105 @@ async def main() -> None:
     sizes = [int(x) for x in args.members.split(",") if x]
     raise_nofile(max(steps + sizes + [100]) * 2 + 400)
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
-    options = ["--echo-chunks", str(args.chunks), "--echo-stamp", "--echo-delay-ms", str(1000 / args.tokens_per_s)]
+    options = [
+        "--echo-chunks",
+        str(args.chunks),
+        "--echo-stamp",
+        "--echo-delay-ms",
+        str(1000 / args.tokens_per_s),
+    ]
     room_rows, size_rows = [], []
     for kind in args.servers.split(","):
         with ServerProcess(kind, options) as server:
             for rooms in steps:
                 row = {"server": kind, **await rooms_step(server, rooms, args.warmup, args.duration)}
                 room_rows.append(row)
-                print(f"  {kind:8} {rooms:5} rooms  p99 {row['added_p99_ms']:7.2f} ms  {row['chunks_per_s']:9,.0f} "
-                      f"chunks/s  server {row['server_cpu_pct']:5.1f} %  loadgen {row['loadgen_cpu_pct']:5.1f} %",
-                      flush=True)
+                print(
+                    f"  {kind:8} {rooms:5} rooms  p99 {row['added_p99_ms']:7.2f} ms  {row['chunks_per_s']:9,.0f} "
+                    f"chunks/s  server {row['server_cpu_pct']:5.1f} %  loadgen {row['loadgen_cpu_pct']:5.1f} %",
+                    flush=True,
+                )
                 await asyncio.sleep(args.chunks / args.tokens_per_s + 0.5)  # abandoned replies finish
                 if not row["added_p99_ms"] <= args.bound_ms:
                     break
             for members in sizes:
                 row = {"server": kind, **await room_size_step(server, members)}
                 size_rows.append(row)
-                print(f"  {kind:8} {members:5} members p99 {row['added_p99_ms']:7.2f} ms  server "
-                      f"{row['server_cpu_pct']:5.1f} %  loadgen {row['loadgen_cpu_pct']:5.1f} %", flush=True)
+                print(
+                    f"  {kind:8} {members:5} members p99 {row['added_p99_ms']:7.2f} ms  server "
+                    f"{row['server_cpu_pct']:5.1f} %  loadgen {row['loadgen_cpu_pct']:5.1f} %",
+                    flush=True,
+                )
                 if not row["added_p99_ms"] <= args.bound_ms:
                     break
-    print_table(f"rooms streaming at {args.tokens_per_s:g} tokens/s ({args.chunks} per reply)", room_rows,
-                ["server", "rooms", "chunks_per_s", "added_p50_ms", "added_p99_ms", "cpu_s_per_1k", "server_cpu_pct",
-                 "loadgen_cpu_pct"])
-    print_table(f"one room, one reply at {args.tokens_per_s:g} tokens/s", size_rows,
-                ["server", "members", "completed", "chunks_per_s", "added_p50_ms", "added_p99_ms", "cpu_s_per_1k",
-                 "server_cpu_pct", "loadgen_cpu_pct"])
+    print_table(
+        f"rooms streaming at {args.tokens_per_s:g} tokens/s ({args.chunks} per reply)",
+        room_rows,
+        [
+            "server",
+            "rooms",
+            "chunks_per_s",
+            "added_p50_ms",
+            "added_p99_ms",
+            "cpu_s_per_1k",
+            "server_cpu_pct",
+            "loadgen_cpu_pct",
+        ],
+    )
+    print_table(
+        f"one room, one reply at {args.tokens_per_s:g} tokens/s",
+        size_rows,
+        [
+            "server",
+            "members",
+            "completed",
+            "chunks_per_s",
+            "added_p50_ms",
+            "added_p99_ms",
+            "cpu_s_per_1k",
+            "server_cpu_pct",
+            "loadgen_cpu_pct",
+        ],
+    )
     summary = []
     for kind in args.servers.split(","):
-        summary.append({
-            "server": kind,
-            "max_rooms": capacity([r for r in room_rows if r["server"] == kind], "rooms", args.bound_ms),
-            "max_members": capacity([r for r in size_rows if r["server"] == kind], "members", args.bound_ms),
-        })
+        summary.append(
+            {
+                "server": kind,
+                "max_rooms": capacity([r for r in room_rows if r["server"] == kind], "rooms", args.bound_ms),
+                "max_members": capacity(
+                    [r for r in size_rows if r["server"] == kind], "members", args.bound_ms
+                ),
+            }
+        )
     ratios = []
     if len(summary) == 2:
         base, chat = summary
         common_rooms = [r["rooms"] for r in room_rows if r["server"] == "chatkit"]
-        ratios.append({
-            "rooms_ratio": ratio(chat["max_rooms"], base["max_rooms"]),
-            "members_ratio": ratio(chat["max_members"], base["max_members"]),
-            "cpu_per_frame_ratio_at_max_common_step": _cpu_ratio(room_rows, common_rooms),
-        })
-    print_table(f"capacity within p99 ≤ {args.bound_ms:g} ms added latency per chunk", summary,
-                ["server", "max_rooms", "max_members"])
+        ratios.append(
+            {
+                "rooms_ratio": ratio(chat["max_rooms"], base["max_rooms"]),
+                "members_ratio": ratio(chat["max_members"], base["max_members"]),
+                "cpu_per_frame_ratio_at_max_common_step": _cpu_ratio(room_rows, common_rooms),
+            }
+        )
+    print_table(
+        f"capacity within p99 ≤ {args.bound_ms:g} ms added latency per chunk",
+        summary,
+        ["server", "max_rooms", "max_members"],
+    )
     if ratios:
         print_table("chatkit / baseline (same run)", ratios, list(ratios[0]))
-    write_results("capacity", {"rooms": room_rows, "room_size": size_rows, "summary": summary, "ratios": ratios,
-                               "args": vars(args)})
+    write_results(
+        "capacity",
+        {
+            "rooms": room_rows,
+            "room_size": size_rows,
+            "summary": summary,
+            "ratios": ratios,
+            "args": vars(args),
+        },
+    )
 
 
 def _cpu_ratio(rows: list[dict], steps: list[int]) -> float:

@@ -17,9 +17,15 @@ settings.configure(
     SECRET_KEY="benchmark-only",
     ALLOWED_HOSTS=["*"],
     INSTALLED_APPS=["channels"],
-    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                "CONFIG": {"hosts": [os.environ.get("PEER_REDIS", "redis://127.0.0.1:6379/0")],
-                                           "capacity": 100_000}}},
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [os.environ.get("PEER_REDIS", "redis://127.0.0.1:6379/0")],
+                "capacity": 100_000,
+            },
+        }
+    },
 )
 django.setup()
 
@@ -39,12 +45,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         data = json.loads(text_data)
-        await self.channel_layer.group_send(self.group, {"type": "chat.message", "message": data.get("message", "")})
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.message", "message": data.get("message", "")}
+        )
 
     async def chat_message(self, event):
-        await self.send(text_data=json.dumps({"type": "message", "message": event["message"], "is_user": True}))
+        await self.send(
+            text_data=json.dumps({"type": "message", "message": event["message"], "is_user": True})
+        )
 
 
-application = ProtocolTypeRouter({
-    "websocket": URLRouter([re_path(r"^ws/chat/(?P<room>[\w-]+)/$", ChatConsumer.as_asgi())]),
-})
+application = ProtocolTypeRouter(
+    {
+        "websocket": URLRouter([re_path(r"^ws/chat/(?P<room>[\w-]+)/$", ChatConsumer.as_asgi())]),
+    }
+)

@@ -68,7 +68,7 @@ class CpuMeter:
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.monotonic()
         self.s0 = cpu_seconds(self.pid)
         self.l0 = time.process_time()
@@ -95,17 +95,42 @@ class ServerProcess:
     tmp: tempfile.TemporaryDirectory | None = None
     log: Any = None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self.port = self.port or free_port()
         if self.kind == "chatkit":
             self.tmp = tempfile.TemporaryDirectory()
-            cmd = [sys.executable, "-m", "chatkit", "serve", "--port", str(self.port), "--http-port", "-1",
-                   "--db", os.path.join(self.tmp.name, "bench.db"), "--llm", "echo",
-                   "--rate-limit", "1000000", "--reply-queue", "100000", "--log-level", "WARNING",
-                   # the abuse limits off: the load generator is one address opening thousands of sockets
-                   "--max-connections", "1000000", "--max-connections-per-ip", "1000000",
-                   "--max-streams-per-ip", "1000000", "--handshake-rate", "1000000", "--rooms-per-ip", "1000000",
-                   *self.options]
+            cmd = [
+                sys.executable,
+                "-m",
+                "chatkit",
+                "serve",
+                "--port",
+                str(self.port),
+                "--http-port",
+                "-1",
+                "--db",
+                os.path.join(self.tmp.name, "bench.db"),
+                "--llm",
+                "echo",
+                "--rate-limit",
+                "1000000",
+                "--reply-queue",
+                "100000",
+                "--log-level",
+                "WARNING",
+                # the abuse limits off: the load generator is one address opening thousands of sockets
+                "--max-connections",
+                "1000000",
+                "--max-connections-per-ip",
+                "1000000",
+                "--max-streams-per-ip",
+                "1000000",
+                "--handshake-rate",
+                "1000000",
+                "--rooms-per-ip",
+                "1000000",
+                *self.options,
+            ]
         else:
             cmd = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port), *self.options]
         if self.profile:
@@ -146,7 +171,7 @@ class ServerProcess:
             self.tmp.cleanup()
             self.tmp = None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -242,7 +267,7 @@ class CountingProxy:
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task] = set()
 
-    async def __aenter__(self) -> "CountingProxy":
+    async def __aenter__(self) -> CountingProxy:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return self
 

@@ -20,10 +20,20 @@ import asyncio
 import json
 import time
 
+from common import (
+    RESULTS,
+    CpuMeter,
+    ServerProcess,
+    cpu_per_1k,
+    gather_bounded,
+    load_average,
+    percentile,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
+)
 from websockets.asyncio.client import connect
-
-from common import (RESULTS, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
-                    print_table, raise_nofile, ratio, write_results)
 
 
 class Client:
@@ -58,8 +68,14 @@ async def run(server: ServerProcess, clients: int, loop: str, duration: float, r
     room = f"fan-{loop}-{clients}-{time.monotonic_ns()}"
 
     async def open_one(i: int) -> Client:
-        ws = await connect(server.url(room, f"u{i}"), proxy=None, compression=None, max_queue=None,
-                           open_timeout=30, ping_interval=None)
+        ws = await connect(
+            server.url(room, f"u{i}"),
+            proxy=None,
+            compression=None,
+            max_queue=None,
+            open_timeout=30,
+            ping_interval=None,
+        )
         await ws.recv()  # connection
         return Client(ws)
 
@@ -105,10 +121,14 @@ async def run(server: ServerProcess, clients: int, loop: str, duration: float, r
     delivered = sum(c.frames for c in members)
     lost = len(sent) * clients - sum(1 for c in members for t in sent if t in c.messages)
     return {
-        "messages": len(sent), "deliveries_per_s": delivered / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-        "lost": lost, "cpu_s_per_1k": cpu_per_1k(cpu.server_s, received),
-        "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
+        "messages": len(sent),
+        "deliveries_per_s": delivered / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "lost": lost,
+        "cpu_s_per_1k": cpu_per_1k(cpu.server_s, received),
+        "server_cpu_pct": cpu.server_pct,
+        "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
 
@@ -119,8 +139,11 @@ async def main() -> None:
     parser.add_argument("--modes", default="room,sender")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=20.0, help="open loop: messages per second")
-    parser.add_argument("--profile", action="store_true",
-                        help="run chatkit under cProfile (results/fanout-<mode>.prof) and print the top functions")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run chatkit under cProfile (results/fanout-<mode>.prof) and print the top functions",
+    )
     args = parser.parse_args()
     raise_nofile()
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
@@ -132,25 +155,55 @@ async def main() -> None:
                 for clients in map(int, args.clients.split(",")):
                     for loop in args.loops.split(","):
                         result = await run(server, clients, loop, args.duration, args.rate)
-                        rows.append({"server": kind, "replies": mode, "clients": clients, "loop": loop, **result})
-                        print(f"  {kind:8} {mode:6} {clients:4} {loop:6} {result['deliveries_per_s']:10,.0f}/s "
-                              f"p99 {result['p99_ms']:.1f} ms lost {result['lost']} "
-                              f"cpu {result['cpu_s_per_1k']:.3f} s/1k frames", flush=True)
+                        rows.append(
+                            {"server": kind, "replies": mode, "clients": clients, "loop": loop, **result}
+                        )
+                        print(
+                            f"  {kind:8} {mode:6} {clients:4} {loop:6} {result['deliveries_per_s']:10,.0f}/s "
+                            f"p99 {result['p99_ms']:.1f} ms lost {result['lost']} "
+                            f"cpu {result['cpu_s_per_1k']:.3f} s/1k frames",
+                            flush=True,
+                        )
     ratios = []
     for row in rows:
         if row["server"] != "chatkit":
             continue
-        base = next(r for r in rows if r["server"] == "baseline" and all(
-            r[k] == row[k] for k in ("replies", "clients", "loop")))
-        ratios.append({"replies": row["replies"], "clients": row["clients"], "loop": row["loop"],
-                       "deliveries_ratio": ratio(row["deliveries_per_s"], base["deliveries_per_s"]),
-                       "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
-                       "p99_ratio": ratio(row["p99_ms"], base["p99_ms"]), "lost": row["lost"]})
-    cols = ["server", "replies", "clients", "loop", "messages", "deliveries_per_s", "p50_ms", "p99_ms", "lost",
-            "cpu_s_per_1k", "server_cpu_pct", "loadgen_cpu_pct"]
+        base = next(
+            r
+            for r in rows
+            if r["server"] == "baseline" and all(r[k] == row[k] for k in ("replies", "clients", "loop"))
+        )
+        ratios.append(
+            {
+                "replies": row["replies"],
+                "clients": row["clients"],
+                "loop": row["loop"],
+                "deliveries_ratio": ratio(row["deliveries_per_s"], base["deliveries_per_s"]),
+                "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
+                "p99_ratio": ratio(row["p99_ms"], base["p99_ms"]),
+                "lost": row["lost"],
+            }
+        )
+    cols = [
+        "server",
+        "replies",
+        "clients",
+        "loop",
+        "messages",
+        "deliveries_per_s",
+        "p50_ms",
+        "p99_ms",
+        "lost",
+        "cpu_s_per_1k",
+        "server_cpu_pct",
+        "loadgen_cpu_pct",
+    ]
     print_table("fan-out", rows, cols)
-    print_table("chatkit / baseline (same run)", ratios,
-                ["replies", "clients", "loop", "deliveries_ratio", "cpu_per_frame_ratio", "p99_ratio", "lost"])
+    print_table(
+        "chatkit / baseline (same run)",
+        ratios,
+        ["replies", "clients", "loop", "deliveries_ratio", "cpu_per_frame_ratio", "p99_ratio", "lost"],
+    )
     write_results("fanout", {"rows": rows, "ratios": ratios, "args": vars(args)})
     if args.profile:
         import pstats

@@ -26,12 +26,20 @@ import signal
 import tempfile
 import time
 
+from common import (
+    ServerProcess,
+    cpu_per_1k,
+    cpu_seconds,
+    gather_bounded,
+    load_average,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
+)
 from websockets.asyncio.client import connect
 
 from chatkit.client import ChatClient, ExponentialBackoff, FixedDelay
-
-from common import (ServerProcess, cpu_per_1k, cpu_seconds, gather_bounded, load_average, print_table, raise_nofile,
-                    ratio, write_results)
 
 
 async def run(clients: int, down: float, policy_name: str, kind: str = "chatkit") -> dict:
@@ -47,8 +55,9 @@ async def run(clients: int, down: float, policy_name: str, kind: str = "chatkit"
     policies = {"backoff+jitter": lambda: ExponentialBackoff(), "fixed 3 s": lambda: FixedDelay(3.0)}
     members = []
     for i in range(clients):
-        chat = ChatClient(server.url("herd", f"u{i}"), policy=policies[policy_name](), open_timeout=30,
-                          compression=None)
+        chat = ChatClient(
+            server.url("herd", f"u{i}"), policy=policies[policy_name](), open_timeout=30, compression=None
+        )
 
         def on_event(event, i=i):
             now = time.monotonic()
@@ -95,12 +104,17 @@ async def run(clients: int, down: float, policy_name: str, kind: str = "chatkit"
         if t <= done:
             bins[int((t - killed) * 10)] = bins.get(int((t - killed) * 10), 0) + 1
     return {
-        "server": kind, "policy": policy_name, "clients": clients, "down_s": down,
+        "server": kind,
+        "policy": policy_name,
+        "clients": clients,
+        "down_s": down,
         "peak_attempts_per_s": max(bins.values(), default=0) * 10,
         "attempts": sum(bins.values()),
         "all_open_s": max(opened_at.values(), default=float("nan")) - restarted,
         "all_caught_up_s": max(got.values(), default=float("nan")) - restarted,
-        "caught_up": len(got), "frames": delivered, "server_cpu_s": cpu_s,
+        "caught_up": len(got),
+        "frames": delivered,
+        "server_cpu_s": cpu_s,
         "cpu_s_per_1k": cpu_per_1k(cpu_s, delivered),
     }
 
@@ -113,17 +127,43 @@ async def main() -> None:
     raise_nofile(args.clients * 4 + 200)
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
     rows = []
-    for kind, policy in (("chatkit", "backoff+jitter"), ("chatkit", "fixed 3 s"), ("baseline", "backoff+jitter")):
+    for kind, policy in (
+        ("chatkit", "backoff+jitter"),
+        ("chatkit", "fixed 3 s"),
+        ("baseline", "backoff+jitter"),
+    ):
         row = await run(args.clients, args.down, policy, kind)
         rows.append(row)
-        print(f"  {kind:8} {policy:15} peak {row['peak_attempts_per_s']:,} attempts/s, all caught up in "
-              f"{row['all_caught_up_s']:.2f} s, cpu {row['cpu_s_per_1k']:.3f} s/1k frames", flush=True)
-    print_table(f"{args.clients} clients, server down {args.down:g} s then restarted", rows,
-                ["server", "policy", "clients", "peak_attempts_per_s", "attempts", "all_open_s", "all_caught_up_s",
-                 "caught_up", "frames", "cpu_s_per_1k", "server_cpu_s"])
+        print(
+            f"  {kind:8} {policy:15} peak {row['peak_attempts_per_s']:,} attempts/s, all caught up in "
+            f"{row['all_caught_up_s']:.2f} s, cpu {row['cpu_s_per_1k']:.3f} s/1k frames",
+            flush=True,
+        )
+    print_table(
+        f"{args.clients} clients, server down {args.down:g} s then restarted",
+        rows,
+        [
+            "server",
+            "policy",
+            "clients",
+            "peak_attempts_per_s",
+            "attempts",
+            "all_open_s",
+            "all_caught_up_s",
+            "caught_up",
+            "frames",
+            "cpu_s_per_1k",
+            "server_cpu_s",
+        ],
+    )
     chat, base = rows[0], rows[2]
-    ratios = [{"policy": "backoff+jitter", "cpu_per_frame_ratio": ratio(chat["cpu_s_per_1k"], base["cpu_s_per_1k"]),
-               "caught_up_ratio": ratio(chat["all_caught_up_s"], base["all_caught_up_s"])}]
+    ratios = [
+        {
+            "policy": "backoff+jitter",
+            "cpu_per_frame_ratio": ratio(chat["cpu_s_per_1k"], base["cpu_s_per_1k"]),
+            "caught_up_ratio": ratio(chat["all_caught_up_s"], base["all_caught_up_s"]),
+        }
+    ]
     print_table("chatkit / baseline (same run)", ratios, list(ratios[0]))
     write_results("reconnect", {"rows": rows, "ratios": ratios, "args": vars(args)})
 

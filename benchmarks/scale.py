@@ -41,7 +41,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    ServerProcess, cpu_seconds, free_port, percentile, print_table, raise_nofile, ratio, write_results,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+    percentile,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
 )
 from websockets.asyncio.client import connect  # noqa: E402
 
@@ -66,11 +73,23 @@ class Daphne:
 
     def __init__(self, venv: Path, redis_url: str) -> None:
         import socket
+
         self.port = free_port()
         env = {**os.environ, "PEER_REDIS": redis_url, "PYTHONPATH": str(HERE)}
         self.proc = subprocess.Popen(
-            [str(venv / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "channels_peer:application"],
-            cwd=str(HERE), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(venv / "bin" / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "channels_peer:application",
+            ],
+            cwd=str(HERE),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -104,10 +123,26 @@ class Redis:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="chatkit-bench-redis-")
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--loglevel", "warning"], stdout=subprocess.DEVNULL)
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         import socket
+
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
@@ -194,8 +229,12 @@ async def busy_room(procs: list[ServerProcess], members_n: int, messages: int, r
     wall = time.perf_counter() - t0
     cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0))
     await close_members(tasks)
-    return {"deliveries_per_s": messages * members_n / wall, "wall_s": wall,
-            "server_cpu_s": cpu, "cpu_us_per_delivery": 1e6 * cpu / (messages * members_n)}
+    return {
+        "deliveries_per_s": messages * members_n / wall,
+        "wall_s": wall,
+        "server_cpu_s": cpu,
+        "cpu_us_per_delivery": 1e6 * cpu / (messages * members_n),
+    }
 
 
 async def chunks(procs: list[ServerProcess], members_n: int, prompts: int, room: str, per_reply: int) -> dict:
@@ -211,7 +250,12 @@ async def chunks(procs: list[ServerProcess], members_n: int, prompts: int, room:
     wall = time.perf_counter() - t0
     got = sum(m.counts.get("ai_chunk", 0) for m in members)
     await close_members(tasks)
-    return {"chunks_per_s": got / wall, "chunks": got, "expected": prompts * per_reply * members_n, "wall_s": wall}
+    return {
+        "chunks_per_s": got / wall,
+        "chunks": got,
+        "expected": prompts * per_reply * members_n,
+        "wall_s": wall,
+    }
 
 
 async def many_rooms(procs: list[ServerProcess], rooms: int, messages: int) -> dict:
@@ -234,8 +278,9 @@ async def many_rooms(procs: list[ServerProcess], rooms: int, messages: int) -> d
 
 
 async def hop(procs: list[ServerProcess], samples: int) -> dict:
-    members, tasks = await open_members([procs[0].url("hop", "s"), procs[0].url("hop", "same"),
-                                         procs[1].url("hop", "other")])
+    members, tasks = await open_members(
+        [procs[0].url("hop", "s"), procs[0].url("hop", "same"), procs[1].url("hop", "other")]
+    )
     sender, same, other = members
     sent: dict[str, float] = {}
     for i in range(samples):
@@ -252,9 +297,12 @@ async def hop(procs: list[ServerProcess], samples: int) -> dict:
     lat_other = [1e3 * (other.arrivals[t] - s) for t, s in sent.items()]
     hops = [b - a for a, b in zip(lat_same, lat_other)]
     return {
-        "same_p50_ms": percentile(lat_same, 50), "same_p99_ms": percentile(lat_same, 99),
-        "other_p50_ms": percentile(lat_other, 50), "other_p99_ms": percentile(lat_other, 99),
-        "hop_p50_ms": percentile(hops, 50), "hop_p99_ms": percentile(hops, 99),
+        "same_p50_ms": percentile(lat_same, 50),
+        "same_p99_ms": percentile(lat_same, 99),
+        "other_p50_ms": percentile(lat_other, 50),
+        "other_p99_ms": percentile(lat_other, 99),
+        "hop_p50_ms": percentile(hops, 50),
+        "hop_p99_ms": percentile(hops, 99),
     }
 
 
@@ -293,14 +341,23 @@ async def main() -> None:
                     p.stop()
             procs = start_processes(n, redis if with_broker else None, db, echo + ["--reply-queue", "1000"])
             try:
-                streamed = await chunks(procs, args.members, args.prompts, f"chunks-{n}-{with_broker}", args.chunks)
+                streamed = await chunks(
+                    procs, args.members, args.prompts, f"chunks-{n}-{with_broker}", args.chunks
+                )
             finally:
                 for p in procs:
                     p.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-            rows.append({"config": label, "processes": n,
-                         "deliveries/s": busy["deliveries_per_s"], "cpu µs/delivery": busy["cpu_us_per_delivery"],
-                         "chunks/s": streamed["chunks_per_s"], "many rooms deliveries/s": rooms["deliveries_per_s"]})
+            rows.append(
+                {
+                    "config": label,
+                    "processes": n,
+                    "deliveries/s": busy["deliveries_per_s"],
+                    "cpu µs/delivery": busy["cpu_us_per_delivery"],
+                    "chunks/s": streamed["chunks_per_s"],
+                    "many rooms deliveries/s": rooms["deliveries_per_s"],
+                }
+            )
         if args.peer:
             venv = peer_venv(Path(args.peer_venv))
             for n in counts:
@@ -311,9 +368,16 @@ async def main() -> None:
                 finally:
                     for p in peers:
                         p.stop()
-                rows.append({"config": f"Channels: {n} daphne + Redis", "processes": n,
-                             "deliveries/s": busy["deliveries_per_s"], "cpu µs/delivery": busy["cpu_us_per_delivery"],
-                             "chunks/s": None, "many rooms deliveries/s": rooms["deliveries_per_s"]})
+                rows.append(
+                    {
+                        "config": f"Channels: {n} daphne + Redis",
+                        "processes": n,
+                        "deliveries/s": busy["deliveries_per_s"],
+                        "cpu µs/delivery": busy["cpu_us_per_delivery"],
+                        "chunks/s": None,
+                        "many rooms deliveries/s": rooms["deliveries_per_s"],
+                    }
+                )
         tmp = tempfile.mkdtemp(prefix="chatkit-bench-scale-")
         procs = start_processes(2, redis, os.path.join(tmp, "hop.db"), echo + ["--reply-queue", "0"])
         try:
@@ -327,18 +391,25 @@ async def main() -> None:
     base = rows[0]
     for row in rows:
         row["vs baseline"] = ratio(row["deliveries/s"], base["deliveries/s"])
-    print_table(f"One busy room of {args.members} members, {args.messages} messages; "
-                f"{args.prompts} replies × {args.chunks} chunks; {args.rooms} rooms × 4 members",
-                rows, ["config", "deliveries/s", "vs baseline", "cpu µs/delivery", "chunks/s",
-                       "many rooms deliveries/s"])
-    print_table("Broker hop (2 processes): send → receive, ms", [hop_result],
-                ["same_p50_ms", "same_p99_ms", "other_p50_ms", "other_p99_ms", "hop_p50_ms", "hop_p99_ms"])
+    print_table(
+        f"One busy room of {args.members} members, {args.messages} messages; "
+        f"{args.prompts} replies × {args.chunks} chunks; {args.rooms} rooms × 4 members",
+        rows,
+        ["config", "deliveries/s", "vs baseline", "cpu µs/delivery", "chunks/s", "many rooms deliveries/s"],
+    )
+    print_table(
+        "Broker hop (2 processes): send → receive, ms",
+        [hop_result],
+        ["same_p50_ms", "same_p99_ms", "other_p50_ms", "other_p99_ms", "hop_p50_ms", "hop_p99_ms"],
+    )
     cores = os.cpu_count()
-    note = (f"This machine has {cores} cores shared by the load generator, Redis and every chatkit process "
-            "(and, here, other work). More processes cannot add CPU, so the figures show what the broker "
-            "costs (the hop, CPU per delivery) and that one room stays one ordered room across processes — "
-            "not a speed-up. Scaling out pays where each process gets its own cores or host. The Channels rows "
-            "store nothing (chatkit commits each message to SQLite first) and have no AI replies (chunks/s).")
+    note = (
+        f"This machine has {cores} cores shared by the load generator, Redis and every chatkit process "
+        "(and, here, other work). More processes cannot add CPU, so the figures show what the broker "
+        "costs (the hop, CPU per delivery) and that one room stays one ordered room across processes — "
+        "not a speed-up. Scaling out pays where each process gets its own cores or host. The Channels rows "
+        "store nothing (chatkit commits each message to SQLite first) and have no AI replies (chunks/s)."
+    )
     print("\n" + note)
     write_results("scale", {"args": vars(args), "rows": rows, "hop": hop_result, "note": note})
 

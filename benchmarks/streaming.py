@@ -21,14 +21,26 @@ import asyncio
 import json
 import time
 
+from common import (
+    RESULTS,
+    CpuMeter,
+    ServerProcess,
+    cpu_per_1k,
+    gather_bounded,
+    load_average,
+    percentile,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
+)
 from websockets.asyncio.client import connect
-
-from common import (RESULTS, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
-                    print_table, raise_nofile, ratio, write_results)
 
 
 async def room_loop(server: ServerProcess, room: str, until: float, stats: dict) -> None:
-    async with connect(server.url(room), proxy=None, compression=None, max_queue=None, ping_interval=None) as ws:
+    async with connect(
+        server.url(room), proxy=None, compression=None, max_queue=None, ping_interval=None
+    ) as ws:
         await ws.recv()
         while time.monotonic() < until:
             sent = time.monotonic()
@@ -54,17 +66,28 @@ async def run(server: ServerProcess, rooms: int, duration: float) -> dict:
     stats = {"frames": 0, "chunks": 0, "replies": 0, "first": [], "complete": [], "added": []}
     with CpuMeter(server.pid) as cpu:
         start = time.monotonic()
-        await gather_bounded([room_loop(server, f"s{rooms}-{i}-{time.monotonic_ns()}", start + duration, stats)
-                              for i in range(rooms)], rooms)
+        await gather_bounded(
+            [
+                room_loop(server, f"s{rooms}-{i}-{time.monotonic_ns()}", start + duration, stats)
+                for i in range(rooms)
+            ],
+            rooms,
+        )
         elapsed = time.monotonic() - start
     ms = lambda values, q: percentile(values, q) * 1000
     return {
-        "replies_per_s": stats["replies"] / elapsed, "chunks_per_s": stats["chunks"] / elapsed,
-        "first_p50_ms": ms(stats["first"], 50), "first_p99_ms": ms(stats["first"], 99),
-        "complete_p50_ms": ms(stats["complete"], 50), "complete_p99_ms": ms(stats["complete"], 99),
-        "added_p50_ms": ms(stats["added"], 50), "added_p99_ms": ms(stats["added"], 99),
-        "frames": stats["frames"], "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats["frames"]),
-        "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct,
+        "replies_per_s": stats["replies"] / elapsed,
+        "chunks_per_s": stats["chunks"] / elapsed,
+        "first_p50_ms": ms(stats["first"], 50),
+        "first_p99_ms": ms(stats["first"], 99),
+        "complete_p50_ms": ms(stats["complete"], 50),
+        "complete_p99_ms": ms(stats["complete"], 99),
+        "added_p50_ms": ms(stats["added"], 50),
+        "added_p99_ms": ms(stats["added"], 99),
+        "frames": stats["frames"],
+        "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats["frames"]),
+        "server_cpu_pct": cpu.server_pct,
+        "loadgen_cpu_pct": cpu.loadgen_pct,
     }
 
 
@@ -73,9 +96,12 @@ async def main() -> None:
     parser.add_argument("--rooms", default="1,10,50")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--chatkit-options", default="",
-                        help="more `chatkit serve` options, e.g. '--store-writer loop'")
-    parser.add_argument("--profile", action="store_true", help="run chatkit under cProfile and print the top functions")
+    parser.add_argument(
+        "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--store-writer loop'"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run chatkit under cProfile and print the top functions"
+    )
     args = parser.parse_args()
     raise_nofile()
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
@@ -88,21 +114,48 @@ async def main() -> None:
             for rooms in map(int, args.rooms.split(",")):
                 result = await run(server, rooms, args.duration)
                 rows.append({"server": kind, "rooms": rooms, **result})
-                print(f"  {kind:8} {rooms:3} rooms {result['chunks_per_s']:10,.0f} chunks/s "
-                      f"cpu {result['cpu_s_per_1k']:.4f} s/1k frames", flush=True)
+                print(
+                    f"  {kind:8} {rooms:3} rooms {result['chunks_per_s']:10,.0f} chunks/s "
+                    f"cpu {result['cpu_s_per_1k']:.4f} s/1k frames",
+                    flush=True,
+                )
     ratios = []
     for row in rows:
         if row["server"] == "chatkit":
             base = next(r for r in rows if r["server"] == "baseline" and r["rooms"] == row["rooms"])
-            ratios.append({"rooms": row["rooms"], "chunks_ratio": ratio(row["chunks_per_s"], base["chunks_per_s"]),
-                           "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
-                           "first_p99_ratio": ratio(row["first_p99_ms"], base["first_p99_ms"]),
-                           "added_p99_ratio": ratio(row["added_p99_ms"], base["added_p99_ms"])})
-    print_table("streaming (20 chunks per reply, zero-delay streamer)", rows,
-                ["server", "rooms", "replies_per_s", "chunks_per_s", "first_p50_ms", "first_p99_ms",
-                 "complete_p50_ms", "complete_p99_ms", "added_p50_ms", "added_p99_ms", "cpu_s_per_1k", "server_cpu_pct",
-                 "loadgen_cpu_pct"])
-    print_table("chatkit / baseline (same run)", ratios, ["rooms", "chunks_ratio", "cpu_per_frame_ratio", "first_p99_ratio", "added_p99_ratio"])
+            ratios.append(
+                {
+                    "rooms": row["rooms"],
+                    "chunks_ratio": ratio(row["chunks_per_s"], base["chunks_per_s"]),
+                    "cpu_per_frame_ratio": ratio(row["cpu_s_per_1k"], base["cpu_s_per_1k"]),
+                    "first_p99_ratio": ratio(row["first_p99_ms"], base["first_p99_ms"]),
+                    "added_p99_ratio": ratio(row["added_p99_ms"], base["added_p99_ms"]),
+                }
+            )
+    print_table(
+        "streaming (20 chunks per reply, zero-delay streamer)",
+        rows,
+        [
+            "server",
+            "rooms",
+            "replies_per_s",
+            "chunks_per_s",
+            "first_p50_ms",
+            "first_p99_ms",
+            "complete_p50_ms",
+            "complete_p99_ms",
+            "added_p50_ms",
+            "added_p99_ms",
+            "cpu_s_per_1k",
+            "server_cpu_pct",
+            "loadgen_cpu_pct",
+        ],
+    )
+    print_table(
+        "chatkit / baseline (same run)",
+        ratios,
+        ["rooms", "chunks_ratio", "cpu_per_frame_ratio", "first_p99_ratio", "added_p99_ratio"],
+    )
     write_results("streaming", {"rows": rows, "ratios": ratios, "args": vars(args)})
     if args.profile:
         import pstats

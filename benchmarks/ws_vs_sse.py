@@ -28,11 +28,20 @@ import json
 import time
 
 import httpx
+from common import (
+    CountingProxy,
+    CpuMeter,
+    ServerProcess,
+    cpu_per_1k,
+    load_average,
+    percentile,
+    print_table,
+    raise_nofile,
+    ratio,
+    write_results,
+)
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
-
-from common import (CountingProxy, CpuMeter, ServerProcess, cpu_per_1k, gather_bounded, load_average, percentile,
-                    print_table, raise_nofile, ratio, write_results)
 
 
 class Collector:
@@ -55,7 +64,9 @@ class Collector:
         self.changed.set()
 
 
-async def ws_client(url: str, col: Collector, compression: str | None, ready: asyncio.Event | None = None) -> None:
+async def ws_client(
+    url: str, col: Collector, compression: str | None, ready: asyncio.Event | None = None
+) -> None:
     async with connect(url, proxy=None, compression=compression, max_queue=None, ping_interval=None) as ws:
         async for raw in ws:
             frame = json.loads(raw)
@@ -64,8 +75,13 @@ async def ws_client(url: str, col: Collector, compression: str | None, ready: as
             col.frame(frame)
 
 
-async def sse_client(http: httpx.AsyncClient, url: str, col: Collector, ready: asyncio.Event | None = None,
-                     last_event_id: str | None = None) -> None:
+async def sse_client(
+    http: httpx.AsyncClient,
+    url: str,
+    col: Collector,
+    ready: asyncio.Event | None = None,
+    last_event_id: str | None = None,
+) -> None:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     async with aconnect_sse(http, "GET", url, headers=headers) as source:
         async for sse in source.aiter_sse():
@@ -85,9 +101,14 @@ async def wait_for(predicate, timeout: float = 30) -> None:
 
 async def run(server: ServerProcess, http_port: int, transport: str, args) -> dict:
     room = f"cmp-{transport.replace(' ', '-').replace('+', '')}"
-    async with CountingProxy(server.port if transport.startswith("WebSocket") else http_port) as proxy, \
-            httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30, read=None),
-                              limits=httpx.Limits(max_connections=args.clients + 20)) as http:
+    async with (
+        CountingProxy(server.port if transport.startswith("WebSocket") else http_port) as proxy,
+        httpx.AsyncClient(
+            trust_env=False,
+            timeout=httpx.Timeout(30, read=None),
+            limits=httpx.Limits(max_connections=args.clients + 20),
+        ) as http,
+    ):
         compression = "deflate" if "deflate" in transport else None
         ws_url = f"ws://127.0.0.1:{proxy.port}/ws/chat/{room}/?user=reader"
         sse_url = f"http://127.0.0.1:{proxy.port}/sse/chat/{room}/?user=reader"
@@ -116,8 +137,9 @@ async def run(server: ServerProcess, http_port: int, transport: str, args) -> di
         await asyncio.sleep(0.2)
         proxy.down = 0
         post_url = f"http://127.0.0.1:{http_port}/sse/chat/{room}/messages"
-        async with connect(f"ws://127.0.0.1:{server.port}/ws/chat/{room}/?user=sender", proxy=None,
-                           compression=None) as sender:
+        async with connect(
+            f"ws://127.0.0.1:{server.port}/ws/chat/{room}/?user=sender", proxy=None, compression=None
+        ) as sender:
             await sender.recv()
             start = time.monotonic()
             for i in range(args.messages):
@@ -153,10 +175,14 @@ async def run(server: ServerProcess, http_port: int, transport: str, args) -> di
 
     latencies = [x for c in cols for x in c.latencies]
     return {
-        "transport": transport, "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000, "chunks_per_s": chunks / elapsed,
-        "bytes_per_chunk": down_bytes / max(1, chunks), "first_event_ms": percentile(firsts, 50) * 1000,
-        "catch_up_ms": catch_up * 1000, "same_order": same_order,
+        "transport": transport,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "chunks_per_s": chunks / elapsed,
+        "bytes_per_chunk": down_bytes / max(1, chunks),
+        "first_event_ms": percentile(firsts, 50) * 1000,
+        "catch_up_ms": catch_up * 1000,
+        "same_order": same_order,
     }
 
 
@@ -170,8 +196,9 @@ class Counter:
 
 
 async def light_ws(url: str, counter: Counter, opened: list) -> None:
-    async with connect(url, proxy=None, compression=None, max_queue=None, ping_interval=None,
-                       open_timeout=60) as ws:
+    async with connect(
+        url, proxy=None, compression=None, max_queue=None, ping_interval=None, open_timeout=60
+    ) as ws:
         await ws.recv()  # connection
         opened.append(ws)
         async for raw in ws:
@@ -192,8 +219,8 @@ async def light_sse(port: int, path: str, counter: Counter, opened: list) -> Non
                 return
             buffer += data
         opened.append(writer)
-        buffer = buffer[buffer.index(b"event: connection"):]
-        buffer = buffer[buffer.index(b"\n\n") + 2:]
+        buffer = buffer[buffer.index(b"event: connection") :]
+        buffer = buffer[buffer.index(b"\n\n") + 2 :]
         while True:
             # Events end with a blank line; count them (chunked framing adds no blank lines of its own
             # inside an event, and every event here is one chunk of the response).
@@ -204,7 +231,7 @@ async def light_sse(port: int, path: str, counter: Counter, opened: list) -> Non
                 if completes:
                     counter.completes += completes
                     counter.changed.set()
-                buffer = buffer[buffer.rindex(b"\n\n") + 2:]
+                buffer = buffer[buffer.rindex(b"\n\n") + 2 :]
             data = await reader.read(65536)
             if not data:
                 return
@@ -213,7 +240,9 @@ async def light_sse(port: int, path: str, counter: Counter, opened: list) -> Non
         writer.close()
 
 
-async def scale_run(server: ServerProcess, transport: str, http_port: int, streams: int, messages: int) -> dict:
+async def scale_run(
+    server: ServerProcess, transport: str, http_port: int, streams: int, messages: int
+) -> dict:
     """``streams`` readers in one room, one WebSocket sender, ``messages`` replies (closed loop)."""
     room = f"scale-{transport.replace(' ', '-')}-{time.monotonic_ns()}"
     counter = Counter()
@@ -222,13 +251,16 @@ async def scale_run(server: ServerProcess, transport: str, http_port: int, strea
         path = f"/sse/chat/{room}/?user=reader"
         tasks = [asyncio.create_task(light_sse(http_port, path, counter, opened)) for _ in range(streams)]
     else:
-        tasks = [asyncio.create_task(light_ws(server.url(room, f"r{i}"), counter, opened)) for i in range(streams)]
+        tasks = [
+            asyncio.create_task(light_ws(server.url(room, f"r{i}"), counter, opened)) for i in range(streams)
+        ]
     async with asyncio.timeout(120):
         while len(opened) < streams:
             await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)  # presence frames of the joins settle
-    async with connect(server.url(room, "sender"), proxy=None, compression=None, max_queue=None,
-                       ping_interval=None) as sender:
+    async with connect(
+        server.url(room, "sender"), proxy=None, compression=None, max_queue=None, ping_interval=None
+    ) as sender:
         await sender.recv()
         frames_before = counter.frames
         with CpuMeter(server.pid) as cpu:
@@ -245,9 +277,16 @@ async def scale_run(server: ServerProcess, transport: str, http_port: int, strea
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"transport": transport, "streams": streams, "frames": frames, "frames_per_s": frames / elapsed,
-            "cpu_s_per_1k": cpu_per_1k(cpu.server_s, frames), "server_cpu_s": cpu.server_s,
-            "server_cpu_pct": cpu.server_pct, "loadgen_cpu_pct": cpu.loadgen_pct}
+    return {
+        "transport": transport,
+        "streams": streams,
+        "frames": frames,
+        "frames_per_s": frames / elapsed,
+        "cpu_s_per_1k": cpu_per_1k(cpu.server_s, frames),
+        "server_cpu_s": cpu.server_s,
+        "server_cpu_pct": cpu.server_pct,
+        "loadgen_cpu_pct": cpu.loadgen_pct,
+    }
 
 
 async def main() -> None:
@@ -255,8 +294,12 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--streams", type=int, default=500, help="readers in the cost-at-scale run (0: skip it)")
-    parser.add_argument("--stream-messages", type=int, default=5, help="replies streamed in the cost-at-scale run")
+    parser.add_argument(
+        "--streams", type=int, default=500, help="readers in the cost-at-scale run (0: skip it)"
+    )
+    parser.add_argument(
+        "--stream-messages", type=int, default=5, help="replies streamed in the cost-at-scale run"
+    )
     args = parser.parse_args()
     raise_nofile(args.streams * 2 + 400)
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
@@ -265,38 +308,73 @@ async def main() -> None:
 
     http_port = free_port()
     rows = []
-    with ServerProcess("chatkit", ["--echo-chunks", str(args.chunks), "--echo-stamp",
-                                   "--http-port", str(http_port)]) as server:
+    with ServerProcess(
+        "chatkit", ["--echo-chunks", str(args.chunks), "--echo-stamp", "--http-port", str(http_port)]
+    ) as server:
         for transport in ("WebSocket", "WebSocket+deflate", "SSE"):
             row = await run(server, http_port, transport, args)
             rows.append(row)
-            print(f"  {transport:18} {row['chunks_per_s']:9,.0f} chunks/s  {row['bytes_per_chunk']:.0f} B/chunk",
-                  flush=True)
+            print(
+                f"  {transport:18} {row['chunks_per_s']:9,.0f} chunks/s  {row['bytes_per_chunk']:.0f} B/chunk",
+                flush=True,
+            )
         scale = []
         if args.streams:
             for transport in ("chatkit WebSocket", "chatkit SSE"):
-                scale.append(await scale_run(server, transport, http_port, args.streams, args.stream_messages))
-                print(f"  {transport:18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
-                      flush=True)
+                scale.append(
+                    await scale_run(server, transport, http_port, args.streams, args.stream_messages)
+                )
+                print(
+                    f"  {transport:18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
+                    flush=True,
+                )
     if args.streams:
         with ServerProcess("baseline", ["--echo-chunks", str(args.chunks), "--echo-stamp"]) as base:
             scale.append(await scale_run(base, "baseline WebSocket", 0, args.streams, args.stream_messages))
-            print(f"  {'baseline WebSocket':18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
-                  flush=True)
-    print_table(f"{args.messages} messages x {args.chunks} chunks to {args.clients} clients", rows,
-                ["transport", "p50_ms", "p99_ms", "chunks_per_s", "bytes_per_chunk", "first_event_ms",
-                 "catch_up_ms", "same_order"])
+            print(
+                f"  {'baseline WebSocket':18} {args.streams} streams: cpu {scale[-1]['cpu_s_per_1k']:.4f} s/1k frames",
+                flush=True,
+            )
+    print_table(
+        f"{args.messages} messages x {args.chunks} chunks to {args.clients} clients",
+        rows,
+        [
+            "transport",
+            "p50_ms",
+            "p99_ms",
+            "chunks_per_s",
+            "bytes_per_chunk",
+            "first_event_ms",
+            "catch_up_ms",
+            "same_order",
+        ],
+    )
     ratios = []
     if scale:
         ws, sse, base_ws = scale
-        print_table(f"cost at scale: {args.streams} streams in one room, {args.stream_messages} replies of "
-                    f"{args.chunks} chunks", scale,
-                    ["transport", "streams", "frames", "frames_per_s", "cpu_s_per_1k", "server_cpu_s",
-                     "server_cpu_pct", "loadgen_cpu_pct"])
-        ratios = [{"streams": args.streams,
-                   "sse_vs_ws_cpu_per_frame": ratio(sse["cpu_s_per_1k"], ws["cpu_s_per_1k"]),
-                   "ws_vs_baseline_cpu_per_frame": ratio(ws["cpu_s_per_1k"], base_ws["cpu_s_per_1k"]),
-                   "sse_vs_baseline_cpu_per_frame": ratio(sse["cpu_s_per_1k"], base_ws["cpu_s_per_1k"])}]
+        print_table(
+            f"cost at scale: {args.streams} streams in one room, {args.stream_messages} replies of "
+            f"{args.chunks} chunks",
+            scale,
+            [
+                "transport",
+                "streams",
+                "frames",
+                "frames_per_s",
+                "cpu_s_per_1k",
+                "server_cpu_s",
+                "server_cpu_pct",
+                "loadgen_cpu_pct",
+            ],
+        )
+        ratios = [
+            {
+                "streams": args.streams,
+                "sse_vs_ws_cpu_per_frame": ratio(sse["cpu_s_per_1k"], ws["cpu_s_per_1k"]),
+                "ws_vs_baseline_cpu_per_frame": ratio(ws["cpu_s_per_1k"], base_ws["cpu_s_per_1k"]),
+                "sse_vs_baseline_cpu_per_frame": ratio(sse["cpu_s_per_1k"], base_ws["cpu_s_per_1k"]),
+            }
+        ]
         print_table("ratios (same run)", ratios, list(ratios[0]))
     write_results("ws_vs_sse", {"rows": rows, "scale": scale, "ratios": ratios, "args": vars(args)})
 

@@ -28,10 +28,11 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Callable, Literal, Mapping
+from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -165,8 +166,9 @@ class TokenSigner:
 # ---------------------------------------------------------------------------
 
 
-def load_secret(secret_file: str | os.PathLike | None = None,
-                env: Mapping[str, str] | None = None) -> str | None:
+def load_secret(
+    secret_file: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> str | None:
     """The signing secret: ``$CHATKIT_SECRET``, else the file's content.
 
     A secret file that does not exist is created with a fresh random secret,
@@ -193,8 +195,11 @@ def load_secret(secret_file: str | os.PathLike | None = None,
     return secret
 
 
-def load_join_code(join_code: str | None = None, join_code_file: str | os.PathLike | None = None,
-                   env: Mapping[str, str] | None = None) -> str | None:
+def load_join_code(
+    join_code: str | None = None,
+    join_code_file: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
     """The class's join code: the option, else ``$CHATKIT_JOIN_CODE``, else the file's first line."""
     env = os.environ if env is None else env
     if join_code:
@@ -214,7 +219,9 @@ def load_join_code(join_code: str | None = None, join_code_file: str | os.PathLi
 # ---------------------------------------------------------------------------
 
 
-def token_from_request(headers: Mapping[str, str], query: Mapping[str, list[str]] | None = None) -> str | None:
+def token_from_request(
+    headers: Mapping[str, str], query: Mapping[str, list[str]] | None = None
+) -> str | None:
     """The token a request presents: ``Authorization: Bearer``, else the cookie, else ``?token=``.
 
     ``headers`` must be case-insensitive or lower-case keyed.
@@ -247,8 +254,14 @@ class Authenticator:
     ``teacher_code`` (optional) hands out teacher tokens the same way.
     """
 
-    def __init__(self, signer: TokenSigner | None = None, *, join_code: str | None = None,
-                 teacher_code: str | None = None, ttl: str | int | float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self,
+        signer: TokenSigner | None = None,
+        *,
+        join_code: str | None = None,
+        teacher_code: str | None = None,
+        ttl: str | int | float = DEFAULT_TTL_S,
+    ) -> None:
         if (join_code or teacher_code) and signer is None:
             raise ValueError("a join code needs a secret to sign tokens with")
         self.signer = signer
@@ -257,20 +270,28 @@ class Authenticator:
         self.ttl = parse_ttl(ttl)
 
     @classmethod
-    def from_options(cls, *, secret: str | None = None, join_code: str | None = None,
-                     teacher_code: str | None = None, ttl: str | int | float = DEFAULT_TTL_S) -> "Authenticator":
+    def from_options(
+        cls,
+        *,
+        secret: str | None = None,
+        join_code: str | None = None,
+        teacher_code: str | None = None,
+        ttl: str | int | float = DEFAULT_TTL_S,
+    ) -> Authenticator:
         """Sign-in on when a secret or a join code is given (a join code alone gets a random secret)."""
         if secret is None and (join_code or teacher_code):
             secret = secrets.token_urlsafe(32)  # tokens then last as long as the process
-        return cls(TokenSigner(secret) if secret else None, join_code=join_code,
-                   teacher_code=teacher_code, ttl=ttl)
+        return cls(
+            TokenSigner(secret) if secret else None, join_code=join_code, teacher_code=teacher_code, ttl=ttl
+        )
 
     @property
     def enabled(self) -> bool:
         return self.signer is not None
 
-    def authenticate(self, headers: Mapping[str, str],
-                     query: Mapping[str, list[str]] | None = None) -> Identity | None:
+    def authenticate(
+        self, headers: Mapping[str, str], query: Mapping[str, list[str]] | None = None
+    ) -> Identity | None:
         """The request's identity; ``None`` when sign-in is off; :class:`AuthError` when refused."""
         if self.signer is None:
             return None
@@ -318,6 +339,8 @@ def exposure_problem(host: str, *, sign_in: bool, auth: str = "auto") -> str | N
     """
     if sign_in or auth == "none" or is_loopback(host):
         return None
-    return (f"refusing to serve on {host} without sign-in: anyone on the network could post as anyone; "
-            "set --join-code (or CHATKIT_JOIN_CODE / --join-code-file) or --secret-file, "
-            "or pass --auth none to accept the risk")
+    return (
+        f"refusing to serve on {host} without sign-in: anyone on the network could post as anyone; "
+        "set --join-code (or CHATKIT_JOIN_CODE / --join-code-file) or --secret-file, "
+        "or pass --auth none to accept the risk"
+    )

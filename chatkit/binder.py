@@ -25,8 +25,20 @@ def server_proxy() -> dict:
         # --allowed-origins self: behind the proxy the page's origin is Jupyter's own (on Binder a public
         # host chatkit cannot know in advance) and the request's Host says the same; Jupyter has already
         # checked the origin and the user's login. Locally the default policy suffices (loopback Host).
-        "command": [sys.executable, "-m", "chatkit", "serve", "--port", "{port}", "--http-port", "0",
-                    "--db", db, "--allowed-origins", "self"],
+        "command": [
+            sys.executable,
+            "-m",
+            "chatkit",
+            "serve",
+            "--port",
+            "{port}",
+            "--http-port",
+            "0",
+            "--db",
+            db,
+            "--allowed-origins",
+            "self",
+        ],
         "timeout": 30,
         "absolute_url": False,
         "new_browser_tab": True,

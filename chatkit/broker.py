@@ -35,8 +35,9 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -109,7 +110,10 @@ class Broker:
         self._sleep = sleep
         # Commands fail fast (no hidden retries): the caller decides what an outage means.
         self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0),
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
         self._renew = self.redis.register_script(_RENEW)
@@ -135,7 +139,7 @@ class Broker:
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
         *,
         wait: float | None = 10.0,
-    ) -> "Broker":
+    ) -> Broker:
         """Start the subscriber and the publisher; with ``wait``, until connected (or raise)."""
         self._on_event = on_event
         self._on_reconnect = on_reconnect
@@ -196,8 +200,11 @@ class Broker:
         first = True
         while True:
             client = aioredis.Redis.from_url(
-                self.url, socket_timeout=None, socket_connect_timeout=2.0,
-                retry=Retry(NoBackoff(), 0), decode_responses=True,
+                self.url,
+                socket_timeout=None,
+                socket_connect_timeout=2.0,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
             )
             try:
                 pubsub = client.pubsub()
@@ -384,10 +391,12 @@ class Broker:
     async def renew(self, lease: Lease) -> bool | None:
         """Extend the lease; ``False`` when it is no longer ours, ``None`` while Redis is down."""
         try:
-            return bool(await self._renew(
-                keys=[f"chatkit:lease:{lease.room}"],
-                args=[lease.token, int(self.config.lease_ttl * 1000)],
-            ))
+            return bool(
+                await self._renew(
+                    keys=[f"chatkit:lease:{lease.room}"],
+                    args=[lease.token, int(self.config.lease_ttl * 1000)],
+                )
+            )
         except _FAILURES:
             return None
 
@@ -403,6 +412,6 @@ class Broker:
     async def holder(self, room: str) -> str | None:
         """The token holding ``room``'s lease (``None``: free, or Redis down)."""
         try:
-            return await self.redis.get(f"chatkit:lease:{room}")
+            return await self.redis.get(f"chatkit:lease:{room}")  # type: ignore[return-value]
         except _FAILURES:
             return None

@@ -14,12 +14,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__, auth, tls
 from .errors import ChatkitError, StoreError
-from .limits import Limits
 from .hub import HubConfig
+from .limits import Limits
 from .llm import BACKENDS
 from .server import ChatServer, ServerConfig
 
@@ -34,88 +34,221 @@ def build_parser() -> argparse.ArgumentParser:
     d = ServerConfig()
     h = HubConfig()
     s.add_argument("--host", default=d.host, help="interface to bind (default %(default)s)")
-    s.add_argument("--port", type=int, default=d.port, help="WebSocket port; 0 picks a free one (default %(default)s)")
-    s.add_argument("--http-port", type=int, default=None,
-                   help="SSE/HTTP port (default: WebSocket port + 1; 0 picks a free one; -1 disables)")
-    s.add_argument("--db", default=d.db, help="SQLite file, :memory:, or a postgresql://USER@HOST:PORT/DB URL (default %(default)s)")
-    s.add_argument("--store-writer", choices=("thread", "loop"), default=d.store_writer,
-                   help="SQLite statements on the store's own thread, or on the event loop (less CPU, "
-                        "but a slow disk stalls the loop) (default %(default)s)")
-    s.add_argument("--llm", choices=BACKENDS, default=d.llm,
-                   help="reply backend; auto = openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline")
-    s.add_argument("--first-token-ms", type=float, default=d.first_token_ms, help="offline tutor: delay before the first piece")
-    s.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s, help="offline tutor: pace (0 = as fast as possible)")
-    s.add_argument("--echo-delay-ms", type=float, default=d.echo_delay_ms, help="echo backend: delay between pieces")
-    s.add_argument("--echo-chunks", type=int, default=None, help="echo backend: a fixed number of pieces per reply")
-    s.add_argument("--echo-stamp", action="store_true", help="echo backend: pieces carry time.monotonic() (benchmarks)")
-    s.add_argument("--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'")
-    s.add_argument("--allowed-origins", default=None,
-                   help="comma-separated browser origins allowed besides the server's own pages; "
-                        "'self' = same origin as the request's Host (Binder), '*' = any (default: own pages only)")
-    s.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, help="largest frame; bigger ones close with 1009")
+    s.add_argument(
+        "--port", type=int, default=d.port, help="WebSocket port; 0 picks a free one (default %(default)s)"
+    )
+    s.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="SSE/HTTP port (default: WebSocket port + 1; 0 picks a free one; -1 disables)",
+    )
+    s.add_argument(
+        "--db",
+        default=d.db,
+        help="SQLite file, :memory:, or a postgresql://USER@HOST:PORT/DB URL (default %(default)s)",
+    )
+    s.add_argument(
+        "--store-writer",
+        choices=("thread", "loop"),
+        default=d.store_writer,
+        help="SQLite statements on the store's own thread, or on the event loop (less CPU, "
+        "but a slow disk stalls the loop) (default %(default)s)",
+    )
+    s.add_argument(
+        "--llm",
+        choices=BACKENDS,
+        default=d.llm,
+        help="reply backend; auto = openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline",
+    )
+    s.add_argument(
+        "--first-token-ms",
+        type=float,
+        default=d.first_token_ms,
+        help="offline tutor: delay before the first piece",
+    )
+    s.add_argument(
+        "--tokens-per-s",
+        type=float,
+        default=d.tokens_per_s,
+        help="offline tutor: pace (0 = as fast as possible)",
+    )
+    s.add_argument(
+        "--echo-delay-ms", type=float, default=d.echo_delay_ms, help="echo backend: delay between pieces"
+    )
+    s.add_argument(
+        "--echo-chunks", type=int, default=None, help="echo backend: a fixed number of pieces per reply"
+    )
+    s.add_argument(
+        "--echo-stamp", action="store_true", help="echo backend: pieces carry time.monotonic() (benchmarks)"
+    )
+    s.add_argument(
+        "--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'"
+    )
+    s.add_argument(
+        "--allowed-origins",
+        default=None,
+        help="comma-separated browser origins allowed besides the server's own pages; "
+        "'self' = same origin as the request's Host (Binder), '*' = any (default: own pages only)",
+    )
+    s.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=d.max_message_bytes,
+        help="largest frame; bigger ones close with 1009",
+    )
     s.add_argument("--max-text", type=int, default=h.max_text, help="longest chat message in characters")
-    s.add_argument("--rate-limit", type=float, default=h.rate_limit, help="chat messages per second per connection")
-    s.add_argument("--ai-replies", choices=("room", "sender"), default=h.ai_replies,
-                   help="stream AI replies to the whole room, or to the sender only as the seed does")
-    s.add_argument("--context-messages", type=int, default=h.context_messages, help="messages of history sent to the model")
-    s.add_argument("--llm-idle-timeout", type=float, default=h.llm_idle_timeout, help="cut a stream silent for this many seconds")
-    s.add_argument("--presence-tick", type=float, default=h.presence_tick,
-                   help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)")
-    s.add_argument("--broker", default=None,
-                   help="redis://HOST:PORT/DB: one chat across every process on this broker (default: none)")
-    s.add_argument("--broker-heartbeat", type=float, default=d.broker_heartbeat,
-                   help="presence refresh period in seconds; a dead process's members leave after 3 (default %(default)s)")
+    s.add_argument(
+        "--rate-limit", type=float, default=h.rate_limit, help="chat messages per second per connection"
+    )
+    s.add_argument(
+        "--ai-replies",
+        choices=("room", "sender"),
+        default=h.ai_replies,
+        help="stream AI replies to the whole room, or to the sender only as the seed does",
+    )
+    s.add_argument(
+        "--context-messages",
+        type=int,
+        default=h.context_messages,
+        help="messages of history sent to the model",
+    )
+    s.add_argument(
+        "--llm-idle-timeout",
+        type=float,
+        default=h.llm_idle_timeout,
+        help="cut a stream silent for this many seconds",
+    )
+    s.add_argument(
+        "--presence-tick",
+        type=float,
+        default=h.presence_tick,
+        help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)",
+    )
+    s.add_argument(
+        "--broker",
+        default=None,
+        help="redis://HOST:PORT/DB: one chat across every process on this broker (default: none)",
+    )
+    s.add_argument(
+        "--broker-heartbeat",
+        type=float,
+        default=d.broker_heartbeat,
+        help="presence refresh period in seconds; a dead process's members leave after 3 (default %(default)s)",
+    )
     s.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     _add_security_options(s)
 
-    t = sub.add_parser("token", help="print a sign-in token for scripts and notebooks",
-                       description="Print a token signed with the server's secret "
-                                   f"(--secret-file or ${auth.SECRET_ENV}).")
+    t = sub.add_parser(
+        "token",
+        help="print a sign-in token for scripts and notebooks",
+        description=f"Print a token signed with the server's secret (--secret-file or ${auth.SECRET_ENV}).",
+    )
     t.add_argument("name", help="the user name the token is bound to")
     t.add_argument("--role", choices=auth.ROLES, default="student", help="(default %(default)s)")
     t.add_argument("--ttl", default="8h", help="lifetime, e.g. 45m, 8h, 2d (default %(default)s)")
-    t.add_argument("--secret-file", default=None,
-                   help="file holding the signing secret (created, mode 0600, on first use)")
+    t.add_argument(
+        "--secret-file",
+        default=None,
+        help="file holding the signing secret (created, mode 0600, on first use)",
+    )
     return parser
 
 
 def _add_security_options(s: argparse.ArgumentParser) -> None:
     lim = Limits()
     g = s.add_argument_group("sign-in and TLS")
-    g.add_argument("--join-code", default=None,
-                   help=f"turn sign-in on: the page asks for a name and this code (also ${auth.JOIN_CODE_ENV})")
-    g.add_argument("--join-code-file", default=None, help="read the join code from a file (stays out of shell history)")
-    g.add_argument("--teacher-code", default=None,
-                   help=f"a second code that signs in with the teacher role (also ${auth.TEACHER_CODE_ENV})")
-    g.add_argument("--secret-file", default=None,
-                   help=f"signing secret for tokens, created (mode 0600) on first use (also ${auth.SECRET_ENV}); "
-                        "turns sign-in on")
-    g.add_argument("--auth", choices=("auto", "none"), default="auto",
-                   help="auto: sign-in when a join code or secret is set, and required off loopback; "
-                        "none: accept a network-reachable server without sign-in")
-    g.add_argument("--token-ttl", default="8h", help="lifetime of tokens the page gets at sign-in (default %(default)s)")
-    g.add_argument("--certfile", default=None, help="TLS certificate chain (PEM): serve https:// and wss:// on both ports")
+    g.add_argument(
+        "--join-code",
+        default=None,
+        help=f"turn sign-in on: the page asks for a name and this code (also ${auth.JOIN_CODE_ENV})",
+    )
+    g.add_argument(
+        "--join-code-file", default=None, help="read the join code from a file (stays out of shell history)"
+    )
+    g.add_argument(
+        "--teacher-code",
+        default=None,
+        help=f"a second code that signs in with the teacher role (also ${auth.TEACHER_CODE_ENV})",
+    )
+    g.add_argument(
+        "--secret-file",
+        default=None,
+        help=f"signing secret for tokens, created (mode 0600) on first use (also ${auth.SECRET_ENV}); "
+        "turns sign-in on",
+    )
+    g.add_argument(
+        "--auth",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: sign-in when a join code or secret is set, and required off loopback; "
+        "none: accept a network-reachable server without sign-in",
+    )
+    g.add_argument(
+        "--token-ttl", default="8h", help="lifetime of tokens the page gets at sign-in (default %(default)s)"
+    )
+    g.add_argument(
+        "--certfile",
+        default=None,
+        help="TLS certificate chain (PEM): serve https:// and wss:// on both ports",
+    )
     g.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
     g = s.add_argument_group("limits")
-    g.add_argument("--max-connections", type=int, default=lim.max_connections,
-                   help="open connections per port (default from the descriptor limit: %(default)s); "
-                        "past it: 503 + Retry-After")
-    g.add_argument("--max-connections-per-ip", type=int, default=0,
-                   help="open connections per port and client address (default: a quarter of --max-connections)")
-    g.add_argument("--max-streams-per-ip", type=int, default=lim.max_streams_per_ip,
-                   help="open SSE streams per client address (default %(default)s)")
-    g.add_argument("--head-timeout", type=float, default=lim.head_timeout,
-                   help="seconds to send a whole request head (default %(default)s)")
-    g.add_argument("--body-timeout", type=float, default=lim.body_timeout,
-                   help="seconds to send a whole request body (default %(default)s)")
-    g.add_argument("--v1-rate", type=float, default=lim.v1_rate,
-                   help="/v1 completions per second per token or address (default %(default)s)")
-    g.add_argument("--v1-max-tokens", type=int, default=lim.v1_max_tokens,
-                   help="ceiling of a /v1 completion's max_tokens (default %(default)s)")
-    g.add_argument("--handshake-rate", type=float, default=lim.handshake_rate,
-                   help="WebSocket handshakes and SSE streams per second per token or address (default %(default)s)")
-    g.add_argument("--rooms-per-ip", type=int, default=lim.rooms_per_ip,
-                   help="new rooms a client address may create per hour (default %(default)s)")
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=lim.max_connections,
+        help="open connections per port (default from the descriptor limit: %(default)s); "
+        "past it: 503 + Retry-After",
+    )
+    g.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=0,
+        help="open connections per port and client address (default: a quarter of --max-connections)",
+    )
+    g.add_argument(
+        "--max-streams-per-ip",
+        type=int,
+        default=lim.max_streams_per_ip,
+        help="open SSE streams per client address (default %(default)s)",
+    )
+    g.add_argument(
+        "--head-timeout",
+        type=float,
+        default=lim.head_timeout,
+        help="seconds to send a whole request head (default %(default)s)",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=float,
+        default=lim.body_timeout,
+        help="seconds to send a whole request body (default %(default)s)",
+    )
+    g.add_argument(
+        "--v1-rate",
+        type=float,
+        default=lim.v1_rate,
+        help="/v1 completions per second per token or address (default %(default)s)",
+    )
+    g.add_argument(
+        "--v1-max-tokens",
+        type=int,
+        default=lim.v1_max_tokens,
+        help="ceiling of a /v1 completion's max_tokens (default %(default)s)",
+    )
+    g.add_argument(
+        "--handshake-rate",
+        type=float,
+        default=lim.handshake_rate,
+        help="WebSocket handshakes and SSE streams per second per token or address (default %(default)s)",
+    )
+    g.add_argument(
+        "--rooms-per-ip",
+        type=int,
+        default=lim.rooms_per_ip,
+        help="new rooms a client address may create per hour (default %(default)s)",
+    )
 
 
 def security_from_args(args: argparse.Namespace) -> dict:
@@ -128,7 +261,8 @@ def security_from_args(args: argparse.Namespace) -> dict:
         teacher_code = args.teacher_code or os.environ.get(auth.TEACHER_CODE_ENV) or None
         secret = auth.load_secret(args.secret_file)
         authenticator = auth.Authenticator.from_options(
-            secret=secret, join_code=join_code, teacher_code=teacher_code, ttl=args.token_ttl)
+            secret=secret, join_code=join_code, teacher_code=teacher_code, ttl=args.token_ttl
+        )
     except (OSError, ValueError) as exc:
         raise SystemExit(f"chatkit: {exc}") from None
     problem = auth.exposure_problem(args.host, sign_in=authenticator.enabled, auth=args.auth)
@@ -212,8 +346,10 @@ async def serve_until_signalled(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with ChatServer(config) as server:
         describe = getattr(server.streamer, "describe", None)
-        print(f"chatkit {__version__} — replies by {server.backend}"
-              + (f" ({describe()})" if describe else ""), flush=True)
+        print(
+            f"chatkit {__version__} — replies by {server.backend}" + (f" ({describe()})" if describe else ""),
+            flush=True,
+        )
         print(f"  chat page   {server.url}", flush=True)
         print(f"  WebSocket   {server.ws_url('demo')}", flush=True)
         if server.http_url:

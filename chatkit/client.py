@@ -36,8 +36,9 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -111,8 +112,13 @@ class ConnectionState:
     error: str | None = None
 
     def as_event(self) -> Event:
-        return {"type": "state", "state": self.state, "attempt": self.attempt,
-                "delay": self.delay, "error": self.error}
+        return {
+            "type": "state",
+            "state": self.state,
+            "attempt": self.attempt,
+            "delay": self.delay,
+            "error": self.error,
+        }
 
 
 class ChatClient:
@@ -127,7 +133,7 @@ class ChatClient:
 
     def __init__(
         self,
-        url: "str | Sequence[str]",
+        url: str | Sequence[str],
         *,
         user: str | None = None,
         policy: ReconnectPolicy | None = None,
@@ -172,7 +178,7 @@ class ChatClient:
 
     # -- life cycle ----------------------------------------------------------
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         await self.start()
         return self
 
@@ -215,7 +221,7 @@ class ChatClient:
                 future.set_exception(ClientClosed("the client closed before the server stored it"))
                 future.exception()  # retrieved: its send() may have been cancelled meanwhile
         if self._state.state != "closed":
-            self._set_state(ConnectionState("closed", error=self.error and str(self.error)))
+            self._set_state(ConnectionState("closed", error=str(self.error) if self.error else None))
         self._push(None)
 
     # -- observing -----------------------------------------------------------
@@ -258,9 +264,7 @@ class ChatClient:
 
     # -- sending -------------------------------------------------------------
 
-    async def send(
-        self, text: str, *, client_id: str | None = None, timeout: float | None = None
-    ) -> Event:
+    async def send(self, text: str, *, client_id: str | None = None, timeout: float | None = None) -> Event:
         """Send a chat message; return the server's ``message`` frame once it is stored.
 
         The message waits in the outbox while the client is offline and is
@@ -290,9 +294,7 @@ class ChatClient:
         except TimeoutError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()
-            raise SendTimeout(
-                f"the server did not acknowledge the message within {deadline:g} s"
-            ) from None
+            raise SendTimeout(f"the server did not acknowledge the message within {deadline:g} s") from None
         finally:
             self._waiters.pop(client_id, None)
             self._outbox.remove(client_id)
@@ -450,9 +452,13 @@ class ChatClient:
                     if future is not None and not future.done():
                         future.set_exception(MessageRefused(outcome.message, code=outcome.code))
                 else:
-                    logger.info("%s: message %s refused (%s); re-sending in %.2f s", self.user,
-                                outcome.pending.client_id, outcome.code,
-                                outcome.at - asyncio.get_running_loop().time())
+                    logger.info(
+                        "%s: message %s refused (%s); re-sending in %.2f s",
+                        self.user,
+                        outcome.pending.client_id,
+                        outcome.code,
+                        outcome.at - asyncio.get_running_loop().time(),
+                    )
                     self._wake.set()
         elif kind == "user_join" and frame.get("username") not in self.online:
             self.online = sorted([*self.online, frame.get("username", "")])

@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from . import protocol
 from .broker import Broker, Lease
@@ -50,7 +51,7 @@ class ClusteredHub(Protocol):
     rooms: dict[str, Room]
     replies: Any
 
-    def attach_cluster(self, cluster: "Cluster") -> None: ...
+    def attach_cluster(self, cluster: Cluster) -> None: ...
     def stop(self, session_id: str, *, relay: bool = True) -> bool: ...
 
 
@@ -71,8 +72,8 @@ class _RoomView:
     """Other processes' members of the room, by node."""
     replies: dict[int, RemoteReply] = field(default_factory=dict)
     released: asyncio.Event = field(default_factory=asyncio.Event)
-    inbox: "asyncio.Queue[dict[str, Any]]" = field(default_factory=asyncio.Queue)
-    worker: "asyncio.Task[None] | None" = None
+    inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
 
     def users(self) -> set[str]:
         out: set[str] = set()
@@ -100,7 +101,7 @@ class Cluster:
     def node(self) -> str:
         return self.broker.node
 
-    async def start(self) -> "Cluster":
+    async def start(self) -> Cluster:
         await self.broker.start(self._on_event, self._on_reconnect)
         self._heartbeat = asyncio.create_task(self._beat(), name=f"chatkit-cluster-{self.node}")
         return self
@@ -191,12 +192,21 @@ class Cluster:
         self.broker.publish(room.session_id, {"kind": "reply", "id": row.id, "sender": sender})
 
     def chunk(self, room: Room, reply_id: int, chunk: str, sender: str) -> None:
-        self.broker.publish(room.session_id, {"kind": "chunk", "id": reply_id, "chunk": chunk, "sender": sender})
+        self.broker.publish(
+            room.session_id, {"kind": "chunk", "id": reply_id, "chunk": chunk, "sender": sender}
+        )
 
     def completed(self, room: Room, reply_id: int, text: str, status: str, sender: str) -> None:
-        self.broker.publish(room.session_id, {
-            "kind": "complete", "id": reply_id, "text": text, "status": status, "sender": sender,
-        })
+        self.broker.publish(
+            room.session_id,
+            {
+                "kind": "complete",
+                "id": reply_id,
+                "text": text,
+                "status": status,
+                "sender": sender,
+            },
+        )
 
     # -- the reply lease -----------------------------------------------------
 
@@ -240,7 +250,9 @@ class Cluster:
             await asyncio.sleep(period)
             ok = await self.broker.renew(lease)
             if ok is False and not await self.broker.reclaim(lease):
-                logger.warning("room %s: lost the reply lease %s; stopping the reply", lease.room, lease.token)
+                logger.warning(
+                    "room %s: lost the reply lease %s; stopping the reply", lease.room, lease.token
+                )
                 task.lease_lost = True  # type: ignore[attr-defined]
                 task.cancel()
                 return
@@ -254,7 +266,9 @@ class Cluster:
             return False
         for reply in list(view.replies.values()):
             if await self.store.finish_reply(reply.id, reply.text, "interrupted"):
-                logger.warning("room %s: reply %d of a dead process stored as interrupted", room.session_id, reply.id)
+                logger.warning(
+                    "room %s: reply %d of a dead process stored as interrupted", room.session_id, reply.id
+                )
                 self.completed(room, reply.id, reply.text, "interrupted", reply.sender)
             async with room.lock:
                 await self._recheck(room, view)
@@ -283,7 +297,9 @@ class Cluster:
             return
         view.inbox.put_nowait(event)
         if view.worker is None:
-            view.worker = asyncio.create_task(self._apply_all(room_id, view), name=f"chatkit-cluster-{room_id}")
+            view.worker = asyncio.create_task(
+                self._apply_all(room_id, view), name=f"chatkit-cluster-{room_id}"
+            )
 
     async def _apply_all(self, room_id: str, view: _RoomView) -> None:
         try:
@@ -380,8 +396,11 @@ class Cluster:
     def _complete(self, room: Room, sender: str, reply_id: int, text: str, status: str) -> None:
         self._to_targets(room, sender, protocol.ai_complete_frame(reply_id, text, status=status))
         if text:
-            room.remember(StoredMessage(reply_id, room.session_id, self.hub.config.ai_user, False,
-                                        text, status, None, ""))
+            room.remember(
+                StoredMessage(
+                    reply_id, room.session_id, self.hub.config.ai_user, False, text, status, None, ""
+                )
+            )
 
     def _to_targets(self, room: Room, sender: str, frame: dict[str, Any]) -> None:
         if self.hub.config.ai_replies == "sender" and sender:
@@ -474,17 +493,25 @@ CANCEL_GRACE = 2.0
 cancelled, and on a connection broken by a Redis restart that can hang: nothing waits for it forever."""
 
 
-async def _cancel(task: "asyncio.Task[Any]") -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
     if not done:
-        logger.warning("task %s did not end %g s after being cancelled; left behind", task.get_name(), CANCEL_GRACE)
+        logger.warning(
+            "task %s did not end %g s after being cancelled; left behind", task.get_name(), CANCEL_GRACE
+        )
 
 
 def _row_dict(msg: StoredMessage) -> dict[str, Any]:
     return {
-        "id": msg.id, "session_id": msg.session_id, "user": msg.user, "is_user": msg.is_user,
-        "content": msg.content, "status": msg.status, "client_id": msg.client_id, "created_at": msg.created_at,
+        "id": msg.id,
+        "session_id": msg.session_id,
+        "user": msg.user,
+        "is_user": msg.is_user,
+        "content": msg.content,
+        "status": msg.status,
+        "client_id": msg.client_id,
+        "created_at": msg.created_at,
     }
 
 

@@ -148,7 +148,9 @@ class Endpoints:
             if msg.id in reactions:  # each message's reactions, as in a `reaction` frame
                 frame["reactions"] = [r.to_object() for r in reactions[msg.id]]
             messages.append(frame)
-        return json_response(200, {"session_id": session_id, "messages": messages, "has_more": page.has_more}, cors)
+        return json_response(
+            200, {"session_id": session_id, "messages": messages, "has_more": page.has_more}, cors
+        )
 
     def page_config(self) -> dict[str, Any]:
         """What the browser page needs to know: the SSE port, the backend, the protocol."""
@@ -164,8 +166,11 @@ class Endpoints:
         """A file of the chat page (``chatkit/web/``), or ``None``."""
         name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
         parts = name.split("/")  # the page's files, and vendor/<file> (the vendored JS libraries)
-        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "vendor") or any(
-                not part or part.startswith(".") for part in parts):
+        if (
+            len(parts) > 2
+            or (len(parts) == 2 and parts[0] != "vendor")
+            or any(not part or part.startswith(".") for part in parts)
+        ):
             return None
         suffix = Path(name).suffix
         if suffix not in STATIC_TYPES:
@@ -174,8 +179,12 @@ class Endpoints:
         if not resource.is_file():
             return None
         body = resource.read_bytes()
-        return HTTPResponse(200, [
-            ("Content-Type", STATIC_TYPES[suffix]),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-        ], body)
+        return HTTPResponse(
+            200,
+            [
+                ("Content-Type", STATIC_TYPES[suffix]),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-cache"),
+            ],
+            body,
+        )

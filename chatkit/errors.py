@@ -27,9 +27,7 @@ class ChatkitError(Exception):
     retry_after_ms: int | None = None
     """For a refusal that may pass later: when to try again (sent as ``retry_after_ms``)."""
 
-    def __init__(
-        self, message: str, *, code: str | None = None, retry_after_ms: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code

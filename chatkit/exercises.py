@@ -24,10 +24,10 @@ import html
 import html.parser
 import inspect
 import json
-import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import i18n
 from .exercise_messages import CATALOGS
@@ -149,12 +149,16 @@ class _Session:
             r.ok = False
             width = max(len(self.t(k)) for k in ("case", "input", "expected", "got", "hint"))
             row = lambda k, v: f"   {self.t(k) + ':':<{width + 1}} {v}"  # noqa: E731
-            r.lines = [self.t("failed", name=r.name, index=r.passed + 1, total=r.total, passed=r.passed),
-                       row("case", failure.case)]
+            r.lines = [
+                self.t("failed", name=r.name, index=r.passed + 1, total=r.total, passed=r.passed),
+                row("case", failure.case),
+            ]
             if failure.given is not None:
                 r.lines.append(row("input", _show(failure.given)))
             r.lines.append(row("expected", _show(failure.expected)))
-            r.lines.append(row("got", failure.got_text if failure.got_text is not None else _show(failure.got)))
+            r.lines.append(
+                row("got", failure.got_text if failure.got_text is not None else _show(failure.got))
+            )
             if failure.hint:
                 r.lines.append(row("hint", failure.hint))
         else:
@@ -163,8 +167,15 @@ class _Session:
         print(r)
         return r.ok
 
-    def call(self, fn: Callable, *args: Any, case: str, given: Any = None, expected: Any = None,
-             kwargs: dict | None = None) -> Any:
+    def call(
+        self,
+        fn: Callable,
+        *args: Any,
+        case: str,
+        given: Any = None,
+        expected: Any = None,
+        kwargs: dict | None = None,
+    ) -> Any:
         """Call the learner's plain function; its exceptions become a failure of ``case``."""
         if inspect.iscoroutinefunction(fn):
             raise _Failure(case, expected, given=given, got_text=self.t("not_async"))
@@ -173,11 +184,12 @@ class _Session:
         except NotImplementedError:
             raise _Pending() from None
         except Exception as exc:  # the learner's bug, reported as a case
-            raise _Failure(case, expected, given=given,
-                           got_text=self.t("raised", error=f"{type(exc).__name__}: {exc}")) from None
+            raise _Failure(
+                case, expected, given=given, got_text=self.t("raised", error=f"{type(exc).__name__}: {exc}")
+            ) from None
         if inspect.isawaitable(result):
             with contextlib.suppress(Exception):
-                result.close()  # type: ignore[union-attr]
+                result.close()  # type: ignore[attr-defined,union-attr]
             raise _Failure(case, expected, given=given, got_text=self.t("not_async"))
         return result
 
@@ -189,18 +201,30 @@ class _Session:
             return await fn(*args)
         except NotImplementedError:
             raise _Pending() from None
-        except (Exception, asyncio.TimeoutError) as exc:
-            raise _Failure(case, expected, got_text=self.t("raised", error=f"{type(exc).__name__}: {exc}")) from None
+        except (TimeoutError, Exception) as exc:
+            raise _Failure(
+                case, expected, got_text=self.t("raised", error=f"{type(exc).__name__}: {exc}")
+            ) from None
 
-    def expect(self, got: Any, expected: Any, *, case: str, given: Any = None, hint: str = "",
-               diagnose: Callable[[Any], str | None] | None = None) -> None:
+    def expect(
+        self,
+        got: Any,
+        expected: Any,
+        *,
+        case: str,
+        given: Any = None,
+        hint: str = "",
+        diagnose: Callable[[Any], str | None] | None = None,
+    ) -> None:
         """Pass when ``got`` equals ``expected`` with the same types; else fail with a hint."""
         if _same(got, expected):
             self.passed()
             return
         specific = diagnose(got) if diagnose else None
         if not specific and _same_value_other_type(got, expected):
-            specific = self.t("type_differs", got_type=type(got).__name__, expected_type=type(expected).__name__)
+            specific = self.t(
+                "type_differs", got_type=type(got).__name__, expected_type=type(expected).__name__
+            )
         raise _Failure(case, expected, got, specific or hint, given)
 
 
@@ -211,11 +235,17 @@ def _same(got: Any, expected: Any) -> bool:
     if isinstance(expected, float):
         return isinstance(got, (int, float)) and not isinstance(got, bool) and abs(got - expected) < 1e-9
     if isinstance(expected, dict):
-        return (isinstance(got, dict) and got.keys() == expected.keys()
-                and all(_same(got[k], expected[k]) for k in expected))
+        return (
+            isinstance(got, dict)
+            and got.keys() == expected.keys()
+            and all(_same(got[k], expected[k]) for k in expected)
+        )
     if isinstance(expected, (list, tuple)):
-        return (isinstance(got, type(expected)) and len(got) == len(expected)
-                and all(_same(a, b) for a, b in zip(got, expected)))
+        return (
+            isinstance(got, type(expected))
+            and len(got) == len(expected)
+            and all(_same(a, b) for a, b in zip(got, expected))
+        )
     return type(got) is type(expected) and got == expected
 
 
@@ -242,7 +272,9 @@ def _run_cases(name_key: str, total: int, lang: str | None, body: Callable[[_Ses
     return s.finish(None)
 
 
-async def _arun_cases(name_key: str, total: int, lang: str | None, body: Callable[[_Session], Any]) -> bool | None:
+async def _arun_cases(
+    name_key: str, total: int, lang: str | None, body: Callable[[_Session], Any]
+) -> bool | None:
     s = _Session(name_key, total, lang)
     try:
         await body(s)
@@ -256,8 +288,10 @@ async def _arun_cases(name_key: str, total: int, lang: str | None, body: Callabl
 
 def check_room_url(room_url: Callable[[str, int, str], str], *, lang: str | None = None) -> bool | None:
     """``room_url(host, port, room)`` → ``"ws://HOST:PORT/ws/chat/ROOM/"``."""
-    cases = [("room_url.local", ("127.0.0.1", 8765, "demo"), "ws://127.0.0.1:8765/ws/chat/demo/"),
-             ("room_url.other", ("example.org", 80, "a_b-1"), "ws://example.org:80/ws/chat/a_b-1/")]
+    cases = [
+        ("room_url.local", ("127.0.0.1", 8765, "demo"), "ws://127.0.0.1:8765/ws/chat/demo/"),
+        ("room_url.other", ("example.org", 80, "a_b-1"), "ws://example.org:80/ws/chat/a_b-1/"),
+    ]
 
     def diagnose(got: Any) -> str | None:
         if isinstance(got, str) and got.startswith("http"):
@@ -276,11 +310,23 @@ def check_room_url(room_url: Callable[[str, int, str], str], *, lang: str | None
 
 def check_backend_choice(choose: Callable[[dict], str], *, lang: str | None = None) -> bool | None:
     """``choose(environ)`` → ``"openai"`` when OPENAI_API_KEY or OPENAI_BASE_URL is set (non-empty), else ``"offline"``."""
-    cases = [("backend.none", {}, "offline", ""),
-             ("backend.key", {"OPENAI_API_KEY": "sk-x"}, "openai", ""),
-             ("backend.base_url", {"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}, "openai", "backend.hint_base_url"),
-             ("backend.empty_key", {"OPENAI_API_KEY": ""}, "offline", "backend.hint_empty"),
-             ("backend.both", {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"}, "openai", "")]
+    cases = [
+        ("backend.none", {}, "offline", ""),
+        ("backend.key", {"OPENAI_API_KEY": "sk-x"}, "openai", ""),
+        (
+            "backend.base_url",
+            {"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"},
+            "openai",
+            "backend.hint_base_url",
+        ),
+        ("backend.empty_key", {"OPENAI_API_KEY": ""}, "offline", "backend.hint_empty"),
+        (
+            "backend.both",
+            {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"},
+            "openai",
+            "",
+        ),
+    ]
 
     def body(s: _Session) -> None:
         for key, env, want, hint in cases:
@@ -292,12 +338,22 @@ def check_backend_choice(choose: Callable[[dict], str], *, lang: str | None = No
 
 def check_collect_reply(collect: Callable[[list[dict]], str], *, lang: str | None = None) -> bool | None:
     """``collect(frames)`` → the reply text: the ``chunk`` of every ``ai_chunk`` frame, in order."""
-    mixed = [{"type": "message", "message": "hi", "id": 1}, {"type": "ai_chunk", "chunk": "He", "id": 2},
-             {"type": "typing", "user": "x", "is_typing": True}, {"type": "ai_chunk", "chunk": "llo", "id": 2}]
-    complete = [{"type": "ai_chunk", "chunk": "Hel", "id": 2}, {"type": "ai_chunk", "chunk": "lo", "id": 2},
-                {"type": "ai_complete", "message": "Hello", "id": 2}]
-    cases = [("collect.mixed", mixed, "Hello", "collect.hint_other"), ("collect.empty", [], "", ""),
-             ("collect.complete", complete, "Hello", "collect.hint_complete")]
+    mixed = [
+        {"type": "message", "message": "hi", "id": 1},
+        {"type": "ai_chunk", "chunk": "He", "id": 2},
+        {"type": "typing", "user": "x", "is_typing": True},
+        {"type": "ai_chunk", "chunk": "llo", "id": 2},
+    ]
+    complete = [
+        {"type": "ai_chunk", "chunk": "Hel", "id": 2},
+        {"type": "ai_chunk", "chunk": "lo", "id": 2},
+        {"type": "ai_complete", "message": "Hello", "id": 2},
+    ]
+    cases = [
+        ("collect.mixed", mixed, "Hello", "collect.hint_other"),
+        ("collect.empty", [], "", ""),
+        ("collect.complete", complete, "Hello", "collect.hint_complete"),
+    ]
 
     def body(s: _Session) -> None:
         for key, frames, want, hint in cases:
@@ -336,8 +392,18 @@ def check_frame_header(parse_header: Callable[[bytes], dict], *, lang: str | Non
         ("header.short", bytes([0x81, 0x05]) + b"hello", h(True, 1, False, 5), "header.hint_bits"),
         ("header.masked", bytes([0x01, 0x85]) + b"\x00" * 9, h(False, 1, True, 5), "header.hint_bits"),
         ("header.max7", bytes([0x82, 125]) + b"\x00" * 125, h(True, 2, False, 125), "header.hint_bits"),
-        ("header.len16", bytes([0x82, 126, 0x01, 0x00]) + b"\x00" * 256, h(True, 2, False, 256), "header.hint_extended"),
-        ("header.len64", bytes([0x81, 127]) + (70000).to_bytes(8, "big"), h(True, 1, False, 70000), "header.hint_extended"),
+        (
+            "header.len16",
+            bytes([0x82, 126, 0x01, 0x00]) + b"\x00" * 256,
+            h(True, 2, False, 256),
+            "header.hint_extended",
+        ),
+        (
+            "header.len64",
+            bytes([0x81, 127]) + (70000).to_bytes(8, "big"),
+            h(True, 1, False, 70000),
+            "header.hint_extended",
+        ),
         ("header.ping", bytes([0x89, 0x84]) + b"\x00" * 8, h(True, 9, True, 4), "header.hint_bits"),
     ]
 
@@ -364,11 +430,22 @@ def check_mask(mask: Callable[[bytes, bytes], bytes], *, lang: str | None = None
     def body(s: _Session) -> None:
         case = s.t("mask.rfc")
         got = s.call(mask, b"Hello", b"\x37\xfa\x21\x3d", case=case, given=(b"Hello", b"\x37\xfa\x21\x3d"))
-        s.expect(got, bytes.fromhex("7f9f4d5158"), case=case, given=(b"Hello", b"\x37\xfa\x21\x3d"), hint=s.t("mask.hint"))
+        s.expect(
+            got,
+            bytes.fromhex("7f9f4d5158"),
+            case=case,
+            given=(b"Hello", b"\x37\xfa\x21\x3d"),
+            hint=s.t("mask.hint"),
+        )
         case = s.t("mask.odd")
         got = s.call(mask, b"chatkit", b"\x01\x02\x03\x04", case=case)
-        s.expect(got, xor(b"chatkit", b"\x01\x02\x03\x04"), case=case, given=(b"chatkit", b"\x01\x02\x03\x04"),
-                 hint=s.t("mask.hint"))
+        s.expect(
+            got,
+            xor(b"chatkit", b"\x01\x02\x03\x04"),
+            case=case,
+            given=(b"chatkit", b"\x01\x02\x03\x04"),
+            hint=s.t("mask.hint"),
+        )
         case = s.t("mask.roundtrip")
         once = s.call(mask, data, key, case=case)
         got = s.call(mask, once, key, case=case)
@@ -385,23 +462,33 @@ def check_mask(mask: Callable[[bytes, bytes], bytes], *, lang: str | None = None
 def check_message_frame(make_frame: Callable[..., str], *, lang: str | None = None) -> bool | None:
     """``make_frame(text, client_id=None)`` → the JSON text a client sends: ``{"message": text}``,
     plus ``"client_id"`` when one is given (a ``"type": "message"`` field is optional)."""
-    cases = [("frame.plain", ("hi",), {"message": "hi"}),
-             ("frame.client_id", ("안녕", "c-1"), {"message": "안녕", "client_id": "c-1"}),
-             ("frame.quotes", ('she said "hi" \\o/',), {"message": 'she said "hi" \\o/'})]
+    cases = [
+        ("frame.plain", ("hi",), {"message": "hi"}),
+        ("frame.client_id", ("안녕", "c-1"), {"message": "안녕", "client_id": "c-1"}),
+        ("frame.quotes", ('she said "hi" \\o/',), {"message": 'she said "hi" \\o/'}),
+    ]
 
     def body(s: _Session) -> None:
         for key, args, want in cases:
             case = s.t(key)
-            got = s.call(make_frame, *args, case=case, given=args, expected=json.dumps(want, ensure_ascii=False))
+            got = s.call(
+                make_frame, *args, case=case, given=args, expected=json.dumps(want, ensure_ascii=False)
+            )
             if not isinstance(got, str):
                 raise _Failure(case, json.dumps(want, ensure_ascii=False), got, s.t("frame.hint_str"), args)
             try:
                 frame = json.loads(got)
             except ValueError:
-                raise _Failure(case, json.dumps(want, ensure_ascii=False), got, s.t("frame.hint_json"), args) from None
+                raise _Failure(
+                    case, json.dumps(want, ensure_ascii=False), got, s.t("frame.hint_json"), args
+                ) from None
             if isinstance(frame, dict) and frame.get("type", "message") == "message":
                 frame = {k: v for k, v in frame.items() if k != "type"}
-            hint = s.t("frame.hint_client_id") if isinstance(frame, dict) and "client_id" in {*frame, *want} else ""
+            hint = (
+                s.t("frame.hint_client_id")
+                if isinstance(frame, dict) and "client_id" in {*frame, *want}
+                else ""
+            )
             s.expect(frame, want, case=case, given=args, hint=hint)
 
     return _run_cases("message_frame", len(cases), lang, body)
@@ -409,8 +496,9 @@ def check_message_frame(make_frame: Callable[..., str], *, lang: str | None = No
 
 def check_room_names(is_valid_room: Callable[[str], bool], *, lang: str | None = None) -> bool | None:
     """``is_valid_room(name)`` → True for 1 to 64 characters, each an ASCII letter, digit, ``_`` or ``-``."""
-    cases = [(n, True) for n in ("demo", "a", "A_b-9", "x" * 64)] + \
-            [(n, False) for n in ("", "x" * 65, "a b", "a/b", "방", "a.b", "demo\n")]
+    cases = [(n, True) for n in ("demo", "a", "A_b-9", "x" * 64)] + [
+        (n, False) for n in ("", "x" * 65, "a b", "a/b", "방", "a.b", "demo\n")
+    ]
 
     def body(s: _Session) -> None:
         for name, want in cases:
@@ -449,14 +537,20 @@ async def check_room_server(handler: Callable[..., Any], *, lang: str | None = N
         async def recv(ws: Any, case: str, expected: str, hint: str) -> str:
             try:
                 got = await asyncio.wait_for(ws.recv(), TIMEOUT)
-            except asyncio.TimeoutError:
-                raise _Failure(case, expected, got_text=s.t("server.timeout", seconds=TIMEOUT), hint=hint) from None
+            except TimeoutError:
+                raise _Failure(
+                    case, expected, got_text=s.t("server.timeout", seconds=TIMEOUT), hint=hint
+                ) from None
             except Exception as exc:
                 if errors and isinstance(errors[0], NotImplementedError):
                     raise _Pending() from None
                 error = errors[0] if errors else exc
-                raise _Failure(case, expected, hint=hint,
-                               got_text=s.t("raised", error=f"{type(error).__name__}: {error}")) from None
+                raise _Failure(
+                    case,
+                    expected,
+                    hint=hint,
+                    got_text=s.t("raised", error=f"{type(error).__name__}: {error}"),
+                ) from None
             if got != expected:
                 raise _Failure(case, expected, got, hint)
             return got
@@ -468,8 +562,9 @@ async def check_room_server(handler: Callable[..., Any], *, lang: str | None = N
                 if errors and isinstance(errors[0], NotImplementedError):
                     raise _Pending() from None
                 error = errors[0] if errors else exc
-                raise _Failure(case, text, hint=hint,
-                               got_text=s.t("raised", error=f"{type(error).__name__}: {error}")) from None
+                raise _Failure(
+                    case, text, hint=hint, got_text=s.t("raised", error=f"{type(error).__name__}: {error}")
+                ) from None
 
         async with serve(guarded, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
@@ -481,7 +576,9 @@ async def check_room_server(handler: Callable[..., Any], *, lang: str | None = N
                     bob = await stack.enter_async_context(connect(url + "/lobby", proxy=None))
                     cat = await stack.enter_async_context(connect(url + "/attic", proxy=None))
                 except Exception as exc:
-                    raise _Failure(case, "101 Switching Protocols", got_text=f"{type(exc).__name__}: {exc}") from None
+                    raise _Failure(
+                        case, "101 Switching Protocols", got_text=f"{type(exc).__name__}: {exc}"
+                    ) from None
                 s.passed()
 
                 case = s.t("server.broadcast")
@@ -491,7 +588,9 @@ async def check_room_server(handler: Callable[..., Any], *, lang: str | None = N
                 s.passed()
 
                 case = s.t("server.rooms")
-                await send(cat, "hello attic", case, s.t("server.hint_rooms"))  # cat's first frame must be its own, not the lobby's
+                await send(
+                    cat, "hello attic", case, s.t("server.hint_rooms")
+                )  # cat's first frame must be its own, not the lobby's
                 await recv(cat, case, "hello attic", s.t("server.hint_rooms"))
                 s.passed()
 
@@ -536,10 +635,26 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
     ``"reaction"``, the id (``messageId`` or ``message_id``) a positive integer (not ``true``, not
     ``2.5``), ``emoji`` exactly one emoji (skin tones, flags and ZWJ sequences included)."""
     good = [
-        ("reaction.camel", '{"type": "reaction", "messageId": 4, "emoji": "👍"}', {"message_id": 4, "emoji": "👍"}),
-        ("reaction.snake", '{"type": "reaction", "message_id": 9, "emoji": "🎉"}', {"message_id": 9, "emoji": "🎉"}),
-        ("reaction.skin_tone", '{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}', {"message_id": 2, "emoji": "👍🏽"}),
-        ("reaction.zwj", '{"type": "reaction", "messageId": 3, "emoji": "👨‍👩‍👧"}', {"message_id": 3, "emoji": "👨‍👩‍👧"}),
+        (
+            "reaction.camel",
+            '{"type": "reaction", "messageId": 4, "emoji": "👍"}',
+            {"message_id": 4, "emoji": "👍"},
+        ),
+        (
+            "reaction.snake",
+            '{"type": "reaction", "message_id": 9, "emoji": "🎉"}',
+            {"message_id": 9, "emoji": "🎉"},
+        ),
+        (
+            "reaction.skin_tone",
+            '{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}',
+            {"message_id": 2, "emoji": "👍🏽"},
+        ),
+        (
+            "reaction.zwj",
+            '{"type": "reaction", "messageId": 3, "emoji": "👨‍👩‍👧"}',
+            {"message_id": 3, "emoji": "👨‍👩‍👧"},
+        ),
     ]
     bad = [
         ("reaction.not_json", "{", "reaction.hint_json"),
@@ -550,7 +665,11 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
         ("reaction.negative_id", '{"type": "reaction", "messageId": -1, "emoji": "👍"}', "reaction.hint_id"),
         ("reaction.empty_emoji", '{"type": "reaction", "messageId": 1, "emoji": ""}', "reaction.hint_emoji"),
         ("reaction.letter", '{"type": "reaction", "messageId": 1, "emoji": "x"}', "reaction.hint_emoji"),
-        ("reaction.two_emoji", '{"type": "reaction", "messageId": 1, "emoji": "👍👍"}', "reaction.hint_emoji"),
+        (
+            "reaction.two_emoji",
+            '{"type": "reaction", "messageId": 1, "emoji": "👍👍"}',
+            "reaction.hint_emoji",
+        ),
     ]
     refused = "ValueError"
 
@@ -568,11 +687,16 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
                 s.passed()
                 continue
             except Exception as exc:  # another exception: the server would crash, not refuse
-                raise _Failure(case, refused, given=raw, hint=s.t("reaction.hint_valueerror"),
-                               got_text=s.t("raised", error=f"{type(exc).__name__}: {exc}")) from None
+                raise _Failure(
+                    case,
+                    refused,
+                    given=raw,
+                    hint=s.t("reaction.hint_valueerror"),
+                    got_text=s.t("raised", error=f"{type(exc).__name__}: {exc}"),
+                ) from None
             if inspect.isawaitable(got):
                 with contextlib.suppress(Exception):
-                    got.close()  # type: ignore[union-attr]
+                    got.close()  # type: ignore[attr-defined,union-attr]
                 raise _Failure(case, refused, given=raw, got_text=s.t("not_async"))
             raise _Failure(case, refused, got, s.t(hint), raw)
 
@@ -584,9 +708,11 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
 
 def check_ttft(ttft: Callable[[float, list[float]], float | None], *, lang: str | None = None) -> bool | None:
     """``ttft(sent_at, chunk_times)`` → seconds from sending to the first chunk; ``None`` without chunks."""
-    cases = [("ttft.typical", (10.0, [10.3, 10.35, 10.4]), 0.3, "ttft.hint_first"),
-             ("ttft.one", (0.0, [2.5]), 2.5, "ttft.hint_first"),
-             ("ttft.none", (5.0, []), None, "ttft.hint_none")]
+    cases = [
+        ("ttft.typical", (10.0, [10.3, 10.35, 10.4]), 0.3, "ttft.hint_first"),
+        ("ttft.one", (0.0, [2.5]), 2.5, "ttft.hint_first"),
+        ("ttft.none", (5.0, []), None, "ttft.hint_none"),
+    ]
 
     def body(s: _Session) -> None:
         for key, args, want, hint in cases:
@@ -599,9 +725,12 @@ def check_ttft(ttft: Callable[[float, list[float]], float | None], *, lang: str 
 def check_rate(rate: Callable[[list[float]], float], *, lang: str | None = None) -> bool | None:
     """``rate(chunk_times)`` → chunks per second after the first: ``(n - 1) / (last - first)``;
     ``0.0`` for fewer than 2 chunks or no time between the first and the last."""
-    cases = [("rate.typical", [1.0, 1.5, 2.0, 2.5, 3.0], 2.0, "rate.hint_intervals"),
-             ("rate.one", [1.0], 0.0, "rate.hint_zero"), ("rate.empty", [], 0.0, "rate.hint_zero"),
-             ("rate.same_time", [2.0, 2.0], 0.0, "rate.hint_zero")]
+    cases = [
+        ("rate.typical", [1.0, 1.5, 2.0, 2.5, 3.0], 2.0, "rate.hint_intervals"),
+        ("rate.one", [1.0], 0.0, "rate.hint_zero"),
+        ("rate.empty", [], 0.0, "rate.hint_zero"),
+        ("rate.same_time", [2.0, 2.0], 0.0, "rate.hint_zero"),
+    ]
 
     def body(s: _Session) -> None:
         for key, times, want, hint in cases:
@@ -617,7 +746,7 @@ class _CountingStream:
     def __init__(self, size: int) -> None:
         self.size, self.pulled, self.closed = size, 0, False
 
-    def __aiter__(self) -> "_CountingStream":
+    def __aiter__(self) -> _CountingStream:
         return self
 
     async def __anext__(self) -> str:
@@ -645,12 +774,21 @@ async def check_take(take: Callable[[Any, int], Any], *, lang: str | None = None
             if not _same(got, want):
                 raise _Failure(case, want, got, "", f"a stream of {size} pieces, n={n}")
             if stream.pulled > len(want):
-                raise _Failure(case, f"{len(want)} pieces pulled", got_text=f"{stream.pulled} pieces pulled",
-                               hint=s.t("take.hint_pulled", pulled=stream.pulled, n=n),
-                               given=f"a stream of {size} pieces, n={n}")
+                raise _Failure(
+                    case,
+                    f"{len(want)} pieces pulled",
+                    got_text=f"{stream.pulled} pieces pulled",
+                    hint=s.t("take.hint_pulled", pulled=stream.pulled, n=n),
+                    given=f"a stream of {size} pieces, n={n}",
+                )
             if not stream.closed:
-                raise _Failure(case, "stream.aclose() called", got_text="the stream was left open",
-                               hint=s.t("take.hint_close"), given=f"a stream of {size} pieces, n={n}")
+                raise _Failure(
+                    case,
+                    "stream.aclose() called",
+                    got_text="the stream was left open",
+                    hint=s.t("take.hint_close"),
+                    given=f"a stream of {size} pieces, n={n}",
+                )
             s.passed()
 
     return await _arun_cases("take", len(cases), lang, body)
@@ -679,16 +817,28 @@ async def check_streamer(stream: Callable[[list[dict]], Any], *, lang: str | Non
             if inspect.iscoroutine(probe):
                 probe.close()
             if not hasattr(probe, "__aiter__"):
-                raise _Failure(s.t("streamer.pieces"), "an async generator",
-                               got_text=type(probe).__name__, hint=s.t("streamer.hint_async_gen"))
+                raise _Failure(
+                    s.t("streamer.pieces"),
+                    "an async generator",
+                    got_text=type(probe).__name__,
+                    hint=s.t("streamer.hint_async_gen"),
+                )
         try:
-            pieces = [p async for p in stream([{"role": "system", "content": "be brief"},
-                                                {"role": "user", "content": "ping"}])]
+            pieces = [
+                p
+                async for p in stream(
+                    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ping"}]
+                )
+            ]
         except NotImplementedError:
             raise _Pending() from None
         except Exception as exc:
-            raise _Failure(s.t("streamer.pieces"), "PING", got_text=s.t("raised", error=f"{type(exc).__name__}: {exc}"),
-                           hint=s.t("streamer.hint_last")) from None
+            raise _Failure(
+                s.t("streamer.pieces"),
+                "PING",
+                got_text=s.t("raised", error=f"{type(exc).__name__}: {exc}"),
+                hint=s.t("streamer.hint_last"),
+            ) from None
         async with ChatServer(port=0, http_port=-1, db=":memory:", streamer=LearnerStreamer()) as server:
             async with ChatClient(server.ws_url("build-it"), user="checker") as chat:
                 await chat.send(question)
@@ -700,19 +850,32 @@ async def check_streamer(stream: Callable[[list[dict]], Any], *, lang: str | Non
                             if event["type"] == "ai_chunk":
                                 chunks.append(event["chunk"])
                             elif event["type"] == "error":
-                                raise _Failure(s.t("streamer.text"), question.upper(),
-                                               got_text=f"error frame: {event.get('code')}: {event.get('message')}",
-                                               hint=s.t("streamer.hint_last"))
+                                raise _Failure(
+                                    s.t("streamer.text"),
+                                    question.upper(),
+                                    got_text=f"error frame: {event.get('code')}: {event.get('message')}",
+                                    hint=s.t("streamer.hint_last"),
+                                )
                             elif event["type"] == "ai_complete":
                                 break
                 except TimeoutError:
-                    raise _Failure(s.t("streamer.text"), question.upper(),
-                                   got_text=s.t("server.timeout", seconds=TIMEOUT)) from None
+                    raise _Failure(
+                        s.t("streamer.text"),
+                        question.upper(),
+                        got_text=s.t("server.timeout", seconds=TIMEOUT),
+                    ) from None
         if len(chunks) < 2:
-            raise _Failure(s.t("streamer.pieces"), "≥ 2 ai_chunk frames", got=chunks, hint=s.t("streamer.hint_pieces"))
+            raise _Failure(
+                s.t("streamer.pieces"), "≥ 2 ai_chunk frames", got=chunks, hint=s.t("streamer.hint_pieces")
+            )
         s.passed()
-        s.expect(event["message"], question.upper(), case=s.t("streamer.text"), given=question,
-                 hint=s.t("streamer.hint_last"))
+        s.expect(
+            event["message"],
+            question.upper(),
+            case=s.t("streamer.text"),
+            given=question,
+            hint=s.t("streamer.hint_last"),
+        )
         del pieces
 
     return await _arun_cases("streamer", 2, lang, body)
@@ -724,14 +887,16 @@ async def check_streamer(stream: Callable[[list[dict]], Any], *, lang: str | Non
 def check_debouncer(Debouncer: type, *, lang: str | None = None) -> bool | None:
     """``Debouncer(interval, idle)``: ``.keystroke(now)`` → typing values to send now (``[True]`` or ``[]``);
     ``.poll(now)`` → ``[False]`` once, when ``idle`` seconds passed since the last keystroke, else ``[]``."""
-    steps = [("debounce.poll_before", "poll", 0.0, [], "debounce.hint_idle"),
-             ("debounce.first", "keystroke", 0.1, [True], "debounce.hint_interval"),
-             ("debounce.soon", "keystroke", 0.3, [], "debounce.hint_interval"),
-             ("debounce.refresh", "keystroke", 0.7, [True], "debounce.hint_interval"),
-             ("debounce.poll_early", "poll", 2.1, [], "debounce.hint_idle"),
-             ("debounce.poll_idle", "poll", 3.8, [False], "debounce.hint_idle"),
-             ("debounce.poll_again", "poll", 5.0, [], "debounce.hint_idle"),
-             ("debounce.again", "keystroke", 6.0, [True], "debounce.hint_interval")]
+    steps = [
+        ("debounce.poll_before", "poll", 0.0, [], "debounce.hint_idle"),
+        ("debounce.first", "keystroke", 0.1, [True], "debounce.hint_interval"),
+        ("debounce.soon", "keystroke", 0.3, [], "debounce.hint_interval"),
+        ("debounce.refresh", "keystroke", 0.7, [True], "debounce.hint_interval"),
+        ("debounce.poll_early", "poll", 2.1, [], "debounce.hint_idle"),
+        ("debounce.poll_idle", "poll", 3.8, [False], "debounce.hint_idle"),
+        ("debounce.poll_again", "poll", 5.0, [], "debounce.hint_idle"),
+        ("debounce.again", "keystroke", 6.0, [True], "debounce.hint_interval"),
+    ]
 
     def body(s: _Session) -> None:
         d = s.call(Debouncer, 0.5, 3.0, case="Debouncer(0.5, 3.0)")
@@ -771,9 +936,11 @@ def _markup(text: str) -> list[tuple[str, str]]:
 def check_escape(render: Callable[[str, str], str], *, lang: str | None = None) -> bool | None:
     """``render(user, text)`` → ``<b>user</b>: text`` where a browser shows ``user`` and ``text`` as written
     (both escaped: no tag of theirs survives)."""
-    cases = [("escape.text", ("ann", "<img src=x onerror=alert(1)>"), "escape.hint_text"),
-             ("escape.user", ("<i>eve</i>", "hi"), "escape.hint_user"),
-             ("escape.both", ('"tom" & jerry', "1 < 2 & 'yes'"), "escape.hint_text")]
+    cases = [
+        ("escape.text", ("ann", "<img src=x onerror=alert(1)>"), "escape.hint_text"),
+        ("escape.user", ("<i>eve</i>", "hi"), "escape.hint_user"),
+        ("escape.both", ('"tom" & jerry', "1 < 2 & 'yes'"), "escape.hint_text"),
+    ]
 
     def body(s: _Session) -> None:
         for key, (user, text), hint in cases:
@@ -781,12 +948,19 @@ def check_escape(render: Callable[[str, str], str], *, lang: str | None = None) 
             case = s.t(key)
             got = s.call(render, user, text, case=case, given=(user, text), expected=want)
             if not isinstance(got, str):
-                raise _Failure(case, want, got, s.t("type_differs", got_type=type(got).__name__, expected_type="str"),
-                               (user, text))
+                raise _Failure(
+                    case,
+                    want,
+                    got,
+                    s.t("type_differs", got_type=type(got).__name__, expected_type="str"),
+                    (user, text),
+                )
             markup = _markup(got)
             if markup != [("start", "b"), ("data", user), ("end", "b"), ("data", f": {text}")]:
                 shape = bool(markup) and markup[0] == ("start", "b") and ("end", "b") in markup
-                raise _Failure(case, want, got, s.t(hint) if shape else s.t("escape.hint_shape"), (user, text))
+                raise _Failure(
+                    case, want, got, s.t(hint) if shape else s.t("escape.hint_shape"), (user, text)
+                )
             s.passed()
 
     return _run_cases("escape", len(cases), lang, body)
@@ -795,10 +969,13 @@ def check_escape(render: Callable[[str, str], str], *, lang: str | None = None) 
 def check_typing_line(typing_line: Callable[[list[str]], str], *, lang: str | None = None) -> bool | None:
     """``typing_line(users)`` → ``""`` / ``"ann is typing…"`` / ``"ann and bob are typing…"`` /
     ``"3 people are typing…"`` (``…`` is one character, U+2026)."""
-    cases = [("typing.none", [], ""), ("typing.one", ["ann"], "ann is typing…"),
-             ("typing.two", ["ann", "bob"], "ann and bob are typing…"),
-             ("typing.three", ["a", "b", "c"], "3 people are typing…"),
-             ("typing.many", ["a", "b", "c", "d", "e"], "5 people are typing…")]
+    cases = [
+        ("typing.none", [], ""),
+        ("typing.one", ["ann"], "ann is typing…"),
+        ("typing.two", ["ann", "bob"], "ann and bob are typing…"),
+        ("typing.three", ["a", "b", "c"], "3 people are typing…"),
+        ("typing.many", ["a", "b", "c", "d", "e"], "5 people are typing…"),
+    ]
 
     def diagnose(got: Any) -> str | None:
         if isinstance(got, str) and "..." in got:
@@ -808,8 +985,14 @@ def check_typing_line(typing_line: Callable[[list[str]], str], *, lang: str | No
     def body(s: _Session) -> None:
         for key, users, want in cases:
             got = s.call(typing_line, list(users), case=s.t(key), given=users, expected=want)
-            s.expect(got, want, case=s.t(key), given=users, hint=s.t("typing.hint_many") if len(users) > 2 else "",
-                     diagnose=diagnose)
+            s.expect(
+                got,
+                want,
+                case=s.t(key),
+                given=users,
+                hint=s.t("typing.hint_many") if len(users) > 2 else "",
+                diagnose=diagnose,
+            )
 
     return _run_cases("typing_line", len(cases), lang, body)
 
@@ -827,13 +1010,19 @@ def check_backoff(delay: Callable[[int, random.Random], float], *, lang: str | N
         for attempt, base in schedule:
             case = s.t("backoff.schedule", attempt=attempt, low=base / 2, high=base)
             values = [s.call(delay, attempt, rng, case=case, given=attempt) for _ in range(200)]
-            bad = next((v for v in values if not (isinstance(v, (int, float)) and base / 2 <= v <= base)), None)
+            bad = next(
+                (v for v in values if not (isinstance(v, (int, float)) and base / 2 <= v <= base)), None
+            )
             if bad is not None:
                 raise _Failure(case, f"{base / 2} ≤ delay ≤ {base}", bad, s.t("backoff.hint_range"), attempt)
             if max(values) - min(values) <= base / 10:
-                raise _Failure(s.t("backoff.spread", attempt=attempt), f"delays spread over [{base / 2}, {base}]",
-                               got_text=f"min {min(values):.3f}, max {max(values):.3f}", hint=s.t("backoff.hint_jitter"),
-                               given=attempt)
+                raise _Failure(
+                    s.t("backoff.spread", attempt=attempt),
+                    f"delays spread over [{base / 2}, {base}]",
+                    got_text=f"min {min(values):.3f}, max {max(values):.3f}",
+                    hint=s.t("backoff.hint_jitter"),
+                    given=attempt,
+                )
             s.passed()
         case = s.t("backoff.rng")
         first = [s.call(delay, 3, random.Random(42), case=case) for _ in range(3)]
@@ -848,18 +1037,34 @@ def check_backoff(delay: Callable[[int, random.Random], float], *, lang: str | N
 def check_dedup(dedup: Callable[[list[dict]], list[dict]], *, lang: str | None = None) -> bool | None:
     """``dedup(frames)`` → the frames without repeated ``id`` (the first one wins), order kept;
     frames without an ``id`` always pass."""
-    mixed = [{"type": "message", "id": 1}, {"type": "message", "id": 2}, {"type": "message", "id": 1},
-             {"type": "typing"}, {"type": "message", "id": 3}, {"type": "message", "id": 2},
-             {"type": "user_join", "username": "bob"}]
-    zero = [{"type": "message", "id": 0, "message": "first"}, {"type": "message", "id": 0, "message": "again"}]
+    mixed = [
+        {"type": "message", "id": 1},
+        {"type": "message", "id": 2},
+        {"type": "message", "id": 1},
+        {"type": "typing"},
+        {"type": "message", "id": 3},
+        {"type": "message", "id": 2},
+        {"type": "user_join", "username": "bob"},
+    ]
+    zero = [
+        {"type": "message", "id": 0, "message": "first"},
+        {"type": "message", "id": 0, "message": "again"},
+    ]
     cases = [("dedup.mixed", mixed, [mixed[i] for i in (0, 1, 3, 4, 6)]), ("dedup.zero", zero, zero[:1])]
 
     def body(s: _Session) -> None:
         for key, frames, want in cases:
             case = s.t(key)
-            got = s.call(dedup, [dict(f) for f in frames], case=case, given=frames, expected=want)
-            hint = s.t("dedup.hint_zero") if key == "dedup.zero" else (
-                s.t("dedup.hint_no_id") if isinstance(got, list) and len(got) < len(want) else s.t("dedup.hint_first"))
+            got: Any = s.call(dedup, [dict(f) for f in frames], case=case, given=frames, expected=want)  # type: ignore[attr-defined,arg-type]
+            hint = (
+                s.t("dedup.hint_zero")
+                if key == "dedup.zero"
+                else (
+                    s.t("dedup.hint_no_id")
+                    if isinstance(got, list) and len(got) < len(want)  # type: ignore[attr-defined,arg-type]
+                    else s.t("dedup.hint_first")
+                )
+            )
             s.expect(got, want, case=case, given=frames, hint=hint)
 
     return _run_cases("dedup", len(cases), lang, body)
@@ -868,9 +1073,11 @@ def check_dedup(dedup: Callable[[list[dict]], list[dict]], *, lang: str | None =
 def check_cursor(cursor: Callable[[int, set[int]], int], *, lang: str | None = None) -> bool | None:
     """``cursor(last_seen, streaming)`` → the ``?after=`` id to reconnect with: ``last_seen`` when no reply is
     streaming, else one less than the oldest reply still streaming (so it is replayed whole)."""
-    cases = [("cursor.idle", (10, set()), 10, "cursor.hint_before"),
-             ("cursor.one", (10, {8}), 7, "cursor.hint_before"),
-             ("cursor.two", (12, {9, 11}), 8, "cursor.hint_oldest")]
+    cases = [
+        ("cursor.idle", (10, set()), 10, "cursor.hint_before"),
+        ("cursor.one", (10, {8}), 7, "cursor.hint_before"),
+        ("cursor.two", (12, {9, 11}), 8, "cursor.hint_oldest"),
+    ]
 
     def body(s: _Session) -> None:
         for key, (last, streaming), want, hint in cases:
@@ -895,7 +1102,9 @@ async def check_reconnect(follow: Callable[..., Any], *, lang: str | None = None
 
     async def body(s: _Session) -> None:
         if not inspect.iscoroutinefunction(follow):
-            raise _Failure(s.t("reconnect.first"), "async def follow(url, on_message)", got_text=s.t("want_async"))
+            raise _Failure(
+                s.t("reconnect.first"), "async def follow(url, on_message)", got_text=s.t("want_async")
+            )
         got: list[dict] = []
         changed = asyncio.Event()
 
@@ -918,7 +1127,9 @@ async def check_reconnect(follow: Callable[..., Any], *, lang: str | None = None
                 if isinstance(exc, NotImplementedError):
                     raise _Pending()
                 error = f"{type(exc).__name__}: {exc}" if exc else "follow() returned"
-                raise _Failure(case, want, got_text=s.t("raised", error=error), hint=s.t("reconnect.hint_retry"))
+                raise _Failure(
+                    case, want, got_text=s.t("raised", error=error), hint=s.t("reconnect.hint_retry")
+                )
             ids = [f.get("id") for f in got if isinstance(f, dict)]
             if len(ids) != len(set(ids)):
                 raise _Failure(case, want, said(), s.t("reconnect.hint_dup"))
@@ -927,7 +1138,7 @@ async def check_reconnect(follow: Callable[..., Any], *, lang: str | None = None
 
         with tempfile.TemporaryDirectory() as tmp:
             db = str(Path(tmp) / "chat.db")
-            opts = dict(http_port=-1, db=db, llm="echo")
+            opts: dict[str, Any] = dict(http_port=-1, db=db, llm="echo")
             server = await ChatServer(port=0, **opts).start()
             port, url = server.port, server.ws_url("follow")
             task: asyncio.Task | None = None
@@ -943,9 +1154,17 @@ async def check_reconnect(follow: Callable[..., Any], *, lang: str | None = None
                         exc = task.exception() if task.done() and not task.cancelled() else None
                         if isinstance(exc, NotImplementedError):
                             raise _Pending()
-                        got = s.t("raised", error=f"{type(exc).__name__}: {exc}") if exc else \
-                            s.t("server.timeout", seconds=TIMEOUT)
-                        raise _Failure(case, "a connection to the room", got_text=got, hint=s.t("reconnect.hint_retry"))
+                        got_msg = (
+                            s.t("raised", error=f"{type(exc).__name__}: {exc}")
+                            if exc
+                            else s.t("server.timeout", seconds=TIMEOUT)
+                        )
+                        raise _Failure(
+                            case,
+                            "a connection to the room",
+                            got_text=got_msg,
+                            hint=s.t("reconnect.hint_retry"),
+                        )
                     await bob.send("one")
                     await bob.send("two")
                 await wait_for(["one", "two"], case, s.t("reconnect.hint_retry"))
@@ -1012,15 +1231,28 @@ def check_sse_encoder(encode: Callable[..., str], *, lang: str | None = None) ->
     """``encode(data, event=None, id=None)`` → the text of one SSE event: ``event:`` and ``id:`` lines when
     given (any order: the browser reads them the same), one ``data:`` line per line of ``data``, and one blank
     line at the end. Checked by parsing the output as a browser would."""
-    cases = [("encoder.plain", ("hi",), {}, [{"event": "message", "data": "hi", "id": None}]),
-             ("encoder.full", ("a\nb",), {"event": "message", "id": 3}, [{"event": "message", "data": "a\nb", "id": "3"}]),
-             ("encoder.blank_line", ("x\n\ny",), {"event": "ai_chunk", "id": 7},
-              [{"event": "ai_chunk", "data": "x\n\ny", "id": "7"}])]
+    cases = [
+        ("encoder.plain", ("hi",), {}, [{"event": "message", "data": "hi", "id": None}]),
+        (
+            "encoder.full",
+            ("a\nb",),
+            {"event": "message", "id": 3},
+            [{"event": "message", "data": "a\nb", "id": "3"}],
+        ),
+        (
+            "encoder.blank_line",
+            ("x\n\ny",),
+            {"event": "ai_chunk", "id": 7},
+            [{"event": "ai_chunk", "data": "x\n\ny", "id": "7"}],
+        ),
+    ]
 
     def body(s: _Session) -> None:
         for key, args, kwargs, want in cases:
             case = s.t(key)
-            given = f"encode({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in kwargs.items()])})"
+            given = (
+                f"encode({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in kwargs.items()])})"
+            )
             got = s.call(encode, *args, case=case, given=given, expected=want, kwargs=kwargs)
             lines = got.replace("\r\n", "\n").replace("\r", "\n") if isinstance(got, str) else ""
             if not lines.endswith("\n\n") or lines.endswith("\n\n\n"):
@@ -1028,8 +1260,13 @@ def check_sse_encoder(encode: Callable[..., str], *, lang: str | None = None) ->
             parsed = _parse_sse(got)
             if parsed != want:
                 hint = s.t("encoder.hint_none") if "None" in got else s.t("encoder.hint_lines")
-                raise _Failure(case, want, got_text=f"{got!r} — {s.t('encoder.parsed_as')} {parsed!r}",
-                               hint=hint, given=given)
+                raise _Failure(
+                    case,
+                    want,
+                    got_text=f"{got!r} — {s.t('encoder.parsed_as')} {parsed!r}",
+                    hint=hint,
+                    given=given,
+                )
             s.passed()
 
     return _run_cases("sse_encoder", len(cases), lang, body)
@@ -1047,16 +1284,23 @@ def check_choose(choose: Callable[[dict], str], *, lang: str | None = None) -> b
     """``choose(needs)`` → ``"websocket"`` or ``"sse"``. ``needs`` has three booleans: ``client_sends_often``,
     ``binary`` and ``through_strict_proxies``. Strict proxies (no Upgrade) → ``"sse"``; otherwise a client that
     sends often or binary data → ``"websocket"``; otherwise ``"sse"``. Every combination is checked."""
-    combos = [{"client_sends_often": a, "binary": b, "through_strict_proxies": c}
-              for c in (False, True) for a in (True, False) for b in (False, True)]
+    combos = [
+        {"client_sends_often": a, "binary": b, "through_strict_proxies": c}
+        for c in (False, True)
+        for a in (True, False)
+        for b in (False, True)
+    ]
 
     def body(s: _Session) -> None:
         for needs in combos:
             want = _choose_rule(needs)
             case = s.t("choose.case", needs=", ".join(k for k, v in needs.items() if v) or "—")
             got = s.call(choose, dict(needs), case=case, given=needs, expected=want)
-            hint = s.t("choose.hint_proxies") if needs["through_strict_proxies"] else (
-                s.t("choose.hint_twoway") if want == "websocket" else s.t("choose.hint_default"))
+            hint = (
+                s.t("choose.hint_proxies")
+                if needs["through_strict_proxies"]
+                else (s.t("choose.hint_twoway") if want == "websocket" else s.t("choose.hint_default"))
+            )
             s.expect(got, want, case=case, given=needs, hint=hint)
 
     return _run_cases("choose", len(combos), lang, body)
@@ -1068,8 +1312,11 @@ def check_sse_parser(parse: Callable[[str], list[dict]], *, lang: str | None = N
     then carries over; blocks without ``data:`` dispatch nothing; comments (``:``) and unknown fields are
     ignored; lines end in ``\\n``, ``\\r\\n`` or ``\\r``; one space after the colon is removed."""
     cases = [
-        ("parser.basic", "retry: 3000\n\n: heartbeat\n\nevent: message\nid: 4\ndata: a\ndata: b\n\ndata: plain\n\n",
-         "parser.hint_id"),
+        (
+            "parser.basic",
+            "retry: 3000\n\n: heartbeat\n\nevent: message\nid: 4\ndata: a\ndata: b\n\ndata: plain\n\n",
+            "parser.hint_id",
+        ),
         ("parser.crlf", "data:no-space\r\n\r\n", "parser.hint_lines"),
         ("parser.cr", "data: one\r\rdata: two\r\r", "parser.hint_lines"),
         ("parser.event_reset", "event: ai_chunk\ndata: x\n\ndata: y\n\n", "parser.hint_event"),

@@ -7,7 +7,8 @@ catalog under ``scale.*`` keys, so a language that translates them (``"ko"``) pi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .exercise_messages import CATALOGS
 from .exercises import _run_cases, _Session
@@ -60,19 +61,32 @@ def check_next_step(next_step: Callable[[int, int], str], *, lang: str | None = 
     return _run_cases("scale.next_step", len(cases), lang, body)
 
 
-def check_online(online: Callable[[set[str], dict[str, float], float], list[str]], *,
-                 lang: str | None = None) -> bool | None:
+def check_online(
+    online: Callable[[set[str], dict[str, float], float], list[str]], *, lang: str | None = None
+) -> bool | None:
     """``online(local, entries, now)`` → the sorted list of users online in a room: this process's
     ``local`` users, plus every user of ``entries`` (``"node\\x1fuser" → expiry time``) not expired at ``now``."""
     sep = "\x1f"
     cases: list[tuple[str, tuple[set[str], dict[str, float], float], list[str], str]] = [
         ("scale.online.local", ({"ann"}, {}, 100.0), ["ann"], "scale.online.hint_union"),
-        ("scale.online.union", ({"ann"}, {f"b{sep}bob": 105.0, f"b{sep}cho": 104.0}, 100.0),
-         ["ann", "bob", "cho"], "scale.online.hint_split"),
-        ("scale.online.expired", ({"ann"}, {f"b{sep}bob": 105.0, f"c{sep}dan": 99.0, f"c{sep}eve": 100.0}, 100.0),
-         ["ann", "bob"], "scale.online.hint_expiry"),
-        ("scale.online.both", ({"ann"}, {f"b{sep}ann": 103.0, f"c{sep}ann": 104.0}, 100.0),
-         ["ann"], "scale.online.hint_union"),
+        (
+            "scale.online.union",
+            ({"ann"}, {f"b{sep}bob": 105.0, f"b{sep}cho": 104.0}, 100.0),
+            ["ann", "bob", "cho"],
+            "scale.online.hint_split",
+        ),
+        (
+            "scale.online.expired",
+            ({"ann"}, {f"b{sep}bob": 105.0, f"c{sep}dan": 99.0, f"c{sep}eve": 100.0}, 100.0),
+            ["ann", "bob"],
+            "scale.online.hint_expiry",
+        ),
+        (
+            "scale.online.both",
+            ({"ann"}, {f"b{sep}ann": 103.0, f"c{sep}ann": 104.0}, 100.0),
+            ["ann"],
+            "scale.online.hint_union",
+        ),
     ]
 
     def body(s: _Session) -> None:
@@ -84,19 +98,29 @@ def check_online(online: Callable[[set[str], dict[str, float], float], list[str]
     return _run_cases("scale.online", len(cases), lang, body)
 
 
-def check_fenced_finish(finish: Callable[[dict[int, dict[str, Any]], int, str, str], bool], *,
-                        lang: str | None = None) -> bool | None:
+def check_fenced_finish(
+    finish: Callable[[dict[int, dict[str, Any]], int, str, str], bool], *, lang: str | None = None
+) -> bool | None:
     """``finish(rows, reply_id, text, status)`` stores a reply's text and status in ``rows`` (id → row
     dict with ``"content"`` and ``"status"``) only if that row is still ``"streaming"``, and returns whether
     it wrote — the compare-and-set that keeps a process that lost its lease from overwriting a survivor."""
 
     def fresh() -> dict[int, dict[str, Any]]:
-        return {7: {"content": "", "status": "streaming"},
-                8: {"content": "half an ans", "status": "interrupted"}}
+        return {
+            7: {"content": "", "status": "streaming"},
+            8: {"content": "half an ans", "status": "interrupted"},
+        }
 
     cases = [
-        ("scale.fenced.streaming", (7, "the answer", "complete"), True,
-         {7: {"content": "the answer", "status": "complete"}, 8: {"content": "half an ans", "status": "interrupted"}}),
+        (
+            "scale.fenced.streaming",
+            (7, "the answer", "complete"),
+            True,
+            {
+                7: {"content": "the answer", "status": "complete"},
+                8: {"content": "half an ans", "status": "interrupted"},
+            },
+        ),
         ("scale.fenced.finished", (8, "half an answer, late", "complete"), False, fresh()),
         ("scale.fenced.unknown", (9, "x", "complete"), False, fresh()),
     ]

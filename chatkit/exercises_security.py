@@ -10,7 +10,8 @@ Each runs the learner's function on named cases and prints ✅, ❌ with the fir
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .exercise_messages import CATALOGS
 from .exercises import _run_cases, _Session, _t
@@ -52,7 +53,9 @@ for _key, _text in _EN.items():
     CATALOGS["en"].setdefault(_key, _text)
 
 
-def check_origin_allowed(is_allowed: Callable[[str | None, set[str]], bool], *, lang: str | None = None) -> bool | None:
+def check_origin_allowed(
+    is_allowed: Callable[[str | None, set[str]], bool], *, lang: str | None = None
+) -> bool | None:
     """``is_allowed(origin, own)`` → may a request with this ``Origin`` header use the server?
 
     ``own`` is the set of the server's own page origins; ``origin`` is ``None`` when the
@@ -76,7 +79,7 @@ def check_origin_allowed(is_allowed: Callable[[str | None, set[str]], bool], *, 
     return _run_cases("sec.origin_allowed", len(cases), lang, body)
 
 
-def check_valid_name(valid_name: Callable[[str], "str | None"], *, lang: str | None = None) -> bool | None:
+def check_valid_name(valid_name: Callable[[str], str | None], *, lang: str | None = None) -> bool | None:
     """``valid_name(name)`` → the NFC form of an acceptable name, or ``None`` to refuse it."""
     cases = [
         ("sec.name.plain", "ann", "ann", ""),
@@ -98,22 +101,59 @@ def check_valid_name(valid_name: Callable[[str], "str | None"], *, lang: str | N
     return _run_cases("sec.valid_name", len(cases), lang, body)
 
 
-def check_bucket(take: Callable[[dict, Any, float, float, int], bool], *, lang: str | None = None) -> bool | None:
+def check_bucket(
+    take: Callable[[dict, Any, float, float, int], bool], *, lang: str | None = None
+) -> bool | None:
     """``take(buckets, key, now, rate, burst)`` → ``True`` and spend a token of ``key``'s bucket,
     or ``False`` when it is empty. ``buckets`` is the learner's own dict, kept between calls."""
 
     def body(s: _Session) -> None:
         buckets: dict = {}
         rate, burst = 2.0, 2
-        got = [s.call(take, buckets, "token:ann", 10.0, rate, burst, case=s.t("sec.take.burst"), expected=[True, True, False])
-               for _ in range(3)]
-        s.expect(got, [True, True, False], case=s.t("sec.take.burst"), given="3 × take('token:ann', now=10.0)")
+        got = [
+            s.call(
+                take,
+                buckets,
+                "token:ann",
+                10.0,
+                rate,
+                burst,
+                case=s.t("sec.take.burst"),
+                expected=[True, True, False],
+            )
+            for _ in range(3)
+        ]
+        s.expect(
+            got, [True, True, False], case=s.t("sec.take.burst"), given="3 × take('token:ann', now=10.0)"
+        )
         got2 = s.call(take, buckets, "token:bob", 10.0, rate, burst, case=s.t("sec.take.keys"), expected=True)
-        s.expect(got2, True, case=s.t("sec.take.keys"), given="take('token:bob', now=10.0)", hint=s.t("sec.take.hint_shared"))
-        got3 = [s.call(take, buckets, "token:ann", 10.5, rate, burst, case=s.t("sec.take.refill"), expected=[True, False])
-                for _ in range(2)]
-        s.expect(got3, [True, False], case=s.t("sec.take.refill"), given="2 × take('token:ann', now=10.5)",
-                 hint=s.t("sec.take.hint_refill"))
+        s.expect(
+            got2,
+            True,
+            case=s.t("sec.take.keys"),
+            given="take('token:bob', now=10.0)",
+            hint=s.t("sec.take.hint_shared"),
+        )
+        got3 = [
+            s.call(
+                take,
+                buckets,
+                "token:ann",
+                10.5,
+                rate,
+                burst,
+                case=s.t("sec.take.refill"),
+                expected=[True, False],
+            )
+            for _ in range(2)
+        ]
+        s.expect(
+            got3,
+            [True, False],
+            case=s.t("sec.take.refill"),
+            given="2 × take('token:ann', now=10.5)",
+            hint=s.t("sec.take.hint_refill"),
+        )
 
     return _run_cases("sec.take", 3, lang, body)
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from . import protocol
-from .auth import AuthError, Authenticator, Identity, validate_name
-from .endpoints import Headers, HTTPResponse, error_response, json_response
+from .auth import Authenticator, AuthError, Identity, validate_name
+from .endpoints import Headers, HTTPResponse, json_response
 from .errors import ChatkitError, ProtocolError
 from .limits import ConnectionLimiter, KeyedRateLimiter, Limits, RoomQuota
 from .origins import OriginPolicy, OriginRefused
@@ -54,8 +54,11 @@ class Refused(ChatkitError):
     """A request the guard refuses: ``status`` and ``code`` go into the coded answer."""
 
     def __init__(self, status: int, code: str, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, code=code,
-                         retry_after_ms=None if retry_after is None else max(1, int(retry_after * 1000 + 0.999)))
+        super().__init__(
+            message,
+            code=code,
+            retry_after_ms=None if retry_after is None else max(1, int(retry_after * 1000 + 0.999)),
+        )
         self.status = status
         self.retry_after = retry_after
 
@@ -105,7 +108,8 @@ class Guard:
     def __post_init__(self) -> None:
         lim = self.limits
         self.connections = {
-            port: ConnectionLimiter(lim.max_connections, lim.max_connections_per_ip) for port in ("ws", "http")
+            port: ConnectionLimiter(lim.max_connections, lim.max_connections_per_ip)
+            for port in ("ws", "http")
         }
         self.streams = ConnectionLimiter(None, lim.max_streams_per_ip)
         self.messages = _Limiters(self.message_rate, self.message_burst, lim.per_ip_factor)
@@ -119,8 +123,15 @@ class Guard:
 
     # -- requests --------------------------------------------------------------
 
-    def admit(self, headers: Mapping[str, str], query: Mapping[str, list[str]] | None, address: str, *,
-              state_changing: bool = False, signed: bool = True) -> Admitted:
+    def admit(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, list[str]] | None,
+        address: str,
+        *,
+        state_changing: bool = False,
+        signed: bool = True,
+    ) -> Admitted:
         """Check one request (``headers`` keyed in lower case). Raises a coded refusal.
 
         ``signed=False`` for routes anyone may use (the page, ``/health``, sign-in itself).
@@ -139,9 +150,14 @@ class Guard:
         characters, not reserved) and used; ``None`` means "give me a guest name".
         """
         if admitted.identity is not None:
-            if claimed not in (None, "") and (not isinstance(claimed, str) or _same_name(claimed) != admitted.identity.name):
-                raise Refused(403, "name_mismatch",
-                              f"you are signed in as {admitted.identity.name!r}; the name comes from your token")
+            if claimed not in (None, "") and (
+                not isinstance(claimed, str) or _same_name(claimed) != admitted.identity.name
+            ):
+                raise Refused(
+                    403,
+                    "name_mismatch",
+                    f"you are signed in as {admitted.identity.name!r}; the name comes from your token",
+                )
             return admitted.identity.name
         if claimed in (None, ""):
             return None
@@ -149,28 +165,37 @@ class Guard:
             raise ProtocolError("field 'user' must be a string", code="bad_field")
         return validate_name(claimed)
 
-    def rate(self, limiters: "_Limiters", admitted: Admitted, what: str) -> None:
+    def rate(self, limiters: _Limiters, admitted: Admitted, what: str) -> None:
         """Spend one token of ``admitted``'s bucket or raise ``429 rate_limited``."""
         limiter = limiters.per_token if admitted.identity is not None else limiters.per_ip
         if not limiter.take(admitted.key):
-            raise Refused(429, "rate_limited", f"too many {what}; slow down",
-                          retry_after=limiter.retry_after(admitted.key))
+            raise Refused(
+                429,
+                "rate_limited",
+                f"too many {what}; slow down",
+                retry_after=limiter.retry_after(admitted.key),
+            )
 
     def new_room(self, admitted: Admitted, exists: bool) -> None:
         """Count a room ``admitted`` creates (``exists=False``), or raise ``429 too_many_rooms``."""
         if not exists and not self.rooms.allow(admitted.address):
-            raise Refused(429, "too_many_rooms",
-                          f"more than {self.limits.rooms_per_ip} new rooms per hour from your address",
-                          retry_after=60)
+            raise Refused(
+                429,
+                "too_many_rooms",
+                f"more than {self.limits.rooms_per_ip} new rooms per hour from your address",
+                retry_after=60,
+            )
 
     # -- the page --------------------------------------------------------------
 
     def page_headers(self, host: str | None) -> Headers:
         """Content-Security-Policy and friends for the chat page's files."""
         connect = " ".join(self.origins.connect_sources(host))
-        csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-               f"media-src 'self' blob:; connect-src {connect}; frame-ancestors 'self'; "
-               "base-uri 'none'; form-action 'self'; object-src 'none'")
+        csp = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            f"media-src 'self' blob:; connect-src {connect}; frame-ancestors 'self'; "
+            "base-uri 'none'; form-action 'self'; object-src 'none'"
+        )
         return [("Content-Security-Policy", csp), ("X-Frame-Options", "SAMEORIGIN")]
 
 

@@ -30,16 +30,17 @@ import re
 import ssl as ssl_module
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 
 from . import protocol
-from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, json_response
 from .auth import COOKIE_NAME
+from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, json_response
 from .errors import ChatkitError, LLMError, ProtocolError
-from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, Refused, redact, refusal_response
+from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, Refused, refusal_response
 from .hub import Hub
 from .limits import refusal_bytes
 from .llm.base import Streamer
@@ -70,11 +71,16 @@ class HTTPError(Exception):
 
 def _openai_error(status: int, code: str, message: str, headers: list[tuple[str, str]]) -> HTTPResponse:
     """An error in OpenAI's shape, so ``openai`` clients report ``status_code`` and ``code``."""
-    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-            429: "rate_limit_error"}.get(status, "invalid_request_error" if status < 500 else "api_error")
+    kind = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+    }.get(status, "invalid_request_error" if status < 500 else "api_error")
     extra = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
-    return json_response(status, {"error": {"message": message, "type": kind, "param": None, "code": code}},
-                         extra)
+    return json_response(
+        status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, extra
+    )
 
 
 class SSESink(Sink):
@@ -94,8 +100,14 @@ class SSESink(Sink):
 
     __slots__ = ("transport", "chunked", "limit", "cursor", "pending", "overflowed", "ended", "_drain")
 
-    def __init__(self, transport: asyncio.WriteTransport, *, chunked: bool = True,
-                 limit: int = SSE_BUFFER_BYTES, drain: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        *,
+        chunked: bool = True,
+        limit: int = SSE_BUFFER_BYTES,
+        drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.transport = transport
         self._drain = drain
         self.chunked = chunked
@@ -211,10 +223,14 @@ class HTTPServer:
         self._sinks: set[SSESink] = set()
         self.heartbeat_s = HEARTBEAT_S
 
-    async def start(self) -> "HTTPServer":
+    async def start(self) -> HTTPServer:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.requested_port, ssl=self.ssl,
-            ssl_handshake_timeout=self.guard.limits.head_timeout if self.ssl else None)
+            self._accept,
+            self.host,
+            self.requested_port,
+            ssl=self.ssl,
+            ssl_handshake_timeout=self.guard.limits.head_timeout if self.ssl else None,
+        )
         return self
 
     @property
@@ -252,10 +268,20 @@ class HTTPServer:
         slots = self.guard.connections["http"]
         if not slots.acquire(address):
             # Refused before reading anything: the descriptor is freed at once.
-            logger.info("refused a connection from %s: %d open (%d from it)", address, slots.open,
-                        slots.by_key[address])
-            writer.write(refusal_bytes(503, "too_many_connections", "too many open connections; retry later",
-                                       self.guard.limits.retry_after_s))
+            logger.info(
+                "refused a connection from %s: %d open (%d from it)",
+                address,
+                slots.open,
+                slots.by_key[address],
+            )
+            writer.write(
+                refusal_bytes(
+                    503,
+                    "too_many_connections",
+                    "too many open connections; retry later",
+                    self.guard.limits.retry_after_s,
+                )
+            )
             writer.close()
             return
         task = asyncio.current_task()
@@ -296,9 +322,16 @@ class HTTPServer:
                         request = await self._next_event(conn, reader, None)
                 except TimeoutError:
                     if conn.trailing_data[0]:  # a head begun but not finished: a slow (or stuck) client
-                        logger.info("closing %s: request head not received within %g s", peer, limits.head_timeout)
-                        writer.write(refusal_bytes(408, "request_timeout",
-                                                   f"request head not received within {limits.head_timeout:g} s"))
+                        logger.info(
+                            "closing %s: request head not received within %g s", peer, limits.head_timeout
+                        )
+                        writer.write(
+                            refusal_bytes(
+                                408,
+                                "request_timeout",
+                                f"request head not received within {limits.head_timeout:g} s",
+                            )
+                        )
                     return  # an idle keep-alive connection is closed without a word
                 if isinstance(request, h11.ConnectionClosed) or not isinstance(request, h11.Request):
                     return
@@ -316,11 +349,14 @@ class HTTPServer:
                             elif isinstance(event, h11.ConnectionClosed):
                                 return
                 except TimeoutError:
-                    raise HTTPError(408, "request_timeout",
-                                    f"request body not received within {limits.body_timeout:g} s") from None
+                    raise HTTPError(
+                        408, "request_timeout", f"request body not received within {limits.body_timeout:g} s"
+                    ) from None
             except h11.RemoteProtocolError as exc:
                 logger.warning("bad HTTP from %s: %s", peer, exc)
-                await self._respond(conn, writer, error_response(400, "bad_request", "malformed HTTP request"))
+                await self._respond(
+                    conn, writer, error_response(400, "bad_request", "malformed HTTP request")
+                )
                 return
             except HTTPError as exc:
                 logger.info("refused request from %s: %s", peer, exc.message)
@@ -341,20 +377,30 @@ class HTTPServer:
             except h11.LocalProtocolError:
                 return
 
-    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: HTTPResponse,
-                       *, head: bool = False) -> None:
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        response: HTTPResponse,
+        *,
+        head: bool = False,
+    ) -> None:
         headers = response.headers
         if not any(k == "X-Content-Type-Options" for k, _ in headers):
             headers = headers + SECURITY_HEADERS
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
-                                            reason=response.reason.encode())))
+        writer.write(
+            conn.send(
+                h11.Response(status_code=response.status, headers=headers, reason=response.reason.encode())
+            )
+        )
         if response.body and not head:  # a HEAD answer has GET's headers and no body
             writer.write(conn.send(h11.Data(data=response.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
-    async def _route(self, conn, reader, writer, method: str, target: str,
-                     headers: dict[str, str], body: bytes, peer: Any) -> bool:
+    async def _route(
+        self, conn, reader, writer, method: str, target: str, headers: dict[str, str], body: bytes, peer: Any
+    ) -> bool:
         """Answer one request; ``True`` when it was a stream that used up the connection."""
         url = urlsplit(target)
         path = url.path
@@ -374,11 +420,21 @@ class HTTPServer:
                 await self._respond(conn, writer, await self._head(path, url.query, origin, cors), head=True)
                 return False
             if method == "OPTIONS":
-                await self._respond(conn, writer, HTTPResponse(204, cors + [
-                    ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
-                    ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
-                    ("Access-Control-Max-Age", "600"),
-                    ("Content-Length", "0")], b""))
+                await self._respond(
+                    conn,
+                    writer,
+                    HTTPResponse(
+                        204,
+                        cors
+                        + [
+                            ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
+                            ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
+                            ("Access-Control-Max-Age", "600"),
+                            ("Content-Length", "0"),
+                        ],
+                        b"",
+                    ),
+                )
                 return False
             if method == "GET":
                 if HISTORY_PATH.fullmatch(path) is not None:
@@ -389,7 +445,9 @@ class HTTPServer:
                     return False
             if path == "/auth/login":
                 self._require(method, "POST")
-                await self._respond(conn, writer, self._login(admit(state_changing=True, signed=False), body, cors))
+                await self._respond(
+                    conn, writer, self._login(admit(state_changing=True, signed=False), body, cors)
+                )
                 return False
             if (m := _SSE_MESSAGE.fullmatch(path)) is not None:
                 self._require(method, "DELETE")
@@ -409,8 +467,25 @@ class HTTPServer:
             if path == "/v1/models":
                 self._require(method, "GET")
                 admit()
-                await self._respond(conn, writer, json_response(200, {"object": "list", "data": [
-                    {"id": self._model_name(), "object": "model", "created": 0, "owned_by": "chatkit"}]}, cors))
+                await self._respond(
+                    conn,
+                    writer,
+                    json_response(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {
+                                    "id": self._model_name(),
+                                    "object": "model",
+                                    "created": 0,
+                                    "owned_by": "chatkit",
+                                }
+                            ],
+                        },
+                        cors,
+                    ),
+                )
                 return False
             if path == "/v1/chat/completions":
                 self._require(method, "POST")
@@ -420,17 +495,25 @@ class HTTPServer:
             raise HTTPError(404, "not_found", f"no route for {path}")
         except (HTTPError, ChatkitError) as exc:
             level = logging.WARNING if getattr(exc, "status", 400) in (401, 403) else logging.INFO
-            logger.log(level, "refused %s %s from %s: %s %s", method, path, address,
-                       getattr(exc, "status", ""), exc.code)
+            logger.log(
+                level,
+                "refused %s %s from %s: %s %s",
+                method,
+                path,
+                address,
+                getattr(exc, "status", ""),
+                exc.code,
+            )
             if conn.our_state is h11.SEND_RESPONSE:
-                response = refusal_response(exc, cors)
+                response = refusal_response(exc, cors)  # type: ignore[arg-type]
                 if path.startswith("/v1/"):
                     response = _openai_error(response.status, exc.code, exc.message, response.headers)
                 await self._respond(conn, writer, response, head=method == "HEAD")
             return False
 
-    async def _delete(self, sid: str, message_id: int, admitted: Admitted,
-                      cors: list[tuple[str, str]]) -> HTTPResponse:
+    async def _delete(
+        self, sid: str, message_id: int, admitted: Admitted, cors: list[tuple[str, str]]
+    ) -> HTTPResponse:
         """``DELETE /sse/chat/<id>/messages/<message_id>``: a teacher's delete (``message_deleted`` to the room)."""
         sid = self._session(sid)
         if not admitted.is_teacher:
@@ -445,24 +528,31 @@ class HTTPServer:
         self.guard.rate(self.guard.handshakes, admitted, "sign-in attempts")
         obj = protocol.parse_json(body or b"null")
         if not isinstance(obj, dict):
-            raise ProtocolError("send {\"name\": ..., \"code\": ...}", code="not_an_object")
+            raise ProtocolError('send {"name": ..., "code": ...}', code="not_an_object")
         token, who = self.guard.auth.login(obj.get("name"), obj.get("code"))
         max_age = max(1, int(who.expires - time.time()))
         secure = "; Secure" if self.ssl is not None else ""
         cookie = f"{COOKIE_NAME}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
         logger.info("signed in %r as %s from %s", who.name, who.role, admitted.address)
-        return json_response(200, {"token": token, "name": who.name, "role": who.role,
-                                   "expires": int(who.expires)},
-                             cors + [("Set-Cookie", cookie), ("Cache-Control", "no-store")])
+        return json_response(
+            200,
+            {"token": token, "name": who.name, "role": who.role, "expires": int(who.expires)},
+            cors + [("Set-Cookie", cookie), ("Cache-Control", "no-store")],
+        )
 
-    async def _head(self, path: str, query: str, origin: str | None, cors: list[tuple[str, str]]) -> HTTPResponse:
+    async def _head(
+        self, path: str, query: str, origin: str | None, cors: list[tuple[str, str]]
+    ) -> HTTPResponse:
         """What a GET of ``path`` would answer, for a HEAD (an event stream is not opened)."""
         answer = await self.endpoints.get(path, query, origin, page=False)
         if answer is not None:
             return answer
         if _SSE_ROOM.fullmatch(path) is not None:
-            return HTTPResponse(200, [("Content-Type", "text/event-stream; charset=utf-8"),
-                                      ("Cache-Control", "no-cache")] + cors, b"")
+            return HTTPResponse(
+                200,
+                [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache")] + cors,
+                b"",
+            )
         if path == "/v1/models":
             return json_response(200, {"object": "list", "data": []}, cors)
         if _SSE_POST.fullmatch(path) is not None or path == "/v1/chat/completions":
@@ -483,8 +573,17 @@ class HTTPServer:
 
     # -- SSE rooms -----------------------------------------------------------
 
-    async def _stream_room(self, conn, reader, writer, sid: str, query: str,
-                           headers: dict[str, str], cors: list[tuple[str, str]], admitted: Admitted) -> None:
+    async def _stream_room(
+        self,
+        conn,
+        reader,
+        writer,
+        sid: str,
+        query: str,
+        headers: dict[str, str],
+        cors: list[tuple[str, str]],
+        admitted: Admitted,
+    ) -> None:
         sid = self._session(sid)
         params = parse_qs(query)
         after_raw = headers.get("last-event-id") or params.get("after", [""])[-1]
@@ -499,27 +598,50 @@ class HTTPServer:
         user = user or self.hub.next_guest()
         streams = self.guard.streams
         if not streams.acquire(admitted.address):
-            raise Refused(429, "too_many_streams",
-                          f"more than {self.guard.limits.max_streams_per_ip} event streams from your address",
-                          retry_after=self.guard.limits.retry_after_s)
+            raise Refused(
+                429,
+                "too_many_streams",
+                f"more than {self.guard.limits.max_streams_per_ip} event streams from your address",
+                retry_after=self.guard.limits.retry_after_s,
+            )
         try:
             await self._stream_member(conn, reader, writer, sid, user, after, cors, presence_batch)
         finally:
             streams.release(admitted.address)
 
-    async def _stream_member(self, conn, reader, writer, sid: str, user: str, after: int | None,
-                             cors: list[tuple[str, str]], presence_batch: bool = False) -> None:
-        head = conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
-            ("Content-Type", "text/event-stream; charset=utf-8"),
-            ("Cache-Control", "no-cache"),
-            ("X-Accel-Buffering", "no"),
-        ] + cors + SECURITY_HEADERS))
+    async def _stream_member(
+        self,
+        conn,
+        reader,
+        writer,
+        sid: str,
+        user: str,
+        after: int | None,
+        cors: list[tuple[str, str]],
+        presence_batch: bool = False,
+    ) -> None:
+        head = conn.send(
+            h11.Response(
+                status_code=200,
+                reason=b"OK",
+                headers=[
+                    ("Content-Type", "text/event-stream; charset=utf-8"),
+                    ("Cache-Control", "no-cache"),
+                    ("X-Accel-Buffering", "no"),
+                ]
+                + cors
+                + SECURITY_HEADERS,
+            )
+        )
         writer.write(head)
         writer.write(conn.send(h11.Data(data=protocol.sse_retry(SSE_RETRY_MS))))
         # h11 chose the body's framing (chunked for HTTP/1.1, close-delimited for 1.0); the sink
         # writes events in the same framing itself, so that one event's bytes serve every stream.
-        sink = SSESink(writer.transport, chunked=b"chunked" in head.lower(),  # type: ignore[arg-type]
-                       drain=writer.drain)
+        sink = SSESink(
+            writer.transport,
+            chunked=b"chunked" in head.lower(),  # type: ignore[arg-type]
+            drain=writer.drain,
+        )
         sink.cursor = after
         self._sinks.add(sink)
         try:
@@ -568,8 +690,9 @@ class HTTPServer:
             await writer.drain()
             return
 
-    async def _post_message(self, sid: str, body: bytes, admitted: Admitted,
-                            cors: list[tuple[str, str]]) -> HTTPResponse:
+    async def _post_message(
+        self, sid: str, body: bytes, admitted: Admitted, cors: list[tuple[str, str]]
+    ) -> HTTPResponse:
         sid = self._session(sid)
         hub = self.hub
         client_id: str | None = None
@@ -580,7 +703,9 @@ class HTTPServer:
                 assert isinstance(reaction, protocol.Reaction)
                 user = self.guard.name(admitted, obj.get("user")) or "anonymous"
                 self.guard.rate(self.guard.messages, admitted, "messages")
-                return json_response(200, await hub.react(sid, user, reaction.message_id, reaction.emoji), cors)
+                return json_response(
+                    200, await hub.react(sid, user, reaction.message_id, reaction.emoji), cors
+                )
             if isinstance(obj, dict):
                 obj = {**obj, "type": "message"}  # otherwise this route only takes chat messages
             frame = protocol.decode_object(obj, max_text=hub.config.max_text)
@@ -624,14 +749,21 @@ class HTTPServer:
         try:
             req = json.loads(body)
             messages = req["messages"]
-            if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
+            if (
+                not isinstance(messages, list)
+                or not messages
+                or not all(
+                    isinstance(m, dict)
+                    and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str)
+                    for m in messages
+                )
             ):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            raise HTTPError(400, "invalid_request_error",
-                            "'messages' must be a non-empty list of {role, content} strings") from None
+            raise HTTPError(
+                400, "invalid_request_error", "'messages' must be a non-empty list of {role, content} strings"
+            ) from None
         ceiling = self.guard.limits.v1_max_tokens
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         if max_tokens is None:
@@ -657,26 +789,66 @@ class HTTPServer:
                 yield piece
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
-            return protocol.sse_event(json.dumps({
-                "id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }, ensure_ascii=False))
+            return protocol.sse_event(
+                json.dumps(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    },
+                    ensure_ascii=False,
+                )
+            )
 
         if not req.get("stream"):
             try:
                 text = "".join([piece async for piece in pieces()])
             except LLMError as exc:
-                await self._respond(conn, writer, json_response(502, {"error": {"message": exc.message, "code": exc.code}}, cors))
+                await self._respond(
+                    conn,
+                    writer,
+                    json_response(502, {"error": {"message": exc.message, "code": exc.code}}, cors),
+                )
                 return False
-            await self._respond(conn, writer, json_response(200, {
-                "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            }, cors))
+            await self._respond(
+                conn,
+                writer,
+                json_response(
+                    200,
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": finish,
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    },
+                    cors,
+                ),
+            )
             return False
-        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
-            ("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
-            ("X-Accel-Buffering", "no")] + cors)))
+        writer.write(
+            conn.send(
+                h11.Response(
+                    status_code=200,
+                    reason=b"OK",
+                    headers=[
+                        ("Content-Type", "text/event-stream; charset=utf-8"),
+                        ("Cache-Control", "no-cache"),
+                        ("X-Accel-Buffering", "no"),
+                    ]
+                    + cors,
+                )
+            )
+        )
         writer.write(conn.send(h11.Data(data=chunk({"role": "assistant", "content": ""}))))
         try:
             async for piece in pieces():
@@ -684,8 +856,15 @@ class HTTPServer:
                 await writer.drain()
             writer.write(conn.send(h11.Data(data=chunk({}, finish))))
         except LLMError as exc:
-            writer.write(conn.send(h11.Data(data=protocol.sse_event(json.dumps(
-                {"error": {"message": exc.message, "code": exc.code}})))))
+            writer.write(
+                conn.send(
+                    h11.Data(
+                        data=protocol.sse_event(
+                            json.dumps({"error": {"message": exc.message, "code": exc.code}})
+                        )
+                    )
+                )
+            )
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         writer.write(conn.send(h11.Data(data=b"data: [DONE]\n\n")))

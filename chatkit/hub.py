@@ -83,10 +83,10 @@ class Hub:
         """What one connection may send, stated in every ``connection`` frame."""
         self._closing = False
         self._guest = 0
-        self.cluster: "Cluster | None" = None
+        self.cluster: Cluster | None = None
         """Set by :class:`~chatkit.cluster.Cluster` when rooms span several processes."""
 
-    def attach_cluster(self, cluster: "Cluster") -> None:
+    def attach_cluster(self, cluster: Cluster) -> None:
         """Share this hub's rooms with other processes (see :mod:`chatkit.cluster`)."""
         self.cluster = cluster
         self.replies.cluster = cluster
@@ -122,7 +122,12 @@ class Hub:
     # -- membership ----------------------------------------------------------
 
     async def join(
-        self, session_id: str, user: str, sink: Sink, *, after: int | None = None,
+        self,
+        session_id: str,
+        user: str,
+        sink: Sink,
+        *,
+        after: int | None = None,
         presence_batch: bool = False,
     ) -> Member:
         """Add a member: send it ``connection``, replay what it missed, announce it.
@@ -216,7 +221,7 @@ class Hub:
         logger.info("join room=%s user=%s after=%s replayed=%d", session_id, user, after, replayed)
         return member
 
-    async def _replay_rest(self, session_id: str, replay: "_Replay", cursor: int) -> int:
+    async def _replay_rest(self, session_id: str, replay: _Replay, cursor: int) -> int:
         """Pages after ``cursor`` up to the replay's end, the room's lock free; bounded memory:
         one page in hand, and the next read only once the member's transport has drained."""
         sent = 0
@@ -274,8 +279,11 @@ class Hub:
         client_id = frame.client_id if isinstance(frame, protocol.SendMessage) else None
         try:
             if not member.frames.take():
-                raise ProtocolError("too many frames; slow down", code="rate_limited",
-                                    retry_after_ms=member.frames.retry_after_ms())
+                raise ProtocolError(
+                    "too many frames; slow down",
+                    code="rate_limited",
+                    retry_after_ms=member.frames.retry_after_ms(),
+                )
             if isinstance(frame, protocol.SendMessage):
                 self.check_rate(member.messages)
                 posted = await self.post(
@@ -298,7 +306,10 @@ class Hub:
         except ChatkitError as exc:
             logger.info(
                 "refused frame room=%s user=%s code=%s: %s",
-                member.room.session_id, member.user, exc.code, exc.message,
+                member.room.session_id,
+                member.user,
+                exc.code,
+                exc.message,
             )
             member.send(protocol.refusal_frame(exc, client_id))
 
@@ -306,12 +317,20 @@ class Hub:
         """Answer a frame that could not be decoded. It counts toward the frame rate
         limit like any other frame: past it, the answer is ``rate_limited``."""
         if not member.frames.take():
-            refused = ProtocolError("too many frames; slow down", code="rate_limited",
-                                    retry_after_ms=member.frames.retry_after_ms())
+            refused = ProtocolError(
+                "too many frames; slow down",
+                code="rate_limited",
+                retry_after_ms=member.frames.retry_after_ms(),
+            )
             refused.client_id = exc.client_id
             exc = refused
-        logger.info("bad frame room=%s user=%s code=%s: %s",
-                    member.room.session_id, member.user, exc.code, exc.message)
+        logger.info(
+            "bad frame room=%s user=%s code=%s: %s",
+            member.room.session_id,
+            member.user,
+            exc.code,
+            exc.message,
+        )
         member.send(protocol.refusal_frame(exc))
 
     def message_bucket(self) -> TokenBucket:
@@ -323,12 +342,11 @@ class Hub:
         if not bucket.take():
             raise ProtocolError(
                 f"more than {self.config.rate_limit:g} messages per second; slow down",
-                code="rate_limited", retry_after_ms=bucket.retry_after_ms(),
+                code="rate_limited",
+                retry_after_ms=bucket.retry_after_ms(),
             )
 
-    async def post(
-        self, session_id: str, user: str, text: str, *, client_id: str | None = None
-    ) -> Posted:
+    async def post(self, session_id: str, user: str, text: str, *, client_id: str | None = None) -> Posted:
         """Store a chat message, broadcast it (after COMMIT), and queue its AI reply.
 
         A re-sent ``client_id`` is neither broadcast nor replied to again
@@ -350,8 +368,12 @@ class Hub:
                 # With a cluster, prompts wait for their reply in the store (any process answers).
                 wanted = await self.replies.admits(room) if self.cluster is not None else None
                 stored = await self.store.append_with_reply(
-                    session_id, user, text, client_id=client_id,
-                    reply_user=self.config.ai_user if reserve else None, wants_reply=bool(wanted),
+                    session_id,
+                    user,
+                    text,
+                    client_id=client_id,
+                    reply_user=self.config.ai_user if reserve else None,
+                    wants_reply=bool(wanted),
                 )
                 msg = stored.message
                 if stored.created:
@@ -445,7 +467,8 @@ class Hub:
             async with room.lock:
                 toggled = await self.store.toggle_reaction(session_id, message_id, user, emoji)
                 frame = protocol.reaction_frame(
-                    message_id, toggled.reactions, user=user, emoji=emoji, added=toggled.added)
+                    message_id, toggled.reactions, user=user, emoji=emoji, added=toggled.added
+                )
                 room.fanout(Outgoing.encode(frame))
         finally:
             room.pending -= 1

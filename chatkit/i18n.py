@@ -28,8 +28,15 @@ from pathlib import Path
 from babel.dates import format_time as _babel_format_time
 from babel.lists import format_list as _babel_format_list
 
-__all__ = ["SUPPORTED", "get_language", "set_language", "normalize_language", "format_time",
-           "format_list", "error_text"]
+__all__ = [
+    "SUPPORTED",
+    "get_language",
+    "set_language",
+    "normalize_language",
+    "format_time",
+    "format_list",
+    "error_text",
+]
 
 SUPPORTED = ("en", "ko")
 SETTINGS_FILE = "chatkit.toml"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import collections
 import json
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
 
 __all__ = [
     "Limits",
@@ -128,8 +128,9 @@ class KeyedRateLimiter:
     (a full bucket is what a forgotten key would get anyway).
     """
 
-    def __init__(self, rate: float, burst: int, *, max_keys: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate, self.burst, self.max_keys, self.clock = rate, burst, max_keys, clock
         self._buckets: collections.OrderedDict[Hashable, _Bucket] = collections.OrderedDict()
 
@@ -163,8 +164,14 @@ class KeyedRateLimiter:
 class RoomQuota:
     """New rooms per client address in a sliding window (an hour by default)."""
 
-    def __init__(self, per_key: int, window_s: float = 3600.0, *, max_keys: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_key: int,
+        window_s: float = 3600.0,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.per_key, self.window_s, self.max_keys, self.clock = per_key, window_s, max_keys, clock
         self._created: collections.OrderedDict[Hashable, collections.deque[float]] = collections.OrderedDict()
 
@@ -190,9 +197,15 @@ class RoomQuota:
 def refusal_bytes(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A whole HTTP/1.1 answer, ``Connection: close``, for a connection refused before parsing."""
     body = json.dumps({"type": "error", "code": code, "message": message}).encode()
-    reason = {503: "Service Unavailable", 429: "Too Many Requests", 408: "Request Timeout"}.get(status, "Error")
-    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
-            f"Content-Length: {len(body)}", "Connection: close"]
+    reason = {503: "Service Unavailable", 429: "Too Many Requests", 408: "Request Timeout"}.get(
+        status, "Error"
+    )
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body

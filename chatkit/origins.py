@@ -29,8 +29,8 @@ Sans-I/O: the servers call :meth:`OriginPolicy.check` and turn
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from .errors import ChatkitError
@@ -79,7 +79,7 @@ class OriginPolicy:
         self.set_ports(self.ports)
 
     @classmethod
-    def parse(cls, text: str | Iterable[str] | None, bind_host: str = "127.0.0.1") -> "OriginPolicy":
+    def parse(cls, text: str | Iterable[str] | None, bind_host: str = "127.0.0.1") -> OriginPolicy:
         """From ``--allowed-origins`` (comma-separated, or a list; ``None`` = the default)."""
         if text is None:
             items: list[str] = []
@@ -107,7 +107,9 @@ class OriginPolicy:
         self.ports = tuple(p for p in ports if p)
         self._own = frozenset(
             f"{scheme}://{host}:{port}"
-            for scheme in ("http", "https") for host in self.trusted_hosts for port in self.ports
+            for scheme in ("http", "https")
+            for host in self.trusted_hosts
+            for port in self.ports
         )
 
     def allows(self, origin: str | None, host: str | None = None) -> bool:

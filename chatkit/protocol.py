@@ -18,8 +18,8 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import emoji
@@ -90,8 +90,13 @@ RETRY_CODES = frozenset({"rate_limited", "busy", "shutting_down", "store_full", 
 """Error codes after which a refused message may be sent again (after ``retry_after_ms``).
 Every other code refusing a message is permanent: sending it again cannot help."""
 
-RETRY_AFTER_MS = {"rate_limited": 1000, "busy": 1000, "shutting_down": 1000,
-                  "store_full": 5000, "store_error": 2000}
+RETRY_AFTER_MS = {
+    "rate_limited": 1000,
+    "busy": 1000,
+    "shutting_down": 1000,
+    "store_full": 5000,
+    "store_error": 2000,
+}
 """The delay a refusal states when its cause gives no better one."""
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²" and "٣"
@@ -228,7 +233,7 @@ def _require_emoji(obj: dict[str, Any]) -> str:
     return value
 
 
-ClientFrame = Union[SendMessage, Typing, ReadReceipt, Stop, Ping, Delete, Reaction]
+ClientFrame = SendMessage | Typing | ReadReceipt | Stop | Ping | Delete | Reaction
 
 
 def _require_bool(obj: dict[str, Any], *names: str) -> bool:
@@ -353,9 +358,7 @@ def _decode_message(obj: dict[str, Any], max_text: int) -> SendMessage:
     if not text.strip():
         raise ProtocolError("message is empty", code="empty_message")
     if len(text) > max_text:
-        raise ProtocolError(
-            f"message is {len(text)} characters; the limit is {max_text}", code="too_long"
-        )
+        raise ProtocolError(f"message is {len(text)} characters; the limit is {max_text}", code="too_long")
     client_id = obj.get("client_id")
     if client_id is not None:
         if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
@@ -518,7 +521,7 @@ def parse_presence(value: str | None) -> bool:
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-01-02T03:04:05.678Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------
@@ -569,7 +572,7 @@ class Limits:
         }
 
     @classmethod
-    def from_object(cls, obj: Any) -> "Limits":
+    def from_object(cls, obj: Any) -> Limits:
         """Read ``limits`` from a frame; missing or malformed fields keep their defaults."""
         if not isinstance(obj, dict):
             return cls()
@@ -698,7 +701,7 @@ class ReactionCount:
 
 def reaction_frame(
     message_id: int,
-    reactions: "list[ReactionCount] | tuple[ReactionCount, ...]",
+    reactions: list[ReactionCount] | tuple[ReactionCount, ...],
     *,
     user: str | None = None,
     emoji: str | None = None,
@@ -743,8 +746,9 @@ def refusal_frame(exc: Exception, client_id: str | None = None) -> dict[str, Any
     retry: int | None = None
     if code in RETRY_CODES:
         retry = getattr(exc, "retry_after_ms", None) or RETRY_AFTER_MS.get(code, 1000)
-    return error_frame(code, message, client_id=client_id or getattr(exc, "client_id", None),
-                       retry_after_ms=retry)
+    return error_frame(
+        code, message, client_id=client_id or getattr(exc, "client_id", None), retry_after_ms=retry
+    )
 
 
 def pong_frame() -> dict[str, Any]:
@@ -771,9 +775,9 @@ def sse_event(data: str, *, event: str | None = None, id: int | str | None = Non
 
 def sse_comment(text: str = "") -> bytes:
     """An SSE comment line (ignored by clients; used as a heartbeat)."""
-    return f": {text}\n\n".encode("utf-8")
+    return f": {text}\n\n".encode()
 
 
 def sse_retry(milliseconds: int) -> bytes:
     """The reconnection-delay hint a browser ``EventSource`` honours."""
-    return f"retry: {int(milliseconds)}\n\n".encode("utf-8")
+    return f"retry: {int(milliseconds)}\n\n".encode()

@@ -47,11 +47,38 @@ __all__ = ["render_markdown", "ALLOWED_TAGS", "ALLOWED_SCHEMES", "PYGMENTS_CSS",
 MAX_RENDER_CHARS = 20_000
 """Longer text is shown as escaped plain text (a bound on the work per render)."""
 
-ALLOWED_TAGS = frozenset({
-    "p", "br", "hr", "em", "strong", "s", "del", "code", "pre", "blockquote",
-    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a", "span", "div",
-    "table", "thead", "tbody", "tr", "th", "td",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "p",
+        "br",
+        "hr",
+        "em",
+        "strong",
+        "s",
+        "del",
+        "code",
+        "pre",
+        "blockquote",
+        "ul",
+        "ol",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "a",
+        "span",
+        "div",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+    }
+)
 """Every tag the rendered HTML may contain (no ``img``, ``script``, ``style``, ``iframe``, forms…)."""
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -70,7 +97,8 @@ _ATTRIBUTES = {
 
 _FORMATTER = HtmlFormatter(nowrap=True, classprefix="tok-")
 PYGMENTS_CSS = "\n".join(
-    line for line in HtmlFormatter(classprefix="tok-").get_style_defs(".ck-md .highlight").splitlines()
+    line
+    for line in HtmlFormatter(classprefix="tok-").get_style_defs(".ck-md .highlight").splitlines()
     if line.startswith(".ck-md")  # pygments also emits unscoped `pre` and line-number rules
 )
 """CSS for highlighted code, scoped to ``.ck-md`` (the class of rendered Markdown)."""
@@ -97,11 +125,10 @@ def _image_as_link(renderer: Any, tokens: list, idx: int, options: Any, env: Any
     return f'<a href="{escapeHtml(src)}">{escapeHtml(alt or src)}</a>'
 
 
-md = (
-    MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False,
-                   "highlight": _highlight})
-    .enable(["table", "strikethrough"])
-)
+md = MarkdownIt(
+    "commonmark",
+    {"html": False, "breaks": True, "linkify": False, "typographer": False, "highlight": _highlight},
+).enable(["table", "strikethrough"])
 md.add_render_rule("image", _image_as_link)
 
 

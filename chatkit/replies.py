@@ -57,14 +57,19 @@ class ReplyPipeline:
         self._workers: set[asyncio.Task[None]] = set()
         self._worker_rooms: dict[asyncio.Task[None], Room] = {}
         self.closing = False
-        self.cluster: "Cluster | None" = None
+        self.cluster: Cluster | None = None
         """With a cluster, a reply runs only while this process holds the room's lease."""
 
     def starts_now(self, room: Room) -> bool:
         """Whether a prompt posted now would be replied to at once (its reply row can be
         reserved in the same transaction as the prompt)."""
-        return (room.worker is None and not room.queue and not self.closing
-                and self.config.reply_queue > 0 and self.cluster is None)
+        return (
+            room.worker is None
+            and not room.queue
+            and not self.closing
+            and self.config.reply_queue > 0
+            and self.cluster is None
+        )
 
     def accepts(self, room: Room) -> bool:
         """Whether a prompt posted now gets a reply from this process's queue (then its
@@ -78,8 +83,12 @@ class ReplyPipeline:
         try:
             await self.store.finish_reply(reserved.id, "", status)
         except ChatkitError as exc:
-            logger.error("reply %d in room %s stays 'streaming' until the next start: %s",
-                         reserved.id, room.session_id, exc)
+            logger.error(
+                "reply %d in room %s stays 'streaming' until the next start: %s",
+                reserved.id,
+                room.session_id,
+                exc,
+            )
 
     def enqueue(
         self, room: Room, prompt: StoredMessage, reserved: StoredMessage | None, *, wanted: bool | None = None
@@ -111,7 +120,9 @@ class ReplyPipeline:
     def kick(self, room: Room) -> None:
         """(Cluster) run a worker for the prompts waiting in the store, unless one runs here."""
         if room.worker is None and not self.closing:
-            room.worker = asyncio.create_task(self._cluster_worker(room), name=f"chatkit-replies-{room.session_id}")
+            room.worker = asyncio.create_task(
+                self._cluster_worker(room), name=f"chatkit-replies-{room.session_id}"
+            )
             self._workers.add(room.worker)
             room.worker.add_done_callback(self._workers.discard)
 
@@ -169,8 +180,12 @@ class ReplyPipeline:
         reserved for the dropped prompts, are stored ``interrupted``."""
         self.closing = True
         workers = list(self._workers)
-        dropped = [(room, reserved) for room in list(self._worker_rooms.values())
-                   for _, reserved in room.queue if reserved is not None]
+        dropped = [
+            (room, reserved)
+            for room in list(self._worker_rooms.values())
+            for _, reserved in room.queue
+            if reserved is not None
+        ]
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -179,7 +194,7 @@ class ReplyPipeline:
 
     # -- the worker ----------------------------------------------------------
 
-    def _worker_done(self, task: "asyncio.Task[None]") -> None:
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
         """Log a worker's crash when it happens (``close`` only gathers them at the end)."""
         self._workers.discard(task)
         self._worker_rooms.pop(task, None)
@@ -193,8 +208,7 @@ class ReplyPipeline:
                 try:
                     await self._reply(room, prompt, reserved)
                 except ChatkitError as exc:  # the store failed: this reply is lost, not the worker
-                    logger.error("reply to message %d in room %s failed: %s",
-                                 prompt.id, room.session_id, exc)
+                    logger.error("reply to message %d in room %s failed: %s", prompt.id, room.session_id, exc)
                     room.fanout(Outgoing.encode(protocol.refusal_frame(exc)))
                     if reserved is not None and (room.active is None or room.active.id != reserved.id):
                         await self.abandon(room, reserved, "error")  # it failed before it started
@@ -230,8 +244,9 @@ class ReplyPipeline:
         if self.cluster is not None:
             # A prompt stored by another process may be older than the room's recent
             # messages here: read its context from the store, up to the prompt.
-            page = await self.store.history(room.session_id, before=prompt.id + 1,
-                                            limit=self.config.context_messages)
+            page = await self.store.history(
+                room.session_id, before=prompt.id + 1, limit=self.config.context_messages
+            )
             recent: Any = [m for m in page if m.content]
         else:
             if room.context is None:
@@ -333,8 +348,12 @@ class ReplyPipeline:
                     stored = await self.store.finish_reply(reply.id, "", status)
                 except ChatkitError as again:
                     stored = None
-                    logger.error("reply %d in room %s stays 'streaming' until the next start: %s",
-                                 reply.id, room.session_id, again)
+                    logger.error(
+                        "reply %d in room %s stays 'streaming' until the next start: %s",
+                        reply.id,
+                        room.session_id,
+                        again,
+                    )
             if stored is False and (row := await self.store.get(reply.id)) is not None:
                 reply.text, status = row.content, row.status  # fenced: a survivor finished it
             elif self.cluster is not None:
@@ -342,8 +361,9 @@ class ReplyPipeline:
             room.active = None
             if room.context is not None and reply.text:
                 room.context.append(
-                    StoredMessage(reply.id, room.session_id, self.config.ai_user, False,
-                                  reply.text, status, None, "")
+                    StoredMessage(
+                        reply.id, room.session_id, self.config.ai_user, False, reply.text, status, None, ""
+                    )
                 )
             self._send(room, reply, protocol.ai_complete_frame(reply.id, reply.text, status=status))
         logger.info("reply %d in room %s %s (%d chars)", reply.id, room.session_id, status, len(reply.text))

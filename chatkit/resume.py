@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import ClientError
 from .protocol import RETRY_CODES, Limits
@@ -94,8 +94,14 @@ class ResumeState:
                 # a reply we saw streaming, finished while we were away
                 self.partial.pop(msg_id)
                 status = frame.get("status", "complete")
-                frame = {"type": "ai_complete", "message": frame.get("message", ""), "id": msg_id,
-                         "status": status, "cancelled": status == "cancelled", "replayed": True}
+                frame = {
+                    "type": "ai_complete",
+                    "message": frame.get("message", ""),
+                    "id": msg_id,
+                    "status": status,
+                    "cancelled": status == "cancelled",
+                    "replayed": True,
+                }
             self._mark(msg_id)
         elif kind == "ai_chunk":
             have = self.partial.get(msg_id, "")
@@ -107,7 +113,7 @@ class ResumeState:
                 if not text.startswith(have) or text == have:
                     return None  # nothing new (a diverging snapshot cannot happen with one server)
                 self.partial[msg_id] = text
-                return {"type": "ai_chunk", "chunk": text[len(have):], "id": msg_id}
+                return {"type": "ai_chunk", "chunk": text[len(have) :], "id": msg_id}
             self.partial[msg_id] = have + text
         elif kind == "ai_complete":
             self.partial.pop(msg_id, None)
@@ -189,7 +195,7 @@ class Retrying:
     at: float
 
 
-OutboxEvent = Union[Acknowledged, Refused, Retrying]
+OutboxEvent = Acknowledged | Refused | Retrying
 
 
 class Outbox:

@@ -127,11 +127,13 @@ class Room:
         changes, self.presence_changes = self.presence_changes, {}
         if not changes or len(self.members) == len(self.presence_each):
             return
-        frame = Outgoing.encode(protocol.presence_frame(
-            [user for user, online in changes.items() if online],
-            [user for user, online in changes.items() if not online],
-            len(self.online),
-        ))
+        frame = Outgoing.encode(
+            protocol.presence_frame(
+                [user for user, online in changes.items() if online],
+                [user for user, online in changes.items() if not online],
+                len(self.online),
+            )
+        )
         fanout([m for m in self.members if m.presence_batch], frame)
 
     def remember(self, msg: StoredMessage) -> None:

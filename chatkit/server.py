@@ -23,8 +23,8 @@ from .guard import Guard
 from .http import HTTPServer
 from .hub import Hub, HubConfig
 from .limits import Limits
-from .origins import OriginPolicy
 from .llm import Streamer, make_streamer, resolve_backend
+from .origins import OriginPolicy
 from .storage import ChatStore, open_store
 from .ws import WebSocketServer, WebSocketSink
 
@@ -109,8 +109,13 @@ class ChatServer:
             config = replace(config, hub=replace(config.hub, **hub_fields))
         self.config = replace(config, **overrides)
         cfg = self.config
-        self.guard = Guard(cfg.auth or Authenticator(), OriginPolicy.parse(cfg.allowed_origins, cfg.host), cfg.limits,
-                           message_rate=cfg.hub.rate_limit, message_burst=cfg.hub.rate_burst)
+        self.guard = Guard(
+            cfg.auth or Authenticator(),
+            OriginPolicy.parse(cfg.allowed_origins, cfg.host),
+            cfg.limits,
+            message_rate=cfg.hub.rate_limit,
+            message_burst=cfg.hub.rate_burst,
+        )
         """Sign-in, origin policy and limits of both ports."""
         self._streamer = streamer
         self.streamer: Streamer | None = None
@@ -154,8 +159,9 @@ class ChatServer:
             store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
         )
         self.endpoints.origins = self.guard.origins
-        self.endpoints.sign_in = "join_code" if self.guard.auth.join_code else (
-            "token" if self.guard.sign_in else None)
+        self.endpoints.sign_in = (
+            "join_code" if self.guard.auth.join_code else ("token" if self.guard.sign_in else None)
+        )
         try:
             self.ws = await WebSocketServer(
                 self.hub,
@@ -174,8 +180,14 @@ class ChatServer:
                 if http_port is None:
                     http_port = 0 if cfg.port == 0 else self.port + 1
                 self.http = await HTTPServer(
-                    self.hub, self.streamer, self.endpoints, cfg.host, http_port, backend=self.backend,
-                    guard=self.guard, ssl=cfg.ssl,
+                    self.hub,
+                    self.streamer,
+                    self.endpoints,
+                    cfg.host,
+                    http_port,
+                    backend=self.backend,
+                    guard=self.guard,
+                    ssl=cfg.ssl,
                 ).start()
                 self.endpoints.http_port = self.http.port
             self.guard.origins.set_ports([self.port, self.http_port])

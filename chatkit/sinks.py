@@ -32,8 +32,12 @@ class Outgoing:
         """Encode a frame built by :mod:`chatkit.protocol` (once; every sink gets the same object)."""
         msg_id = frame.get("id")
         reply_id = frame.get("reply_id")
-        return cls(frame.get("type", "message"), msg_id if isinstance(msg_id, int) else None, encode(frame),
-                   reply_id if isinstance(reply_id, int) else None)
+        return cls(
+            frame.get("type", "message"),
+            msg_id if isinstance(msg_id, int) else None,
+            encode(frame),
+            reply_id if isinstance(reply_id, int) else None,
+        )
 
 
 class Sink(Protocol):

@@ -16,7 +16,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -24,7 +25,7 @@ from httpx_sse import aconnect_sse
 
 from . import protocol
 from .client import ExponentialBackoff, ReconnectPolicy
-from .errors import ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
+from .errors import HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
 from .resume import DEFAULT_RETRY_MS, ResumeState
 
 __all__ = ["SSEClient"]
@@ -64,10 +65,11 @@ class SSEClient:
         # With sign-in the token is the name (``Authorization: Bearer``); ``verify`` is an
         # ``ssl.SSLContext`` (or CA file) for https:// servers with a private CA.
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None), trust_env=False,
-                                       headers=headers, verify=verify)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, read=None), trust_env=False, headers=headers, verify=verify
+        )
 
-    async def __aenter__(self) -> "SSEClient":
+    async def __aenter__(self) -> SSEClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -148,8 +150,9 @@ class SSEClient:
                 if response.status_code < 400:
                     return body
                 if response.status_code not in (429, 503):
-                    raise MessageRefused(str(body.get("message", "refused")),
-                                         code=str(body.get("code", "client_error")))
+                    raise MessageRefused(
+                        str(body.get("message", "refused")), code=str(body.get("code", "client_error"))
+                    )
                 wait = _retry_after(response, body)
             else:
                 wait = DEFAULT_RETRY_MS / 1000

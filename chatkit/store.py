@@ -31,8 +31,17 @@ from .errors import StoreError
 from .protocol import ReactionCount, StoredMessage, utc_now
 
 __all__ = [
-    "AI_USER", "MAX_PAGE", "MAX_REACTIONS_PER_USER", "SCHEMA_VERSION", "Appended", "HistoryPage",
-    "Store", "Toggled", "reaction_counts", "run_batch", "store_error",
+    "AI_USER",
+    "MAX_PAGE",
+    "MAX_REACTIONS_PER_USER",
+    "SCHEMA_VERSION",
+    "Appended",
+    "HistoryPage",
+    "Store",
+    "Toggled",
+    "reaction_counts",
+    "run_batch",
+    "store_error",
 ]
 
 logger = logging.getLogger("chatkit.store")
@@ -302,8 +311,13 @@ class Store:
         """Statements run on the event loop's thread (``writer="loop"``), not the store's."""
 
     @classmethod
-    async def open(cls, path: str | Path = "chatkit.db", *, recover: bool = True,
-                   writer: Literal["thread", "loop"] = "thread") -> Store:
+    async def open(
+        cls,
+        path: str | Path = "chatkit.db",
+        *,
+        recover: bool = True,
+        writer: Literal["thread", "loop"] = "thread",
+    ) -> Store:
         """Open (creating or migrating) the database at ``path`` (``:memory:`` allowed).
 
         With ``recover``, replies that were still streaming when a previous
@@ -332,8 +346,11 @@ class Store:
         try:
             await store._run(_migrate)
             if recover:
-                await store._run(lambda c: c.execute(
-                    "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'").close())
+                await store._run(
+                    lambda c: c.execute(
+                        "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
+                    ).close()
+                )
         except sqlite3.Error as exc:
             await store.close()
             raise _open_error(exc, path) from None
@@ -504,8 +521,10 @@ class Store:
                 reply_row = cur.fetchone()
                 cur.close()
                 return row[0], reply_row[0]
-            cur = con.execute(f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
-                              (session_id, client_id))
+            cur = con.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND client_id = ?",
+                (session_id, client_id),
+            )
             existing = cur.fetchone()
             cur.close()
             return _row(existing)
@@ -518,7 +537,9 @@ class Store:
         msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
         reply = None
         if reply_id is not None:
-            reply = StoredMessage(reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at)
+            reply = StoredMessage(
+                reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at
+            )
         return Appended(msg, created=True, reply=reply)
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
@@ -556,7 +577,8 @@ class Store:
         """The oldest prompts of the room still waiting for a reply (``wants_reply``)."""
         rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND wants_reply = 1 ORDER BY id LIMIT ?",
-            session_id, limit,
+            session_id,
+            limit,
         )
         return [_row(r) for r in rows]
 
@@ -600,9 +622,12 @@ class Store:
 
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
         """Record that ``user`` read ``message_id``; ``False`` if already recorded."""
-        if await self._select_one(
-            "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", message_id, session_id
-        ) is None:
+        if (
+            await self._select_one(
+                "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", message_id, session_id
+            )
+            is None
+        ):
             raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
         read_at = utc_now()
 
@@ -622,30 +647,40 @@ class Store:
         now = utc_now()
 
         def op(con: sqlite3.Connection) -> Toggled:
-            row = con.execute("SELECT 1 FROM messages WHERE id = ? AND session_id = ?",
-                              (message_id, session_id)).fetchone()
+            row = con.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND session_id = ?", (message_id, session_id)
+            ).fetchone()
             if row is None:
                 raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
-            cur = con.execute("DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user = ?",
-                              (message_id, emoji, user))
+            cur = con.execute(
+                "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user = ?",
+                (message_id, emoji, user),
+            )
             added = cur.rowcount == 0
             cur.close()
             if added:
-                (mine,) = con.execute("SELECT COUNT(*) FROM reactions WHERE message_id = ? AND user = ?",
-                                      (message_id, user)).fetchone()
+                (mine,) = con.execute(
+                    "SELECT COUNT(*) FROM reactions WHERE message_id = ? AND user = ?", (message_id, user)
+                ).fetchone()
                 if mine >= MAX_REACTIONS_PER_USER:
-                    raise StoreError(f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
-                                     code="too_many_reactions")
-                con.execute("INSERT INTO reactions (message_id, user, emoji, created_at) VALUES (?, ?, ?, ?)",
-                            (message_id, user, emoji, now)).close()
+                    raise StoreError(
+                        f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
+                        code="too_many_reactions",
+                    )
+                con.execute(
+                    "INSERT INTO reactions (message_id, user, emoji, created_at) VALUES (?, ?, ?, ?)",
+                    (message_id, user, emoji, now),
+                ).close()
             con.execute(
                 "INSERT INTO reaction_changes (message_id, session_id, room_last_id)"
                 " VALUES (?, ?, (SELECT MAX(id) FROM messages WHERE session_id = ?))"
                 " ON CONFLICT (message_id) DO UPDATE SET room_last_id = excluded.room_last_id",
                 (message_id, session_id, session_id),
             ).close()
-            rows = con.execute("SELECT message_id, emoji, user FROM reactions WHERE message_id = ?"
-                               " ORDER BY rowid", (message_id,)).fetchall()
+            rows = con.execute(
+                "SELECT message_id, emoji, user FROM reactions WHERE message_id = ? ORDER BY rowid",
+                (message_id,),
+            ).fetchall()
             return Toggled(added, reaction_counts(rows).get(message_id, []))
 
         return await self._write(op)
@@ -654,10 +689,12 @@ class Store:
         """The reactions of these messages (messages without any are left out)."""
         rows: list[Any] = []
         for start in range(0, len(message_ids), 500):  # within SQLite's limit on parameters
-            chunk = message_ids[start:start + 500]
+            chunk = message_ids[start : start + 500]
             rows += await self._select_all(
                 f"SELECT message_id, emoji, user FROM reactions WHERE message_id IN ({','.join('?' * len(chunk))})"
-                " ORDER BY message_id, rowid", *chunk)
+                " ORDER BY message_id, rowid",
+                *chunk,
+            )
         return reaction_counts(rows)
 
     async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:
@@ -666,7 +703,10 @@ class Store:
         now (``[]``: all removed)."""
         rows = await self._select_all(
             "SELECT message_id FROM reaction_changes WHERE session_id = ? AND room_last_id >= ?"
-            " ORDER BY message_id", session_id, after)
+            " ORDER BY message_id",
+            session_id,
+            after,
+        )
         ids = [r[0] for r in rows]
         counts = await self.reactions(ids)
         return {mid: counts.get(mid, []) for mid in ids}
@@ -683,7 +723,9 @@ class Store:
         )
         return None if row is None else _row(row)
 
-    async def messages_after(self, session_id: str, after: int, *, limit: int | None = None) -> list[StoredMessage]:
+    async def messages_after(
+        self, session_id: str, after: int, *, limit: int | None = None
+    ) -> list[StoredMessage]:
         """Every message of the session with an id greater than ``after``, in id order
         (the first ``limit`` of them with ``limit``: a page, for a long replay).
 
@@ -692,7 +734,9 @@ class Store:
         """
         rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
-            session_id, after, -1 if limit is None else limit,
+            session_id,
+            after,
+            -1 if limit is None else limit,
         )
         return [_row(r) for r in rows]
 
@@ -720,7 +764,9 @@ class Store:
         rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND id < ?"
             " AND status != 'streaming' ORDER BY id DESC LIMIT ?",
-            session_id, before, limit + 1,
+            session_id,
+            before,
+            limit + 1,
         )
         return HistoryPage([_row(r) for r in reversed(rows[:limit])], has_more=len(rows) > limit)
 
@@ -729,7 +775,8 @@ class Store:
         rows = await self._select_all(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = ? AND status != 'streaming'"
             " AND content != '' ORDER BY id DESC LIMIT ?",
-            session_id, limit,
+            session_id,
+            limit,
         )
         return [_row(r) for r in reversed(rows)]
 

@@ -19,7 +19,8 @@ that room. SQLite gets the same property from ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -94,8 +95,14 @@ Op = Callable[[asyncpg.Connection], Awaitable[Any]]
 
 def _row(row: Any) -> StoredMessage:
     return StoredMessage(
-        id=row[0], session_id=row[1], user=row[2], is_user=row[3], content=row[4],
-        status=row[5], client_id=row[6], created_at=row[7],
+        id=row[0],
+        session_id=row[1],
+        user=row[2],
+        is_user=row[3],
+        content=row[4],
+        status=row[5],
+        client_id=row[6],
+        created_at=row[7],
     )
 
 
@@ -116,7 +123,7 @@ class PostgresStore:
         self._writer: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, dsn: str, *, recover: bool = True, pool_size: int = 4) -> "PostgresStore":
+    async def open(cls, dsn: str, *, recover: bool = True, pool_size: int = 4) -> PostgresStore:
         """Connect (creating or migrating the schema).
 
         With ``recover``, replies left ``streaming`` by a dead process are marked
@@ -163,7 +170,7 @@ class PostgresStore:
             await asyncio.shield(self._writer)
         await self._pool.close()
 
-    async def __aenter__(self) -> "PostgresStore":
+    async def __aenter__(self) -> PostgresStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -239,16 +246,29 @@ class PostgresStore:
         self._sessions.add(session_id)
 
     async def append(
-        self, session_id: str, user: str, content: str, *, is_user: bool = True,
-        client_id: str | None = None, status: str = "complete",
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        is_user: bool = True,
+        client_id: str | None = None,
+        status: str = "complete",
     ) -> Appended:
         return await self.append_with_reply(
             session_id, user, content, is_user=is_user, client_id=client_id, status=status
         )
 
     async def append_with_reply(
-        self, session_id: str, user: str, content: str, *, is_user: bool = True,
-        client_id: str | None = None, status: str = "complete", reply_user: str | None = None,
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        is_user: bool = True,
+        client_id: str | None = None,
+        status: str = "complete",
+        reply_user: str | None = None,
         wants_reply: bool = False,
     ) -> Appended:
         """Store a message (and, with ``reply_user``, reserve its reply's row) in one transaction."""
@@ -262,19 +282,33 @@ class PostgresStore:
                 'INSERT INTO messages (session_id, "user", is_user, content, status, client_id, created_at,'
                 " wants_reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
-                session_id, user, is_user, content, status, client_id, created_at, wants_reply,
+                session_id,
+                user,
+                is_user,
+                content,
+                status,
+                client_id,
+                created_at,
+                wants_reply,
             )
             if msg_id is None:
                 row = await con.fetchrow(
                     f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2",
-                    session_id, client_id,
+                    session_id,
+                    client_id,
                 )
                 return _row(row)
             reply_id = None
             if reply_user is not None:
                 reply_id = await con.fetchval(
                     _INSERT_MESSAGE + " RETURNING id",
-                    session_id, reply_user, False, "", "streaming", None, created_at,
+                    session_id,
+                    reply_user,
+                    False,
+                    "",
+                    "streaming",
+                    None,
+                    created_at,
                 )
             return msg_id, reply_id
 
@@ -286,7 +320,9 @@ class PostgresStore:
         msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
         reply = None
         if reply_id is not None:
-            reply = StoredMessage(reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at)
+            reply = StoredMessage(
+                reply_id, session_id, reply_user or "", False, "", "streaming", None, created_at
+            )
         return Appended(msg, created=True, reply=reply)
 
     async def start_reply(self, session_id: str, user: str = AI_USER) -> StoredMessage:
@@ -299,7 +335,8 @@ class PostgresStore:
         async def op(con: asyncpg.Connection) -> int | None:
             done = await con.execute(
                 "UPDATE messages SET wants_reply = FALSE WHERE id = $1 AND session_id = $2 AND wants_reply",
-                prompt_id, session_id,
+                prompt_id,
+                session_id,
             )
             if done != "UPDATE 1":
                 return None
@@ -315,13 +352,17 @@ class PostgresStore:
     async def pending(self, session_id: str, limit: int = 1) -> list[StoredMessage]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND wants_reply ORDER BY id LIMIT $2",
-            session_id, limit,
+            session_id,
+            limit,
         )
         return [_row(r) for r in rows]
 
     async def count_pending(self, session_id: str) -> int:
-        return int(await self._pool.fetchval(
-            "SELECT COUNT(*) FROM messages WHERE session_id = $1 AND wants_reply", session_id))
+        return int(
+            await self._pool.fetchval(
+                "SELECT COUNT(*) FROM messages WHERE session_id = $1 AND wants_reply", session_id
+            )
+        )
 
     async def finish_reply(self, message_id: int, content: str, status: str) -> bool:
         """Store a reply's text and final status — only if it is still ``streaming``.
@@ -333,7 +374,9 @@ class PostgresStore:
         async def op(con: asyncpg.Connection) -> bool:
             done = await con.execute(
                 "UPDATE messages SET content = $1, status = $2 WHERE id = $3 AND status = 'streaming'",
-                content, status, message_id,
+                content,
+                status,
+                message_id,
             )
             return done == "UPDATE 1"
 
@@ -346,16 +389,20 @@ class PostgresStore:
             done = await con.execute(
                 "UPDATE messages SET content = '', status = 'deleted' "
                 "WHERE id = $1 AND session_id = $2 AND status != 'deleted'",
-                message_id, session_id,
+                message_id,
+                session_id,
             )
             return done == "UPDATE 1"
 
         return await self._write(None, op)
 
     async def add_receipt(self, session_id: str, message_id: int, user: str) -> bool:
-        if await self._pool.fetchval(
-            "SELECT 1 FROM messages WHERE id = $1 AND session_id = $2", message_id, session_id
-        ) is None:
+        if (
+            await self._pool.fetchval(
+                "SELECT 1 FROM messages WHERE id = $1 AND session_id = $2", message_id, session_id
+            )
+            is None
+        ):
             raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
         read_at = utc_now()
 
@@ -363,7 +410,9 @@ class PostgresStore:
             done = await con.execute(
                 'INSERT INTO read_receipts (message_id, "user", read_at) VALUES ($1, $2, $3)'
                 " ON CONFLICT DO NOTHING",
-                message_id, user, read_at,
+                message_id,
+                user,
+                read_at,
             )
             return done == "INSERT 0 1"
 
@@ -373,27 +422,47 @@ class PostgresStore:
         now = utc_now()
 
         async def op(con: asyncpg.Connection) -> Toggled:
-            if await con.fetchval("SELECT 1 FROM messages WHERE id = $1 AND session_id = $2",
-                                  message_id, session_id) is None:
+            if (
+                await con.fetchval(
+                    "SELECT 1 FROM messages WHERE id = $1 AND session_id = $2", message_id, session_id
+                )
+                is None
+            ):
                 raise StoreError(f"message {message_id} does not exist in this room", code="unknown_message")
-            done = await con.execute('DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND "user" = $3',
-                                     message_id, emoji, user)
+            done = await con.execute(
+                'DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND "user" = $3',
+                message_id,
+                emoji,
+                user,
+            )
             added = done == "DELETE 0"
             if added:
-                mine = await con.fetchval('SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND "user" = $2',
-                                          message_id, user)
+                mine = await con.fetchval(
+                    'SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND "user" = $2', message_id, user
+                )
                 if mine >= MAX_REACTIONS_PER_USER:
-                    raise StoreError(f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
-                                     code="too_many_reactions")
-                await con.execute('INSERT INTO reactions (message_id, "user", emoji, created_at)'
-                                  " VALUES ($1, $2, $3, $4)", message_id, user, emoji, now)
+                    raise StoreError(
+                        f"at most {MAX_REACTIONS_PER_USER} different reactions per message",
+                        code="too_many_reactions",
+                    )
+                await con.execute(
+                    'INSERT INTO reactions (message_id, "user", emoji, created_at) VALUES ($1, $2, $3, $4)',
+                    message_id,
+                    user,
+                    emoji,
+                    now,
+                )
             await con.execute(
                 "INSERT INTO reaction_changes (message_id, session_id, room_last_id)"
                 " VALUES ($1, $2, (SELECT MAX(id) FROM messages WHERE session_id = $2))"
                 " ON CONFLICT (message_id) DO UPDATE SET room_last_id = excluded.room_last_id",
-                message_id, session_id)
-            rows = await con.fetch('SELECT message_id, emoji, "user" FROM reactions WHERE message_id = $1'
-                                   ' ORDER BY seq', message_id)
+                message_id,
+                session_id,
+            )
+            rows = await con.fetch(
+                'SELECT message_id, emoji, "user" FROM reactions WHERE message_id = $1 ORDER BY seq',
+                message_id,
+            )
             return Toggled(added, reaction_counts([tuple(r) for r in rows]).get(message_id, []))
 
         return await self._write(session_id, op)
@@ -403,13 +472,18 @@ class PostgresStore:
             return {}
         rows = await self._pool.fetch(
             'SELECT message_id, emoji, "user" FROM reactions WHERE message_id = ANY($1::bigint[])'
-            ' ORDER BY message_id, seq', message_ids)
+            " ORDER BY message_id, seq",
+            message_ids,
+        )
         return reaction_counts([tuple(r) for r in rows])
 
     async def reactions_changed_since(self, session_id: str, after: int) -> dict[int, list[ReactionCount]]:
         rows = await self._pool.fetch(
             "SELECT message_id FROM reaction_changes WHERE session_id = $1 AND room_last_id >= $2"
-            " ORDER BY message_id", session_id, after)
+            " ORDER BY message_id",
+            session_id,
+            after,
+        )
         ids = [r[0] for r in rows]
         counts = await self.reactions(ids)
         return {mid: counts.get(mid, []) for mid in ids}
@@ -423,14 +497,19 @@ class PostgresStore:
     async def by_client_id(self, session_id: str, client_id: str) -> StoredMessage | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2",
-            session_id, client_id,
+            session_id,
+            client_id,
         )
         return None if row is None else _row(row)
 
-    async def messages_after(self, session_id: str, after: int, *, limit: int | None = None) -> list[StoredMessage]:
+    async def messages_after(
+        self, session_id: str, after: int, *, limit: int | None = None
+    ) -> list[StoredMessage]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            session_id, after, limit,
+            session_id,
+            after,
+            limit,
         )
         return [_row(r) for r in rows]
 
@@ -451,7 +530,9 @@ class PostgresStore:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND id < $2"
             " AND status != 'streaming' ORDER BY id DESC LIMIT $3",
-            session_id, before, limit + 1,
+            session_id,
+            before,
+            limit + 1,
         )
         return HistoryPage([_row(r) for r in reversed(rows[:limit])], has_more=len(rows) > limit)
 
@@ -459,7 +540,8 @@ class PostgresStore:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM messages WHERE session_id = $1 AND status != 'streaming'"
             " AND content != '' ORDER BY id DESC LIMIT $2",
-            session_id, limit,
+            session_id,
+            limit,
         )
         return [_row(r) for r in reversed(rows)]
 
@@ -472,4 +554,6 @@ class PostgresStore:
     async def count(self, session_id: str | None = None) -> int:
         if session_id is None:
             return int(await self._pool.fetchval("SELECT COUNT(*) FROM messages"))
-        return int(await self._pool.fetchval("SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id))
+        return int(
+            await self._pool.fetchval("SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id)
+        )

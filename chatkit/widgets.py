@@ -84,7 +84,8 @@ LABELS = {
 }
 
 # The seed's ChatInterface.css, scoped to the pane; status dot and avatars drawn without emoji.
-CSS = """
+CSS = (
+    """
 <style>
 .chatkit-pane .status { padding: 6px 10px; background: #f0f0f0; text-align: center; font-size: 13px; }
 .chatkit-pane .status .dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; vertical-align: middle; background: #dc3545; }
@@ -119,9 +120,12 @@ CSS = """
 @keyframes ck-blink { 0%, 50% { opacity: 1; } 51%, 100% { opacity: 0; } }
 .chatkit-pane .typing { color: #777; font-style: italic; font-size: 12px; padding: 0 10px; min-height: 16px; }
 .chatkit-pane .error { color: #b00020; font-size: 12px; padding: 0 10px; }
-""" + PYGMENTS_CSS.replace(".ck-md", ".chatkit-pane .ck-md") + """
+"""
+    + PYGMENTS_CSS.replace(".ck-md", ".chatkit-pane .ck-md")
+    + """
 </style>
 """
+)
 
 QUICK_REACTIONS = ("👍", "❤️", "😂", "🎉", "😮", "😢")
 """The pane's reaction buttons (they react to the newest message from someone else)."""
@@ -146,12 +150,12 @@ class ChatModel(traitlets.HasTraits):
     """The conversation state of one pane. Change it only with :meth:`apply`."""
 
     user = traitlets.Unicode("")
-    messages = traitlets.List()
+    messages: traitlets.List[dict] = traitlets.List()
     """Finished messages in id order: dicts with id, user, is_user, text, timestamp, status."""
     streaming = traitlets.Dict()
     """Replies in progress: reply id → text so far."""
-    online = traitlets.List()
-    typing = traitlets.List()
+    online: traitlets.List[str] = traitlets.List()
+    typing: traitlets.List[str] = traitlets.List()
     reactions = traitlets.Dict()
     """message id (str) → its reactions: ``[{"emoji", "count", "users"}]``."""
     receipts = traitlets.Dict()
@@ -229,7 +233,7 @@ class ChatModel(traitlets.HasTraits):
                 self.receipts = {**self.receipts, key: readers}
         elif kind == "message_deleted":  # a teacher deleted it: gone for everyone
             gone = event.get("message_id")
-            self._deleted.add(gone)
+            self._deleted.add(gone)  # type: ignore[arg-type]
             if gone in self._ids:
                 self._ids.discard(gone)
                 self.messages = [m for m in self.messages if m["id"] != gone]
@@ -263,7 +267,7 @@ class ChatPane(widgets.VBox):
 
     def __init__(
         self,
-        url_or_server: "str | ChatServer",
+        url_or_server: str | ChatServer,
         room: str,
         *,
         user: str,
@@ -289,11 +293,18 @@ class ChatPane(widgets.VBox):
         self.lang = i18n.get_language() if lang is None else (i18n.normalize_language(lang) or lang)
         self.labels = LABELS[self.lang]
         self.model = ChatModel(user=user)
-        self.client = ChatClient(ws_url, user=None if token else user, policy=policy, token=token,
-                                 **({"ssl": ssl} if ssl is not None else {}))
+        self.client = ChatClient(
+            ws_url,
+            user=None if token else user,
+            policy=policy,
+            token=token,
+            **({"ssl": ssl} if ssl is not None else {}),
+        )
         parts = urlsplit(ws_url)
         scheme = "https" if parts.scheme == "wss" else "http"
-        self._history_url = urlunsplit((scheme, parts.netloc, f"/api/chat/{session_id_to_path(room)}/messages", "", ""))
+        self._history_url = urlunsplit(
+            (scheme, parts.netloc, f"/api/chat/{session_id_to_path(room)}/messages", "", "")
+        )
         self.window = window
         self._min_interval = 1.0 / max_fps
         self._typing_debounce = typing_debounce
@@ -324,12 +335,17 @@ class ChatPane(widgets.VBox):
         self.error_line = widgets.HTML()
         self.input = ChatInput(placeholder=self.labels["placeholder"], layout=widgets.Layout(flex="1"))
         self.send_button = widgets.Button(description=self.labels["send"], button_style="primary")
-        self.stop_button = widgets.Button(description=self.labels["stop"], button_style="warning",
-                                          layout=widgets.Layout(display="none"))
+        self.stop_button = widgets.Button(
+            description=self.labels["stop"], button_style="warning", layout=widgets.Layout(display="none")
+        )
         self.reaction_buttons = [
-            widgets.Button(description=e, tooltip=f"react {e} to the newest message",
-                           layout=widgets.Layout(width="auto", padding="0 6px"))
-            for e in QUICK_REACTIONS]
+            widgets.Button(
+                description=e,
+                tooltip=f"react {e} to the newest message",
+                layout=widgets.Layout(width="auto", padding="0 6px"),
+            )
+            for e in QUICK_REACTIONS
+        ]
         for button in self.reaction_buttons:
             button.on_click(lambda b: self.react(b.description))
         self.older.on_click(lambda _: self._spawn(self.load_older()))
@@ -338,9 +354,17 @@ class ChatPane(widgets.VBox):
         self.input.on_msg(self._on_input_msg)
         self.input.observe(self._on_input_value, "value")
         box = widgets.VBox(
-            [self.status, self.online_line, self.older, self.message_list, self.stream_view, self.typing_line,
-             self.error_line, widgets.HBox(self.reaction_buttons),
-             widgets.HBox([self.input, self.send_button, self.stop_button])],
+            [
+                self.status,
+                self.online_line,
+                self.older,
+                self.message_list,
+                self.stream_view,
+                self.typing_line,
+                self.error_line,
+                widgets.HBox(self.reaction_buttons),
+                widgets.HBox([self.input, self.send_button, self.stop_button]),
+            ],
             layout=widgets.Layout(border="1px solid #ddd", width="100%"),
         )
         box.add_class("chatkit-pane")
@@ -348,12 +372,15 @@ class ChatPane(widgets.VBox):
         self.client.on_event(self._on_event)
         self.model.observe(self._on_model, names=["messages", "receipts", "reactions"])
         self.model.observe(lambda _: self._mark("stream"), names=["streaming"])
-        self.model.observe(lambda _: self._mark("status"), names=["state", "attempt", "delay", "online", "typing", "error", "has_more"])
+        self.model.observe(
+            lambda _: self._mark("status"),
+            names=["state", "attempt", "delay", "online", "typing", "error", "has_more"],
+        )
         self._render_now({"status", "log", "stream"})
 
     # -- life cycle ----------------------------------------------------------
 
-    async def start(self, *, history: bool = True) -> "ChatPane":
+    async def start(self, *, history: bool = True) -> ChatPane:
         """Connect (and show the last page of history); returns the pane for display."""
         await self.client.start()
         if history:
@@ -384,7 +411,7 @@ class ChatPane(widgets.VBox):
         await self.client.close()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def __aenter__(self) -> "ChatPane":
+    async def __aenter__(self) -> ChatPane:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -434,7 +461,9 @@ class ChatPane(widgets.VBox):
         params: dict[str, Any] = {"limit": limit}
         if oldest is not None:
             params["before"] = oldest
-        async with httpx.AsyncClient(trust_env=False, timeout=10, headers=self._auth, verify=self._verify) as http:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=10, headers=self._auth, verify=self._verify
+        ) as http:
             response = await http.get(self._history_url, params=params)
         page = response.json()
         added = self.model.prepend_history(page["messages"], page["has_more"])
@@ -481,8 +510,12 @@ class ChatPane(widgets.VBox):
             if event["state"] == "reconnecting" and event["delay"] is not None:
                 self._reconnect_at = time.monotonic() + event["delay"]
                 self._schedule_tick()
-        if (event.get("type") == "message" and event.get("is_user")
-                and event.get("user") != self.model.user and event["id"] not in self._read_sent):
+        if (
+            event.get("type") == "message"
+            and event.get("is_user")
+            and event.get("user") != self.model.user
+            and event["id"] not in self._read_sent
+        ):
             self._unread.append(event["id"])
             if self.displayed:
                 self._send_receipts()
@@ -564,15 +597,24 @@ class ChatPane(widgets.VBox):
             text = lab["connecting"]
         else:
             text = lab["disconnected"]
-        self.status.value = f'<div class="status" data-state="{_esc(m.state)}"><span class="dot"></span>{_esc(text)}</div>'
+        self.status.value = (
+            f'<div class="status" data-state="{_esc(m.state)}"><span class="dot"></span>{_esc(text)}</div>'
+        )
         self.online_line.value = (
-            f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}</div>' if m.online else "")
+            f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}</div>'
+            if m.online
+            else ""
+        )
         if m.typing:
             key = "typing_one" if len(m.typing) == 1 else "typing_many"
-            self.typing_line.value = f'<div class="typing">{_esc(lab[key].format(users=", ".join(m.typing)))}</div>'
+            self.typing_line.value = (
+                f'<div class="typing">{_esc(lab[key].format(users=", ".join(m.typing)))}</div>'
+            )
         else:
             self.typing_line.value = '<div class="typing"></div>'
-        error = i18n.error_text(m.error_code, m.error.partition(": ")[2], self.lang) if m.error_code else m.error
+        error = (
+            i18n.error_text(m.error_code, m.error.partition(": ")[2], self.lang) if m.error_code else m.error
+        )
         self.error_line.value = f'<div class="error">{_esc(error)}</div>' if m.error else ""
         online = m.state == "open"
         self.input.disabled = not online
@@ -584,9 +626,11 @@ class ChatPane(widgets.VBox):
         me = self.model.user
         rows = []
         # The list is re-rendered as a whole: only messages new since the last render slide in.
-        seen_upto, self._shown_upto = self._shown_upto, max(
-            [self._shown_upto] + [m["id"] for m in self.model.messages[-1:]])
-        for msg in self.model.messages[-self.window:]:
+        seen_upto, self._shown_upto = (
+            self._shown_upto,
+            max([self._shown_upto] + [m["id"] for m in self.model.messages[-1:]]),
+        )
+        for msg in self.model.messages[-self.window :]:
             cls = "user" if msg["is_user"] else "ai"
             if msg["id"] > seen_upto:
                 cls += " new"
@@ -604,8 +648,9 @@ class ChatPane(widgets.VBox):
             status = "" if msg["status"] == "complete" else f" [{_esc(shown)}]"
             chips = "".join(
                 f'<span class="chip{" mine" if me in r["users"] else ""}" title="{_esc(", ".join(r["users"]))}">'
-                f'{_esc(r["emoji"])} {int(r["count"])}</span>'
-                for r in self.model.reactions.get(str(msg["id"]), []))
+                f"{_esc(r['emoji'])} {int(r['count'])}</span>"
+                for r in self.model.reactions.get(str(msg["id"]), [])
+            )
             reactions = f'<div class="reactions">{chips}</div>' if chips else ""
             rows.append(
                 f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'

@@ -13,7 +13,8 @@ import asyncio
 import http
 import logging
 import ssl as ssl_module
-from typing import Any, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -26,8 +27,8 @@ from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response
 from .errors import ChatkitError, ProtocolError
 from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, redact, refusal_response
 from .hub import Hub
-from .rooms import Member
 from .limits import ConnectionLimiter, refusal_bytes
+from .rooms import Member
 from .sinks import Outgoing, Sink
 
 __all__ = ["WebSocketServer", "WebSocketSink"]
@@ -46,7 +47,7 @@ class WebSocketSink(Sink):
 
     __slots__ = ("ws", "limit", "closing", "_owner")
 
-    def __init__(self, ws: ServerConnection, limit: int, owner: "WebSocketServer") -> None:
+    def __init__(self, ws: ServerConnection, limit: int, owner: WebSocketServer) -> None:
         self.ws = ws
         self.limit = limit
         self.closing = False
@@ -76,7 +77,7 @@ class WebSocketSink(Sink):
             pass  # gone: the rest of the replay goes nowhere, and the handler ends the member
 
     @classmethod
-    def send_many(cls, sinks: "Sequence[WebSocketSink]", frame: Outgoing) -> None:
+    def send_many(cls, sinks: Sequence[WebSocketSink], frame: Outgoing) -> None:
         """One frame to many connections: encoded once, one ``websockets.broadcast`` call."""
         broadcast([s.ws for s in sinks if s._writable()], frame.text.encode("utf-8"), text=True)
 
@@ -106,10 +107,20 @@ def _limited_connection(slots: ConnectionLimiter, retry_after: int) -> type[Serv
             if slots.acquire(address):
                 self._address = address
             else:
-                logger.info("refused a connection from %s: %d open (%d from it)", address, slots.open,
-                            slots.by_key[address])
-                transport.write(refusal_bytes(503, "too_many_connections",  # type: ignore[attr-defined]
-                                              "too many open connections; retry later", retry_after))
+                logger.info(
+                    "refused a connection from %s: %d open (%d from it)",
+                    address,
+                    slots.open,
+                    slots.by_key[address],
+                )
+                transport.write(  # type: ignore[attr-defined]  # a WriteTransport at run time
+                    refusal_bytes(
+                        503,
+                        "too_many_connections",  # type: ignore[attr-defined]
+                        "too many open connections; retry later",
+                        retry_after,
+                    )
+                )
                 transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -151,7 +162,7 @@ class WebSocketServer:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def start(self) -> "WebSocketServer":
+    async def start(self) -> WebSocketServer:
         self._server = await serve(
             self._handler,
             self.host,
@@ -162,7 +173,9 @@ class WebSocketServer:
             logger=logging.getLogger("chatkit.websockets"),
             ssl=self.ssl,
             open_timeout=self.guard.limits.head_timeout,  # the whole handshake, not per read
-            create_connection=_limited_connection(self.guard.connections["ws"], self.guard.limits.retry_after_s),
+            create_connection=_limited_connection(
+                self.guard.connections["ws"], self.guard.limits.retry_after_s
+            ),
         )
         return self
 
@@ -231,8 +244,9 @@ class WebSocketServer:
         answer = await self.endpoints.get(path.path, path.query, origin, page=True)
         if answer is not None:
             if answer.headers and answer.headers[0][1].startswith("text/html"):
-                answer = HTTPResponse(answer.status, answer.headers + guard.page_headers(headers.get("host")),
-                                      answer.body)
+                answer = HTTPResponse(
+                    answer.status, answer.headers + guard.page_headers(headers.get("host")), answer.body
+                )
             return _to_websockets(answer)
         return self._refuse(ws, 404, "unknown path", request.path)
 
@@ -253,8 +267,9 @@ class WebSocketServer:
         user = ws.chat_user or self.hub.next_guest()  # type: ignore[attr-defined]
         sink = WebSocketSink(ws, self.max_buffer_bytes, self)
         try:
-            member = await self.hub.join(chat.session_id, user, sink, after=chat.after,
-                                         presence_batch=chat.presence_batch)
+            member = await self.hub.join(
+                chat.session_id, user, sink, after=chat.after, presence_batch=chat.presence_batch
+            )
         except ChatkitError as exc:  # the store failed: a server fault, try again later (not 1011)
             logger.error("join room=%s user=%s failed: %s", chat.session_id, user, exc)
             await ws.close(1013, exc.code)
@@ -264,7 +279,9 @@ class WebSocketServer:
             async for raw in ws:
                 try:
                     if not isinstance(raw, str):  # the protocol is JSON in text frames only
-                        raise ProtocolError("frames must be text (UTF-8 JSON), not binary", code="binary_frame")
+                        raise ProtocolError(
+                            "frames must be text (UTF-8 JSON), not binary", code="binary_frame"
+                        )
                     frame = protocol.decode(raw, max_text=max_text)
                 except ProtocolError as exc:
                     self.hub.refuse(member, exc)
@@ -279,14 +296,18 @@ class WebSocketServer:
                     continue
                 await self.hub.handle(member, frame)
         except ConnectionClosed as exc:
-            if exc.rcvd is not None and exc.rcvd.code == 1009 or (
-                exc.sent is not None and exc.sent.code == 1009
+            if (
+                exc.rcvd is not None
+                and exc.rcvd.code == 1009
+                or (exc.sent is not None and exc.sent.code == 1009)
             ):
                 logger.warning("closed %s: frame over %d bytes", ws.remote_address, self.max_message_bytes)
         finally:
             self.hub.leave(member)
 
-    def _forbidden(self, member: Member, admitted: Admitted, frame: protocol.ClientFrame) -> dict[str, Any] | None:
+    def _forbidden(
+        self, member: Member, admitted: Admitted, frame: protocol.ClientFrame
+    ) -> dict[str, Any] | None:
         """The ``error`` frame refusing what this caller may not do, or ``None``.
 
         Messages are rate-limited on the caller's token (or address), shared with
@@ -303,6 +324,10 @@ class WebSocketServer:
         if isinstance(frame, protocol.Stop) and not admitted.is_teacher:
             active = member.room.active
             if active is not None and active.sender != member.user:
-                logger.info("refused stop room=%s user=%s: not their reply", member.room.session_id, member.user)
-                return protocol.error_frame("forbidden", "only a teacher can stop the reply to someone else's message")
+                logger.info(
+                    "refused stop room=%s user=%s: not their reply", member.room.session_id, member.user
+                )
+                return protocol.error_frame(
+                    "forbidden", "only a teacher can stop the reply to someone else's message"
+                )
         return None

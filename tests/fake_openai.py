@@ -17,9 +17,15 @@ import h11
 
 def chunk(content: str | None, finish: str | None = None, choices: bool = True) -> bytes:
     body = {
-        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m",
-        "choices": [{"index": 0, "delta": {} if content is None else {"content": content},
-                     "finish_reason": finish}] if choices else [],
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {} if content is None else {"content": content}, "finish_reason": finish}
+        ]
+        if choices
+        else [],
     }
     return f"data: {json.dumps(body)}\n\n".encode()
 
@@ -32,7 +38,7 @@ class FakeOpenAI:
         self.server: asyncio.Server | None = None
         self.handlers: set[asyncio.Task] = set()
 
-    async def __aenter__(self) -> "FakeOpenAI":
+    async def __aenter__(self) -> FakeOpenAI:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
@@ -71,14 +77,22 @@ class FakeOpenAI:
 
             if self.mode in ("401", "429"):
                 payload = json.dumps({"error": {"message": "nope", "type": "x", "code": self.mode}}).encode()
-                send(h11.Response(status_code=int(self.mode), headers=[
-                    ("content-type", "application/json"), ("content-length", str(len(payload)))]))
+                send(
+                    h11.Response(
+                        status_code=int(self.mode),
+                        headers=[("content-type", "application/json"), ("content-length", str(len(payload)))],
+                    )
+                )
                 send(h11.Data(data=payload))
                 send(h11.EndOfMessage())
                 await writer.drain()
                 return
-            send(h11.Response(status_code=200, headers=[
-                ("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]))
+            send(
+                h11.Response(
+                    status_code=200,
+                    headers=[("content-type", "text/event-stream"), ("transfer-encoding", "chunked")],
+                )
+            )
             for i, piece in enumerate(self.pieces):
                 send(h11.Data(data=chunk(piece)))
                 await writer.drain()

@@ -11,8 +11,9 @@ import asyncio
 import heapq
 import itertools
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 

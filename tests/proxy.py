@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               keep: Callable[[bytes], bool] = lambda data: True) -> None:
+async def pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    keep: Callable[[bytes], bool] = lambda data: True,
+) -> None:
     """Copy bytes until EOF (or until ``keep(data)`` says no), then abort the writer."""
     try:
         while data := await reader.read(65536):
@@ -138,7 +141,8 @@ class PrefixProxy(LoopbackProxy):
             self.requests.append(path.decode())
             if b"upgrade: websocket" not in rest.lower():
                 rest = b"Connection: close\r\n" + b"\r\n".join(
-                    line for line in rest.split(b"\r\n") if not line.lower().startswith(b"connection:"))
+                    line for line in rest.split(b"\r\n") if not line.lower().startswith(b"connection:")
+                )
             server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
             server_w.write(b" ".join([method, path, version]) + b"\r\n" + rest)
             async with asyncio.TaskGroup() as tg:

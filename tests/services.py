@@ -23,8 +23,13 @@ from pathlib import Path
 import pytest
 
 __all__ = [
-    "STARTUP_TIMEOUT", "free_port", "require", "wait_for_port",
-    "RedisService", "PostgresService", "NginxService",
+    "STARTUP_TIMEOUT",
+    "free_port",
+    "require",
+    "wait_for_port",
+    "RedisService",
+    "PostgresService",
+    "NginxService",
 ]
 
 STARTUP_TIMEOUT = 20.0
@@ -86,11 +91,24 @@ class RedisService:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisService":
+    def start(self) -> RedisService:
         binary = require("redis-server", "redis-server")
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc)
@@ -126,7 +144,7 @@ class PostgresService:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def start(self) -> "PostgresService":
+    def start(self) -> PostgresService:
         require(PG_BIN / "initdb", "postgresql")
         if os.geteuid() == 0 and shutil.which("runuser") is None:
             pytest.fail("running as root needs runuser to start PostgreSQL as 'postgres'")
@@ -135,13 +153,33 @@ class PostgresService:
         self.dir = tempfile.mkdtemp(prefix="chatkit-pg-")
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8", "--locale", "C")
-        self._run("pg_ctl", "-D", f"{self.dir}/data", "-w", "-t", str(int(STARTUP_TIMEOUT)),
-                  "-l", f"{self.dir}/log", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-                  " -c max_connections=200",
-                  "start")
+        self._run(
+            "initdb",
+            "-D",
+            f"{self.dir}/data",
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            f"{self.dir}/data",
+            "-w",
+            "-t",
+            str(int(STARTUP_TIMEOUT)),
+            "-l",
+            f"{self.dir}/log",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "start",
+        )
         return self
 
     def dsn(self, database: str = "postgres") -> str:
@@ -178,7 +216,7 @@ class NginxService:
     dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="chatkit-nginx-"))
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "NginxService":
+    def start(self) -> NginxService:
         binary = require("nginx", "nginx")
         path = Path(self.dir) / "nginx.conf"
         path.write_text(self.conf)

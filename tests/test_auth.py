@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from chatkit import auth
-from chatkit.auth import AuthError, Authenticator, TokenSigner, validate_name
+from chatkit.auth import Authenticator, AuthError, TokenSigner, validate_name
 from chatkit.errors import ProtocolError
 
 
@@ -44,12 +44,15 @@ def test_expired_token_is_refused_with_its_own_code():
     assert info.value.code == "expired_token"
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature changed
-    lambda t: "x" + t,                                           # payload changed
-    lambda t: "not-a-token",
-    lambda t: "",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature changed
+        lambda t: "x" + t,  # payload changed
+        lambda t: "not-a-token",
+        lambda t: "",
+    ],
+)
 def test_tampered_or_garbage_tokens_are_bad_tokens(mangle):
     signer = TokenSigner("s3cret")
     with pytest.raises(AuthError) as info:
@@ -73,19 +76,22 @@ def test_reserved_names_are_refused_in_any_case_or_width(name):
         TokenSigner("s").issue(name)
 
 
-@pytest.mark.parametrize("name", [
-    "ann\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE
-    "te\u200bacher",     # ZERO WIDTH SPACE
-    "bob\u2066x",        # LEFT-TO-RIGHT ISOLATE
-    "a\u200db",          # ZERO WIDTH JOINER
-    "eve\x07",           # control
-    "x\u2028y",          # LINE SEPARATOR
-    "",
-    "   ",
-    " ann",
-    "a" * 33,
-    42,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ann\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE
+        "te\u200bacher",  # ZERO WIDTH SPACE
+        "bob\u2066x",  # LEFT-TO-RIGHT ISOLATE
+        "a\u200db",  # ZERO WIDTH JOINER
+        "eve\x07",  # control
+        "x\u2028y",  # LINE SEPARATOR
+        "",
+        "   ",
+        " ann",
+        "a" * 33,
+        42,
+    ],
+)
 def test_invisible_control_blank_long_or_non_string_names_are_refused(name):
     with pytest.raises(ProtocolError) as info:
         validate_name(name)
@@ -136,9 +142,17 @@ def test_login_with_the_join_code_binds_the_name_and_role():
 def test_authenticate_reads_bearer_then_cookie_then_query():
     a = Authenticator(TokenSigner("s"))
     t_header, t_cookie, t_query = (a.signer.issue(n) for n in ("h", "c", "q"))
-    assert a.authenticate({"authorization": f"Bearer {t_header}", "cookie": f"{auth.COOKIE_NAME}={t_cookie}"},
-                          {"token": [t_query]}).name == "h"
-    assert a.authenticate({"cookie": f"other=1; {auth.COOKIE_NAME}={t_cookie}"}, {"token": [t_query]}).name == "c"
+    assert (
+        a.authenticate(
+            {"authorization": f"Bearer {t_header}", "cookie": f"{auth.COOKIE_NAME}={t_cookie}"},
+            {"token": [t_query]},
+        ).name
+        == "h"
+    )
+    assert (
+        a.authenticate({"cookie": f"other=1; {auth.COOKIE_NAME}={t_cookie}"}, {"token": [t_query]}).name
+        == "c"
+    )
     assert a.authenticate({}, {"token": [t_query]}).name == "q"
     with pytest.raises(AuthError) as info:
         a.authenticate({"authorization": "Basic abc"})
@@ -153,7 +167,9 @@ def test_sign_in_off_authenticates_nobody_and_refuses_login():
     assert info.value.code == "login_disabled"
 
 
-@pytest.mark.parametrize("text,seconds", [("45s", 45), ("30m", 1800), ("8h", 28800), ("2d", 172800), ("90", 90)])
+@pytest.mark.parametrize(
+    "text,seconds", [("45s", 45), ("30m", 1800), ("8h", 28800), ("2d", 172800), ("90", 90)]
+)
 def test_parse_ttl(text, seconds):
     assert auth.parse_ttl(text) == seconds
 
@@ -164,14 +180,17 @@ def test_parse_ttl_refuses_nonsense(text):
         auth.parse_ttl(text)
 
 
-@pytest.mark.parametrize("host,sign_in,mode,refused", [
-    ("127.0.0.1", False, "auto", False),
-    ("localhost", False, "auto", False),
-    ("0.0.0.0", False, "auto", True),
-    ("192.168.1.20", False, "auto", True),
-    ("0.0.0.0", True, "auto", False),
-    ("0.0.0.0", False, "none", False),
-])
+@pytest.mark.parametrize(
+    "host,sign_in,mode,refused",
+    [
+        ("127.0.0.1", False, "auto", False),
+        ("localhost", False, "auto", False),
+        ("0.0.0.0", False, "auto", True),
+        ("192.168.1.20", False, "auto", True),
+        ("0.0.0.0", True, "auto", False),
+        ("0.0.0.0", False, "none", False),
+    ],
+)
 def test_exposure_rule(host, sign_in, mode, refused):
     assert (auth.exposure_problem(host, sign_in=sign_in, auth=mode) is not None) == refused
 
@@ -180,8 +199,13 @@ def test_exposure_rule(host, sign_in, mode, refused):
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "chatkit", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "chatkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_chatkit_token_prints_a_token_the_secret_verifies(tmp_path):
@@ -204,8 +228,16 @@ def test_chatkit_token_refuses_reserved_names_and_a_missing_secret():
 
 
 def test_serve_on_the_network_without_sign_in_refuses_with_one_line():
-    out = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:",
-                  env={auth.SECRET_ENV: "", auth.JOIN_CODE_ENV: ""})
+    out = run_cli(
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--db",
+        ":memory:",
+        env={auth.SECRET_ENV: "", auth.JOIN_CODE_ENV: ""},
+    )
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "--join-code" in lines[0] and "--auth none" in lines[0]

@@ -52,18 +52,24 @@ async def send(page, text: str) -> None:
 
 async def test_two_pages_chat_and_stream(browser, servers):
     srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
-    async with open_page(browser, room_url(srv, "duo", "ann")) as ann, \
-               open_page(browser, room_url(srv, "duo", "bob")) as bob:
+    async with (
+        open_page(browser, room_url(srv, "duo", "ann")) as ann,
+        open_page(browser, room_url(srv, "duo", "bob")) as bob,
+    ):
         for page in (ann, bob):
             await page.wait_for_selector("#status[data-state='open']")
         assert await ann.text_content("#status") == "Connected"
         # Both pages wait for the streaming reply from before it starts (no race with its end).
-        streaming = [asyncio.ensure_future(bob.wait_for_selector(".message.ai.streaming .cursor")),
-                     asyncio.ensure_future(ann.wait_for_selector(".message.ai.streaming"))]
+        streaming = [
+            asyncio.ensure_future(bob.wait_for_selector(".message.ai.streaming .cursor")),
+            asyncio.ensure_future(ann.wait_for_selector(".message.ai.streaming")),
+        ]
         await send(ann, "hello bob this reply streams word by word")
         await asyncio.gather(*streaming)  # the reply streams in both pages
         for page in (ann, bob):
-            await page.wait_for_selector("#list .message.ai .text >> text=hello bob this reply streams word by word")
+            await page.wait_for_selector(
+                "#list .message.ai .text >> text=hello bob this reply streams word by word"
+            )
         await bob.screenshot(path=screenshot_path("two_pages_bob"))
         user_msgs = await bob.locator("#list .message.user .text").all_text_contents()
         assert user_msgs == ["hello bob this reply streams word by word"]
@@ -73,8 +79,10 @@ async def test_two_pages_chat_and_stream(browser, servers):
 
 async def test_sse_page_and_websocket_page_see_the_same(browser, servers):
     srv = await servers(http_port=0, streamer=EchoStreamer())
-    async with open_page(browser, room_url(srv, "mix", "sam", "sse")) as sam, \
-               open_page(browser, room_url(srv, "mix", "ann", "ws")) as ann:
+    async with (
+        open_page(browser, room_url(srv, "mix", "sam", "sse")) as sam,
+        open_page(browser, room_url(srv, "mix", "ann", "ws")) as ann,
+    ):
         for page in (ann, sam):
             await page.wait_for_selector("#status[data-state='open']")
         await send(sam, "posted over SSE")
@@ -82,7 +90,10 @@ async def test_sse_page_and_websocket_page_see_the_same(browser, servers):
         for page in (ann, sam):
             await page.wait_for_selector("#list .message.ai .text >> text=sent over WebSocket")
             await page.wait_for_selector("#list .message.ai .text >> text=posted over SSE")
-        ids = [await p.eval_on_selector_all("#list .message", "ns => ns.map(n => n.dataset.id)") for p in (ann, sam)]
+        ids = [
+            await p.eval_on_selector_all("#list .message", "ns => ns.map(n => n.dataset.id)")
+            for p in (ann, sam)
+        ]
         assert ids[0] == ids[1] and len(ids[0]) == 4
         await sam.screenshot(path=screenshot_path("sse_page"))
 
@@ -132,7 +143,9 @@ async def test_page_works_behind_a_path_prefix(browser, servers):
             async with open_page(browser, room_url(srv, f"pre-{transport}", "ann", transport, base)) as page:
                 await page.wait_for_selector("#status[data-state='open']")
                 await send(page, f"through the proxy over {transport}")
-                await page.wait_for_selector(f"#list .message.ai .text >> text=through the proxy over {transport}")
+                await page.wait_for_selector(
+                    f"#list .message.ai .text >> text=through the proxy over {transport}"
+                )
                 await page.screenshot(path=screenshot_path(f"prefix_{transport}"))
         assert any(path.startswith("/ws/chat/pre-ws/") for path in proxy.requests)
         assert any(path.startswith("/sse/chat/pre-sse/") for path in proxy.requests)
@@ -174,8 +187,8 @@ XSS_MARKDOWN = [
     "[click](JaVaScRiPt:window.pwned=true)",
     "<javascript:window.pwned=true>",
     '<img src=x onerror="window.pwned=true">',
-    "`<img src=x onerror=\"window.pwned=true\">`",
-    "```html\n<img src=x onerror=\"window.pwned=true\"><script>window.pwned=true</script>\n```",
+    '`<img src=x onerror="window.pwned=true">`',
+    '```html\n<img src=x onerror="window.pwned=true"><script>window.pwned=true</script>\n```',
     "[data](data:text/html;base64,PHNjcmlwdD53aW5kb3cucHduZWQ9dHJ1ZTwvc2NyaXB0Pg==)",
     "![pic](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9IndpbmRvdy5wd25lZD10cnVlIj4=)",
     "![pixel](https://tracker.invalid/p.gif)",
@@ -193,27 +206,33 @@ async def test_markdown_xss_cases_are_shown_as_text(browser, servers):
             await send(page, payload)
         await page.wait_for_selector(f"#list .message >> nth={2 * len(XSS_MARKDOWN) - 1}")
         await page.wait_for_function("document.querySelectorAll('#streams .message').length === 0")
-        assert await page.locator("#list img, #list script, #list svg:not(.avatar svg), #list iframe").count() == 0
+        assert (
+            await page.locator("#list img, #list script, #list svg:not(.avatar svg), #list iframe").count()
+            == 0
+        )
         hrefs = await page.eval_on_selector_all("#list .text a", "ns => ns.map(n => n.getAttribute('href'))")
         assert all(h is None or h.startswith(("http:", "https:")) for h in hrefs), hrefs
         rels = await page.eval_on_selector_all("#list .text a", "ns => ns.map(n => [n.target, n.rel])")
         assert all(r == ["_blank", "noopener noreferrer"] for r in rels), rels
         handlers = await page.evaluate(
             "[...document.querySelectorAll('#list *')].flatMap(n => [...n.attributes].map(a => a.name))"
-            ".filter(a => a.startsWith('on'))")
+            ".filter(a => a.startsWith('on'))"
+        )
         assert handlers == []
         # The code span and the code block show the HTML as text, in the user's message and in the echo.
         codes = await page.locator("#list .text code").all_text_contents()
         assert codes.count('<img src=x onerror="window.pwned=true">') == 2
-        assert sum('<script>window.pwned=true</script>' in c for c in codes) == 2
+        assert sum("<script>window.pwned=true</script>" in c for c in codes) == 2
         await page.screenshot(path=screenshot_path("markdown_xss"))
         assert await page.evaluate("window.pwned") is False
 
 
 async def test_markdown_renders_while_streaming_with_highlighted_code(browser, servers):
-    text = ("The accept key:\n\n```python\nimport base64, hashlib\n"
-            "def accept(key):\n    return base64.b64encode(hashlib.sha1(key).digest())\n```\n"
-            "See **RFC 6455** and [the spec](https://www.rfc-editor.org/rfc/rfc6455).")
+    text = (
+        "The accept key:\n\n```python\nimport base64, hashlib\n"
+        "def accept(key):\n    return base64.b64encode(hashlib.sha1(key).digest())\n```\n"
+        "See **RFC 6455** and [the spec](https://www.rfc-editor.org/rfc/rfc6455)."
+    )
     srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
     async with open_page(browser, room_url(srv, "md", "ann")) as page:
         await page.wait_for_selector("#status[data-state='open']")
@@ -224,7 +243,9 @@ async def test_markdown_renders_while_streaming_with_highlighted_code(browser, s
         assert "```" not in streaming
         node = await page.query_selector("#streams .message.ai.streaming")
         await page.wait_for_selector("#list .message.ai .text strong >> text=RFC 6455")
-        assert await node.evaluate("n => n.isConnected") is False  # the stream node was replaced once, at the end
+        assert (
+            await node.evaluate("n => n.isConnected") is False
+        )  # the stream node was replaced once, at the end
         for row in ("#list .message.user", "#list .message.ai"):  # users' own messages render the same way
             assert await page.locator(f"{row} pre code.hljs .hljs-keyword").count() >= 2
             link = page.locator(f"{row} .text a")
@@ -233,7 +254,9 @@ async def test_markdown_renders_while_streaming_with_highlighted_code(browser, s
             assert await link.get_attribute("rel") == "noopener noreferrer"
         # avatars and the status dot are drawn without emoji
         assert await page.locator("#list .message .avatar svg").count() == 2
-        dot = await page.evaluate("getComputedStyle(document.querySelector('#status'), '::before').backgroundColor")
+        dot = await page.evaluate(
+            "getComputedStyle(document.querySelector('#status'), '::before').backgroundColor"
+        )
         assert dot == "rgb(40, 167, 69)"
         assert "🤖" not in await page.content() and "🟢" not in await page.content()
         await page.screenshot(path=screenshot_path("markdown_code"))
@@ -244,7 +267,9 @@ async def test_tutor_answer_shows_highlighted_code(browser, servers):
     async with open_page(browser, room_url(srv, "tutor", "ann")) as page:
         await page.wait_for_selector("#status[data-state='open']")
         await send(page, "How do I compute Sec-WebSocket-Accept?")
-        await page.wait_for_selector("#list .message.ai pre code.language-python .hljs-keyword >> text=import")
+        await page.wait_for_selector(
+            "#list .message.ai pre code.language-python .hljs-keyword >> text=import"
+        )
         answer = page.locator("#list .message.ai .text")
         assert await answer.locator("code >> text=Sec-WebSocket-Key").count() >= 1
         assert "`" not in await answer.text_content()
@@ -271,10 +296,14 @@ async def test_a_message_in_a_background_tab_is_not_read_until_the_tab_has_focus
             await ann.wait_for_selector(".receipt >> text=✓✓ read by bob")
     finally:
         await context.close()
+
+
 async def test_two_pages_exchange_a_reaction_and_a_later_page_sees_it(browser, servers):
     srv = await servers(http_port=0, streamer=EchoStreamer())
-    async with open_page(browser, room_url(srv, "react", "ann")) as ann, \
-               open_page(browser, room_url(srv, "react", "bob", "sse")) as bob:
+    async with (
+        open_page(browser, room_url(srv, "react", "ann")) as ann,
+        open_page(browser, room_url(srv, "react", "bob", "sse")) as bob,
+    ):
         for page in (ann, bob):
             await page.wait_for_selector("#status[data-state='open']")
         await send(ann, "react to this")

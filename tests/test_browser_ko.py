@@ -95,7 +95,9 @@ async def test_reconnect_countdown_and_errors_in_korean(browser, servers):  # no
     async with open_page(browser, room_url(srv, ROOM, "지민"), "ko-KR") as page:
         await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
         await page.evaluate("window.chatkit.service.sendFrame({message: ''})")  # refused: empty_message
-        await page.wait_for_selector("#typing >> text=빈 메시지는 보낼 수 없습니다. (empty_message)", timeout=WAIT)
+        await page.wait_for_selector(
+            "#typing >> text=빈 메시지는 보낼 수 없습니다. (empty_message)", timeout=WAIT
+        )
         await srv.stop()
         await page.wait_for_selector("#status[data-state='reconnecting']", timeout=WAIT)
         status = await page.text_content("#status")
@@ -105,8 +107,10 @@ async def test_reconnect_countdown_and_errors_in_korean(browser, servers):  # no
 
 async def test_ime_composition_sends_the_whole_message_once(browser, servers):  # noqa: F811
     srv = await servers(http_port=0, streamer=EchoStreamer())
-    async with open_page(browser, room_url(srv, ROOM, "지민"), "ko-KR") as jimin, \
-               open_page(browser, room_url(srv, ROOM, "민준"), "ko-KR") as minjun:
+    async with (
+        open_page(browser, room_url(srv, ROOM, "지민"), "ko-KR") as jimin,
+        open_page(browser, room_url(srv, ROOM, "민준"), "ko-KR") as minjun,
+    ):
         for page in (jimin, minjun):
             await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
         cdp = await jimin.context.new_cdp_session(jimin)
@@ -114,8 +118,10 @@ async def test_ime_composition_sends_the_whole_message_once(browser, servers):  
 
         async def compose(*stages: str) -> None:
             for stage in stages:
-                await cdp.send("Input.imeSetComposition",
-                               {"text": stage, "selectionStart": len(stage), "selectionEnd": len(stage)})
+                await cdp.send(
+                    "Input.imeSetComposition",
+                    {"text": stage, "selectionStart": len(stage), "selectionEnd": len(stage)},
+                )
 
         # 안녕하세요 as a Korean IME types it: each syllable grows jamo by jamo, then is committed.
         await compose("ㅇ")

@@ -61,8 +61,10 @@ async def serve_page(html: str) -> asyncio.Server:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
             await writer.drain()
         finally:
             writer.close()
@@ -100,8 +102,11 @@ async def say(page, text: str) -> None:
 
 async def test_a_foreign_page_is_refused_while_the_real_page_signs_in_and_chats(browser, servers, caplog):
     caplog.set_level(logging.WARNING, logger="chatkit")
-    srv = await servers(http_port=0, streamer=EchoStreamer(),
-                        auth=Authenticator.from_options(join_code="blue-42", teacher_code="staff-7"))
+    srv = await servers(
+        http_port=0,
+        streamer=EchoStreamer(),
+        auth=Authenticator.from_options(join_code="blue-42", teacher_code="staff-7"),
+    )
     context = await browser.new_context()
     errors: list[str] = []
     real = await context.new_page()
@@ -121,11 +126,13 @@ async def test_a_foreign_page_is_refused_while_the_real_page_signs_in_and_chats(
         evil_server.close()
         await evil_server.wait_closed()
     await real.screenshot(path=screenshot_path("security_real_page"))
-    assert results["fetch"].startswith("blocked"), results   # 403 without CORS: the page learns nothing
+    assert results["fetch"].startswith("blocked"), results  # 403 without CORS: the page learns nothing
     assert results["history"].startswith("blocked"), results
     assert results["sse"] == "refused" and results["ws"] == "refused", results
     page = await srv.store.history_page("demo", before=None, limit=50)
-    assert [m.content for m in page.messages if m.is_user] == ["hello from the real page"]  # nothing evil stored
+    assert [m.content for m in page.messages if m.is_user] == [
+        "hello from the real page"
+    ]  # nothing evil stored
     assert "origin_not_allowed" in caplog.text
     assert caplog.text.count("403") >= 4  # fetch POST, simple POST, history, SSE, WebSocket refused
     assert errors == [], errors
@@ -133,8 +140,11 @@ async def test_a_foreign_page_is_refused_while_the_real_page_signs_in_and_chats(
 
 
 async def test_a_teacher_deletes_a_message_and_both_pages_remove_it(browser, servers):
-    srv = await servers(http_port=0, streamer=EchoStreamer(),
-                        auth=Authenticator.from_options(join_code="blue-42", teacher_code="staff-7"))
+    srv = await servers(
+        http_port=0,
+        streamer=EchoStreamer(),
+        auth=Authenticator.from_options(join_code="blue-42", teacher_code="staff-7"),
+    )
     student_ctx, teacher_ctx = await browser.new_context(), await browser.new_context()  # two cookie jars
     student, teacher = await student_ctx.new_page(), await teacher_ctx.new_page()
     await sign_in(student, srv.url, "ann", "blue-42")

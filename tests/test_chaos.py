@@ -31,9 +31,26 @@ def free_port() -> int:
 
 def start_server(port: int, db: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", "-1",
-         "--db", db, "--llm", "echo", "--echo-delay-ms", "20", "--rate-limit", "100",
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "chatkit",
+            "serve",
+            "--port",
+            str(port),
+            "--http-port",
+            "-1",
+            "--db",
+            db,
+            "--llm",
+            "echo",
+            "--echo-delay-ms",
+            "20",
+            "--rate-limit",
+            "100",
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 15
@@ -75,10 +92,7 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
     events: dict[str, list[dict]] = {u: [] for u in USERS}
     kills = []
     try:
-        clients = [
-            ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4))
-            for u in USERS
-        ]
+        clients = [ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4)) for u in USERS]
         for client, user in zip(clients, USERS):
             client.on_event(events[user].append)
             await client.start()
@@ -118,9 +132,15 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
                 try:
                     if con.execute("SELECT COUNT(*) FROM messages WHERE status = 'streaming'").fetchone()[0]:
                         return None
-                    users = [r[0] for r in con.execute("SELECT id FROM messages WHERE is_user = 1 ORDER BY id")]
-                    done = [r[0] for r in con.execute(
-                        "SELECT id FROM messages WHERE is_user = 0 AND status = 'complete' ORDER BY id")]
+                    users = [
+                        r[0] for r in con.execute("SELECT id FROM messages WHERE is_user = 1 ORDER BY id")
+                    ]
+                    done = [
+                        r[0]
+                        for r in con.execute(
+                            "SELECT id FROM messages WHERE is_user = 0 AND status = 'complete' ORDER BY id"
+                        )
+                    ]
                 finally:
                     con.close()
                 for e in events.values():

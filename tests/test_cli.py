@@ -17,19 +17,46 @@ from .test_chaos import free_port
 
 
 def test_help_lists_every_option():
-    out = subprocess.run([sys.executable, "-m", "chatkit", "serve", "--help"], capture_output=True, text=True,
-                         check=True).stdout
-    for option in ("--host", "--port", "--http-port", "--db", "--llm", "--allowed-origins",
-                   "--max-message-bytes", "--first-token-ms", "--tokens-per-s", "--ai-replies"):
+    out = subprocess.run(
+        [sys.executable, "-m", "chatkit", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--host",
+        "--port",
+        "--http-port",
+        "--db",
+        "--llm",
+        "--allowed-origins",
+        "--max-message-bytes",
+        "--first-token-ms",
+        "--tokens-per-s",
+        "--ai-replies",
+    ):
         assert option in out
 
 
 async def test_sigterm_stores_the_partial_reply_and_closes_1001(tmp_path):
     port, db = free_port(), str(tmp_path / "cli.db")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", "0", "--db", db,
-        "--llm", "echo", "--echo-chunks", "500", "--echo-delay-ms", "10",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "chatkit",
+        "serve",
+        "--port",
+        str(port),
+        "--http-port",
+        "0",
+        "--db",
+        db,
+        "--llm",
+        "echo",
+        "--echo-chunks",
+        "500",
+        "--echo-delay-ms",
+        "10",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         banner = ""
         async with asyncio.timeout(20):

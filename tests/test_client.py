@@ -107,7 +107,7 @@ async def test_restart_resume_and_outbox(servers, db_path):
         texts = [e["message"] for e in events if e["type"] == "message" and e["is_user"]]
         assert sorted(texts) == ["missed?", "sent while offline"]
         assert stored["message"] == "sent while offline"
-        assert "open" in states[states.index("reconnecting"):]
+        assert "open" in states[states.index("reconnecting") :]
         assert chat.outbox == []
 
 
@@ -155,9 +155,7 @@ async def test_fifteen_sends_at_once_all_resolve_at_the_default_rate_limit(serve
     """Issue 13: 15 concurrent sends on one client left 5 unresolved (rate-limited, unmatched)."""
     async with ChatClient(server.ws_url("burst"), user="ann", policy=FAST) as chat:
         assert chat.limits.message_burst >= 1
-        stored = await asyncio.wait_for(
-            asyncio.gather(*(chat.send(f"m{i}") for i in range(15))), timeout=10
-        )
+        stored = await asyncio.wait_for(asyncio.gather(*(chat.send(f"m{i}") for i in range(15))), timeout=10)
         assert sorted(m["message"] for m in stored) == sorted(f"m{i}" for i in range(15))
         assert len({m["id"] for m in stored}) == 15 and chat.outbox == []
     assert await server.store.count("burst") >= 15
@@ -186,8 +184,16 @@ async def refusing_server(script):
 
     async def handler(ws):
         nonlocal next_id
-        await ws.send(json.dumps({"type": "connection", "online": [], "last_id": 0,
-                                  "limits": {"max_text": 50, "messages_per_s": 100, "message_burst": 100}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "connection",
+                    "online": [],
+                    "last_id": 0,
+                    "limits": {"max_text": 50, "messages_per_s": 100, "message_burst": 100},
+                }
+            )
+        )
         async for raw in ws:
             frame = json.loads(raw)
             cid = frame["client_id"]
@@ -195,8 +201,14 @@ async def refusing_server(script):
             for answer in script(frame, attempts[cid]):
                 if answer == "store":
                     next_id += 1
-                    answer = {"type": "message", "id": next_id, "is_user": True, "message": frame["message"],
-                              "user": "ann", "client_id": cid}
+                    answer = {
+                        "type": "message",
+                        "id": next_id,
+                        "is_user": True,
+                        "message": frame["message"],
+                        "user": "ann",
+                        "client_id": cid,
+                    }
                 await ws.send(json.dumps(answer))
 
     return attempts, serve(handler, "127.0.0.1", 0)
@@ -210,8 +222,15 @@ async def test_refusals_are_matched_by_client_id_and_retried_after_the_stated_de
         if text == "silent":
             return []
         if text == "slow" and attempt < 3:
-            return [{"type": "error", "code": "rate_limited", "message": "later", "client_id": cid,
-                     "retry_after_ms": 20}]
+            return [
+                {
+                    "type": "error",
+                    "code": "rate_limited",
+                    "message": "later",
+                    "client_id": cid,
+                    "retry_after_ms": 20,
+                }
+            ]
         return ["store"]
 
     attempts, server_cm = await refusing_server(script)
@@ -223,7 +242,9 @@ async def test_refusals_are_matched_by_client_id_and_retried_after_the_stated_de
                 await chat.send("y" * 51)
             assert info.value.code == "too_long"  # refused locally by the server's own limit
             bad, slow, silent = await asyncio.gather(
-                chat.send("bad"), chat.send("slow"), chat.send("silent", timeout=0.3),
+                chat.send("bad"),
+                chat.send("slow"),
+                chat.send("silent", timeout=0.3),
                 return_exceptions=True,
             )
             assert isinstance(bad, MessageRefused) and bad.code == "bad_field"
@@ -258,5 +279,7 @@ async def test_the_outbox_is_flushed_after_a_reconnect_at_the_pace_the_server_al
         sends = [asyncio.create_task(chat.send(f"offline {i}")) for i in range(25)]
         await servers(port=port)
         stored = await asyncio.wait_for(asyncio.gather(*sends), timeout=20)
-        assert [m["message"] for m in sorted(stored, key=lambda m: m["id"])] == [f"offline {i}" for i in range(25)]
+        assert [m["message"] for m in sorted(stored, key=lambda m: m["id"])] == [
+            f"offline {i}" for i in range(25)
+        ]
     assert [e for e in errors if e["code"] == "rate_limited"] == []

@@ -27,8 +27,13 @@ async def cluster(redis_service, store_url):
         for _ in range(n):
             options.setdefault("streamer", EchoStreamer(delay=0.01))
             server = await ChatServer(
-                port=0, http_port=-1, db=store_url, broker=redis_service.url,
-                broker_heartbeat=BEAT, rate_limit=100, **options,
+                port=0,
+                http_port=-1,
+                db=store_url,
+                broker=redis_service.url,
+                broker_heartbeat=BEAT,
+                rate_limit=100,
+                **options,
             ).start()
             started.append(server)
         return started[-n:]
@@ -98,7 +103,9 @@ async def test_one_order_and_one_reply_at_a_time_across_processes(cluster):
         # every prompt gets its reply: 9 completions everywhere
         for s in seen:
             await s.until(lambda ev: len(completes(ev)) == 9)
-        orders = [[(e["type"], e["id"]) for e in s.events if e["type"] in ("message", "ai_complete")] for s in seen]
+        orders = [
+            [(e["type"], e["id"]) for e in s.events if e["type"] in ("message", "ai_complete")] for s in seen
+        ]
         assert orders[0] == orders[1] == orders[2], "processes delivered different orders"
         ids = [i for _, i in orders[0]]
         assert len(ids) == len(set(ids)) == 18
@@ -129,7 +136,9 @@ async def test_stop_from_another_process_and_late_join_replay(cluster):
     cho = ChatClient(two.ws_url("s"), user="cho", after=0)
     seen_cho = Seen(cho)  # before start: the replay follows the connection frame at once
     async with cho:
-        replayed = await seen_cho.until(lambda ev: [e for e in ev if e["type"] == "message" and e["id"] == done["id"]])
+        replayed = await seen_cho.until(
+            lambda ev: [e for e in ev if e["type"] == "message" and e["id"] == done["id"]]
+        )
         assert replayed[0]["status"] == "cancelled" and replayed[0]["message"] == done["message"]
 
 
@@ -146,8 +155,11 @@ async def test_redis_restart_loses_nothing(cluster, redis_service):
         await seen_bob.until(lambda ev: after["id"] in [e["id"] for e in ev if e["type"] == "message"])
         msgs = [e["id"] for e in seen_bob.events if e["type"] == "message" and e["is_user"]]
         assert msgs == [first["id"], during["id"], after["id"]]
-        await seen_bob.until(lambda ev: len(completes(ev)) + len(
-            [e for e in ev if e["type"] == "message" and not e["is_user"]]) >= 3)
+        await seen_bob.until(
+            lambda ev: (
+                len(completes(ev)) + len([e for e in ev if e["type"] == "message" and not e["is_user"]]) >= 3
+            )
+        )
 
 
 async def test_join_mid_reply_on_another_process_gets_the_snapshot(cluster):
@@ -155,7 +167,10 @@ async def test_join_mid_reply_on_another_process_gets_the_snapshot(cluster):
     from .conftest import peer
 
     one, two = await cluster(2, streamer=EchoStreamer(delay=0.05))
-    async with ChatClient(one.ws_url("snap"), user="ann") as ann, ChatClient(two.ws_url("snap"), user="bob") as bob:
+    async with (
+        ChatClient(one.ws_url("snap"), user="ann") as ann,
+        ChatClient(two.ws_url("snap"), user="bob") as bob,
+    ):
         seen_bob = Seen(bob)
         sent = await ann.send(" ".join(f"w{i}" for i in range(60)))
         await seen_bob.until(lambda ev: sum(e["type"] == "ai_chunk" for e in ev) >= 3)  # two knows it streams

@@ -33,10 +33,32 @@ TERMINAL = {"complete", "cancelled", "error", "interrupted"}
 
 def start_server(port: int, db: str, broker: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", "-1",
-         "--db", db, "--broker", broker, "--broker-heartbeat", str(BEAT),
-         "--llm", "echo", "--echo-delay-ms", "20", "--rate-limit", "100", "--reply-queue", "100",
-         "--log-level", os.environ.get("CHAOS_LOG", "WARNING")],
+        [
+            sys.executable,
+            "-m",
+            "chatkit",
+            "serve",
+            "--port",
+            str(port),
+            "--http-port",
+            "-1",
+            "--db",
+            db,
+            "--broker",
+            broker,
+            "--broker-heartbeat",
+            str(BEAT),
+            "--llm",
+            "echo",
+            "--echo-delay-ms",
+            "20",
+            "--rate-limit",
+            "100",
+            "--reply-queue",
+            "100",
+            "--log-level",
+            os.environ.get("CHAOS_LOG", "WARNING"),
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_for_port(port, proc)
@@ -70,8 +92,9 @@ def user_messages(events: list[dict]) -> list[int]:
 
 async def run_chaos(store_url: str, redis_service) -> None:
     ports = [free_port() for _ in range(3)]
-    procs = await asyncio.gather(*(
-        asyncio.to_thread(start_server, p, store_url, redis_service.url) for p in ports))
+    procs = await asyncio.gather(
+        *(asyncio.to_thread(start_server, p, store_url, redis_service.url) for p in ports)
+    )
     urls = [f"ws://127.0.0.1:{p}/ws/chat/{ROOM}/" for p in ports]
     names = [f"u{i}" for i in range(6)]
     events: dict[str, list[dict]] = {n: [] for n in names}
@@ -79,8 +102,12 @@ async def run_chaos(store_url: str, redis_service) -> None:
     clients = []
     for i, name in enumerate(names):
         home = i % 3
-        client = ChatClient(urls[home:] + urls[:home], user=name,
-                            policy=ExponentialBackoff(initial=0.05, cap=0.5), send_timeout=WAIT)
+        client = ChatClient(
+            urls[home:] + urls[:home],
+            user=name,
+            policy=ExponentialBackoff(initial=0.05, cap=0.5),
+            send_timeout=WAIT,
+        )
         client.on_event(events[name].append)
         client.on_event(lambda e: changed.set())
         clients.append(client)
@@ -134,9 +161,14 @@ async def run_chaos(store_url: str, redis_service) -> None:
                 users = [r.id for r in rows if r.is_user]
                 replies = [r.id for r in rows if not r.is_user]
                 for name, evs in events.items():
-                    if sorted(set(user_messages(evs))) != users or sorted(set(finished_replies(evs))) != replies:
-                        why = (f"{name} lacks messages {sorted(set(users) - set(user_messages(evs)))}"
-                               f" and replies {sorted(set(replies) - set(finished_replies(evs)))}")
+                    if (
+                        sorted(set(user_messages(evs))) != users
+                        or sorted(set(finished_replies(evs))) != replies
+                    ):
+                        why = (
+                            f"{name} lacks messages {sorted(set(users) - set(user_messages(evs)))}"
+                            f" and replies {sorted(set(replies) - set(finished_replies(evs)))}"
+                        )
                         return None
                 return users, replies, [r.content for r in rows if r.is_user]
 
@@ -161,7 +193,9 @@ async def run_chaos(store_url: str, redis_service) -> None:
                 proc.wait()
 
     assert kills == ["mid-message", "mid-reply", "redis-restart"]
-    assert sorted(texts) == sorted(f"{n}-{k} {WORDS}" for n in names for k in range(PER_CLIENT)), "lost or duplicated"
+    assert sorted(texts) == sorted(f"{n}-{k} {WORDS}" for n in names for k in range(PER_CLIENT)), (
+        "lost or duplicated"
+    )
     assert statuses <= TERMINAL
     assert empty == [], f"complete replies without text (their prompt missing from the context): {empty}"
     assert len(db_replies) == len(db_users), "every prompt answered exactly once (the queue is in the store)"

@@ -40,9 +40,28 @@ def render_nginx(listen: int, prefix: str, backends: list[tuple[int, int]]) -> s
 
 def start_server(port: int, http_port: int, db: str, broker: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", str(http_port),
-         "--db", db, "--broker", broker, "--broker-heartbeat", "0.3",
-         "--llm", "echo", "--echo-delay-ms", "20", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "chatkit",
+            "serve",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--db",
+            db,
+            "--broker",
+            broker,
+            "--broker-heartbeat",
+            "0.3",
+            "--llm",
+            "echo",
+            "--echo-delay-ms",
+            "20",
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_for_port(port, proc)
@@ -101,7 +120,9 @@ async def test_page_through_nginx_survives_its_process_being_killed(tmp_path, re
                 texts = await page.locator("#list .message .text").all_text_contents()
                 for text in ("through nginx", "said by bob on the survivor", "after the failover"):
                     assert texts.count(text) == 2, (text, texts)  # the message and its echo, once each
-                ids = await page.eval_on_selector_all("#list .message", "ns => ns.map(n => Number(n.dataset.id))")
+                ids = await page.eval_on_selector_all(
+                    "#list .message", "ns => ns.map(n => Number(n.dataset.id))"
+                )
                 assert ids == sorted(ids) and len(ids) == len(set(ids)) == 6
                 await page.screenshot(path=screenshot_path("nginx_failover"))
             assert errors == [], errors

@@ -91,7 +91,9 @@ def test_language_setting_and_fallback(capsys, monkeypatch):
 
 
 def test_an_exception_in_the_learners_code_is_a_reported_case(capsys):
-    result, out = run(exercises.check_collect_reply, lambda frames: "".join(f["chunk"] for f in frames), capsys)
+    result, out = run(
+        exercises.check_collect_reply, lambda frames: "".join(f["chunk"] for f in frames), capsys
+    )
     assert_fails(result, out, "raised KeyError: 'chunk'")
 
 
@@ -107,57 +109,128 @@ def test_an_async_answer_to_a_plain_exercise_is_explained(capsys):
 
 
 def test_room_url(capsys):
-    assert_passes(*run(exercises.check_room_url, lambda h, p, r: "ws://" + "/".join([f"{h}:{p}", "ws", "chat", r, ""]), capsys))
-    assert_fails(*run(exercises.check_room_url, lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}", capsys), "trailing slash")
-    assert_fails(*run(exercises.check_room_url, lambda h, p, r: f"http://{h}:{p}/ws/chat/{r}/", capsys), "ws://")
+    assert_passes(
+        *run(
+            exercises.check_room_url,
+            lambda h, p, r: "ws://" + "/".join([f"{h}:{p}", "ws", "chat", r, ""]),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(exercises.check_room_url, lambda h, p, r: f"ws://{h}:{p}/ws/chat/{r}", capsys), "trailing slash"
+    )
+    assert_fails(
+        *run(exercises.check_room_url, lambda h, p, r: f"http://{h}:{p}/ws/chat/{r}/", capsys), "ws://"
+    )
 
 
 def test_backend_choice(capsys):
-    assert_passes(*run(exercises.check_backend_choice,
-                       lambda env: "openai" if any(env.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")) else "offline",
-                       capsys))
-    assert_fails(*run(exercises.check_backend_choice, lambda env: "openai" if "OPENAI_API_KEY" in env else "offline",
-                      capsys), "no key needed")
-    assert_fails(*run(exercises.check_backend_choice,
-                      lambda env: "openai" if {"OPENAI_API_KEY", "OPENAI_BASE_URL"} & env.keys() else "offline",
-                      capsys), "empty variable")
+    assert_passes(
+        *run(
+            exercises.check_backend_choice,
+            lambda env: (
+                "openai" if any(env.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")) else "offline"
+            ),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(
+            exercises.check_backend_choice,
+            lambda env: "openai" if "OPENAI_API_KEY" in env else "offline",
+            capsys,
+        ),
+        "no key needed",
+    )
+    assert_fails(
+        *run(
+            exercises.check_backend_choice,
+            lambda env: "openai" if {"OPENAI_API_KEY", "OPENAI_BASE_URL"} & env.keys() else "offline",
+            capsys,
+        ),
+        "empty variable",
+    )
 
 
 def test_collect_reply(capsys):
-    assert_passes(*run(exercises.check_collect_reply,
-                       lambda frames: "".join(map(lambda f: f.get("chunk", "") if f["type"] == "ai_chunk" else "", frames)),
-                       capsys))
-    assert_fails(*run(exercises.check_collect_reply,
-                      lambda frames: "".join(f.get("chunk", f.get("message", "")) for f in frames), capsys),
-                 "ai_chunk")
-    assert_fails(*run(exercises.check_collect_reply,
-                      lambda frames: "".join(f.get("chunk") or f.get("message", "") for f in frames
-                                             if f["type"] in ("ai_chunk", "ai_complete")), capsys),
-                 "repeats the full text")
+    assert_passes(
+        *run(
+            exercises.check_collect_reply,
+            lambda frames: "".join(
+                map(lambda f: f.get("chunk", "") if f["type"] == "ai_chunk" else "", frames)
+            ),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(
+            exercises.check_collect_reply,
+            lambda frames: "".join(f.get("chunk", f.get("message", "")) for f in frames),
+            capsys,
+        ),
+        "ai_chunk",
+    )
+    assert_fails(
+        *run(
+            exercises.check_collect_reply,
+            lambda frames: "".join(
+                f.get("chunk") or f.get("message", "")
+                for f in frames
+                if f["type"] in ("ai_chunk", "ai_complete")
+            ),
+            capsys,
+        ),
+        "repeats the full text",
+    )
 
 
 # -- 01 ----------------------------------------------------------------------------------
 
 
 def test_accept_key(capsys):
-    assert_passes(*run(exercises.check_accept_key,
-                       lambda key: base64.standard_b64encode(hashlib.new("sha1", (key + GUID).encode("ascii")).digest()).decode(),
-                       capsys))
-    assert_fails(*run(exercises.check_accept_key, lambda key: base64.b64encode(hashlib.sha1(key.encode()).digest()).decode(),
-                      capsys), "append the GUID")
-    assert_fails(*run(exercises.check_accept_key, lambda key: base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()),
-                      capsys), "type is bytes")
+    assert_passes(
+        *run(
+            exercises.check_accept_key,
+            lambda key: base64.standard_b64encode(
+                hashlib.new("sha1", (key + GUID).encode("ascii")).digest()
+            ).decode(),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(
+            exercises.check_accept_key,
+            lambda key: base64.b64encode(hashlib.sha1(key.encode()).digest()).decode(),
+            capsys,
+        ),
+        "append the GUID",
+    )
+    assert_fails(
+        *run(
+            exercises.check_accept_key,
+            lambda key: base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()),
+            capsys,
+        ),
+        "type is bytes",
+    )
 
 
 def test_frame_header(capsys):
     def right(data):
         n = data[1] & 0x7F
-        n = {126: lambda: int.from_bytes(data[2:4], "big"), 127: lambda: int.from_bytes(data[2:10], "big")}.get(n, lambda: n)()
+        n = {
+            126: lambda: int.from_bytes(data[2:4], "big"),
+            127: lambda: int.from_bytes(data[2:10], "big"),
+        }.get(n, lambda: n)()
         return {"length": n, "masked": data[1] >= 128, "opcode": data[0] % 16, "fin": data[0] >= 128}
 
     def no_extended(data):
-        return {"fin": bool(data[0] & 0x80), "opcode": data[0] & 0x0F, "masked": bool(data[1] & 0x80),
-                "length": data[1] & 0x7F}
+        return {
+            "fin": bool(data[0] & 0x80),
+            "opcode": data[0] & 0x0F,
+            "masked": bool(data[1] & 0x80),
+            "length": data[1] & 0x7F,
+        }
 
     def bits_not_bools(data):
         return {**right(data), "fin": data[0] & 0x80, "masked": data[1] & 0x80}
@@ -168,11 +241,20 @@ def test_frame_header(capsys):
 
 
 def test_mask(capsys):
-    assert_passes(*run(exercises.check_mask,
-                       lambda p, k: (int.from_bytes(p, "big") ^ int.from_bytes((k * (len(p) // 4 + 1))[:len(p)], "big"))
-                       .to_bytes(len(p), "big"), capsys))
+    assert_passes(
+        *run(
+            exercises.check_mask,
+            lambda p, k: (
+                int.from_bytes(p, "big") ^ int.from_bytes((k * (len(p) // 4 + 1))[: len(p)], "big")
+            ).to_bytes(len(p), "big"),
+            capsys,
+        )
+    )
     assert_fails(*run(exercises.check_mask, lambda p, k: bytes(b ^ k[0] for b in p), capsys), "i % 4")
-    assert_fails(*run(exercises.check_mask, lambda p, k: [b ^ k[i % 4] for i, b in enumerate(p)], capsys), "type is list")
+    assert_fails(
+        *run(exercises.check_mask, lambda p, k: [b ^ k[i % 4] for i, b in enumerate(p)], capsys),
+        "type is list",
+    )
 
 
 # -- 02 ----------------------------------------------------------------------------------
@@ -180,27 +262,58 @@ def test_mask(capsys):
 
 def test_message_frame(capsys):
     def right(text, client_id=None):
-        return json.dumps({"type": "message", "message": text} | ({"client_id": client_id} if client_id else {}))
+        return json.dumps(
+            {"type": "message", "message": text} | ({"client_id": client_id} if client_id else {})
+        )
 
     assert_passes(*run(exercises.check_message_frame, right, capsys))
-    assert_fails(*run(exercises.check_message_frame,
-                      lambda text, client_id=None: '{"message": "%s", "client_id": "%s"}' % (text, client_id) if client_id
-                      else '{"message": "%s"}' % text, capsys), "json.dumps")
-    assert_fails(*run(exercises.check_message_frame, lambda text, client_id=None: {"message": text}, capsys), "not the dict")
-    assert_fails(*run(exercises.check_message_frame, lambda text, client_id=None: json.dumps({"message": text}), capsys),
-                 "client_id")
+    assert_fails(
+        *run(
+            exercises.check_message_frame,
+            lambda text, client_id=None: (
+                '{"message": "%s", "client_id": "%s"}' % (text, client_id)
+                if client_id
+                else '{"message": "%s"}' % text
+            ),
+            capsys,
+        ),
+        "json.dumps",
+    )
+    assert_fails(
+        *run(exercises.check_message_frame, lambda text, client_id=None: {"message": text}, capsys),
+        "not the dict",
+    )
+    assert_fails(
+        *run(
+            exercises.check_message_frame, lambda text, client_id=None: json.dumps({"message": text}), capsys
+        ),
+        "client_id",
+    )
 
 
 def test_room_names(capsys):
-    assert_passes(*run(exercises.check_room_names,
-                       lambda name: 0 < len(name) <= 64 and all(c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-" for c in name),
-                       capsys))
-    assert_fails(*run(exercises.check_room_names, lambda name: bool(re.match(r"^[A-Za-z0-9_-]{1,64}$", name)), capsys),
-                 "trailing newline")
-    assert_fails(*run(exercises.check_room_names, lambda name: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name), capsys),
-                 "not a match object")
-    assert_fails(*run(exercises.check_room_names, lambda name: bool(re.fullmatch(r"[\w-]{1,64}", name)), capsys),
-                 "ASCII letter")
+    assert_passes(
+        *run(
+            exercises.check_room_names,
+            lambda name: (
+                0 < len(name) <= 64
+                and all(c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-" for c in name)
+            ),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(exercises.check_room_names, lambda name: bool(re.match(r"^[A-Za-z0-9_-]{1,64}$", name)), capsys),
+        "trailing newline",
+    )
+    assert_fails(
+        *run(exercises.check_room_names, lambda name: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name), capsys),
+        "not a match object",
+    )
+    assert_fails(
+        *run(exercises.check_room_names, lambda name: bool(re.fullmatch(r"[\w-]{1,64}", name)), capsys),
+        "ASCII letter",
+    )
 
 
 async def _room_server_right(websocket, rooms={}):  # noqa: B006 - the unusual right answer keeps its rooms here
@@ -227,7 +340,9 @@ async def test_room_server(capsys, monkeypatch):
         finally:
             everyone.discard(websocket)
 
-    assert_fails(*await arun(exercises.check_room_server, one_room_for_all, capsys), "one set of connections per room")
+    assert_fails(
+        *await arun(exercises.check_room_server, one_room_for_all, capsys), "one set of connections per room"
+    )
 
     rooms: dict = {}
 
@@ -265,7 +380,13 @@ async def test_room_server(capsys, monkeypatch):
 
 
 def test_ttft(capsys):
-    assert_passes(*run(exercises.check_ttft, lambda sent, times: min(times, default=sent - 1) - sent if times else None, capsys))
+    assert_passes(
+        *run(
+            exercises.check_ttft,
+            lambda sent, times: min(times, default=sent - 1) - sent if times else None,
+            capsys,
+        )
+    )
     assert_fails(*run(exercises.check_ttft, lambda sent, times: max(times) - sent, capsys), "first chunk")
     assert_fails(*run(exercises.check_ttft, lambda sent, times: times[0] - sent, capsys), "IndexError")
 
@@ -276,10 +397,14 @@ def test_rate(capsys):
         return (len(times) - 1) / span if span else 0.0
 
     assert_passes(*run(exercises.check_rate, right, capsys))
-    assert_fails(*run(exercises.check_rate, lambda t: len(t) / (t[-1] - t[0]) if len(t) > 1 else 0.0, capsys),
-                 "(n - 1) / (last - first)")
-    assert_fails(*run(exercises.check_rate, lambda t: (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0, capsys),
-                 "ZeroDivisionError")
+    assert_fails(
+        *run(exercises.check_rate, lambda t: len(t) / (t[-1] - t[0]) if len(t) > 1 else 0.0, capsys),
+        "(n - 1) / (last - first)",
+    )
+    assert_fails(
+        *run(exercises.check_rate, lambda t: (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0, capsys),
+        "ZeroDivisionError",
+    )
 
 
 async def test_take(capsys):
@@ -352,9 +477,13 @@ def test_escape(capsys):
         return f"<b>{esc(user)}</b>: {esc(text)}"
 
     assert_passes(*run(exercises.check_escape, right, capsys))
-    assert_fails(*run(exercises.check_escape, lambda u, t: f"<b>{u}</b>: {html.escape(t)}", capsys), "user name")
+    assert_fails(
+        *run(exercises.check_escape, lambda u, t: f"<b>{u}</b>: {html.escape(t)}", capsys), "user name"
+    )
     assert_fails(*run(exercises.check_escape, lambda u, t: f"<b>{u}</b>: {t}", capsys), "html.escape")
-    assert_fails(*run(exercises.check_escape, lambda u, t: html.escape(f"<b>{u}</b>: {t}"), capsys), "exactly one <b>")
+    assert_fails(
+        *run(exercises.check_escape, lambda u, t: html.escape(f"<b>{u}</b>: {t}"), capsys), "exactly one <b>"
+    )
 
 
 def test_typing_line(capsys):
@@ -370,8 +499,14 @@ def test_typing_line(capsys):
 
     assert_passes(*run(exercises.check_typing_line, right, capsys))
     assert_fails(*run(exercises.check_typing_line, lambda u: right(u).replace("…", "..."), capsys), "U+2026")
-    assert_fails(*run(exercises.check_typing_line, lambda u: "" if not u else " and ".join(u) + (" is" if len(u) == 1 else " are") + " typing…",
-                      capsys), "people are typing")
+    assert_fails(
+        *run(
+            exercises.check_typing_line,
+            lambda u: "" if not u else " and ".join(u) + (" is" if len(u) == 1 else " are") + " typing…",
+            capsys,
+        ),
+        "people are typing",
+    )
 
 
 def test_debouncer(capsys):
@@ -415,28 +550,63 @@ def test_dedup(capsys):
         return [f for f in frames if "id" not in f or not (f["id"] in seen or seen.add(f["id"]))]
 
     assert_passes(*run(exercises.check_dedup, right, capsys))
-    assert_fails(*run(exercises.check_dedup, lambda frames: list({f.get("id"): f for f in frames}.values()), capsys),
-                 "without an id")
-    assert_fails(*run(exercises.check_dedup,
-                      lambda frames: [f for i, f in enumerate(frames)
-                                      if not f.get("id") or f["id"] not in [g.get("id") for g in frames[:i]]], capsys),
-                 "0 is an id")
+    assert_fails(
+        *run(exercises.check_dedup, lambda frames: list({f.get("id"): f for f in frames}.values()), capsys),
+        "without an id",
+    )
+    assert_fails(
+        *run(
+            exercises.check_dedup,
+            lambda frames: [
+                f
+                for i, f in enumerate(frames)
+                if not f.get("id") or f["id"] not in [g.get("id") for g in frames[:i]]
+            ],
+            capsys,
+        ),
+        "0 is an id",
+    )
 
 
 def test_cursor(capsys):
-    assert_passes(*run(exercises.check_cursor, lambda last, streaming: min([last, *(s - 1 for s in streaming)]), capsys))
+    assert_passes(
+        *run(exercises.check_cursor, lambda last, streaming: min([last, *(s - 1 for s in streaming)]), capsys)
+    )
     assert_fails(*run(exercises.check_cursor, lambda last, streaming: last, capsys), "min(streaming) - 1")
-    assert_fails(*run(exercises.check_cursor, lambda last, streaming: max(streaming) - 1 if streaming else last, capsys),
-                 "oldest one decides")
+    assert_fails(
+        *run(
+            exercises.check_cursor, lambda last, streaming: max(streaming) - 1 if streaming else last, capsys
+        ),
+        "oldest one decides",
+    )
 
 
 def test_backoff(capsys):
-    assert_passes(*run(exercises.check_backoff, lambda attempt, rng: min(30, 1 << min(attempt - 1, 10)) * (1 - rng.random() / 2), capsys))
-    assert_fails(*run(exercises.check_backoff, lambda attempt, rng: min(30.0, 2.0 ** (attempt - 1)) * 0.75, capsys), "jitter")
-    assert_fails(*run(exercises.check_backoff, lambda attempt, rng: 2.0 ** (attempt - 1) * rng.uniform(0.5, 1.0), capsys),
-                 "min(30")
-    assert_fails(*run(exercises.check_backoff, lambda attempt, rng: min(30, 2 ** (attempt - 1)) * random.uniform(0.5, 1), capsys),
-                 "the rng you are given")
+    assert_passes(
+        *run(
+            exercises.check_backoff,
+            lambda attempt, rng: min(30, 1 << min(attempt - 1, 10)) * (1 - rng.random() / 2),
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(exercises.check_backoff, lambda attempt, rng: min(30.0, 2.0 ** (attempt - 1)) * 0.75, capsys),
+        "jitter",
+    )
+    assert_fails(
+        *run(
+            exercises.check_backoff, lambda attempt, rng: 2.0 ** (attempt - 1) * rng.uniform(0.5, 1.0), capsys
+        ),
+        "min(30",
+    )
+    assert_fails(
+        *run(
+            exercises.check_backoff,
+            lambda attempt, rng: min(30, 2 ** (attempt - 1)) * random.uniform(0.5, 1),
+            capsys,
+        ),
+        "the rng you are given",
+    )
 
 
 async def _follow_right(url, on_message):
@@ -494,24 +664,53 @@ def test_sse_encoder(capsys):
         return "\r\n".join(head + [f"data:{line}" for line in data.split("\n")]) + "\r\n\r\n"
 
     assert_passes(*run(exercises.check_sse_encoder, id_first, capsys))
-    assert_fails(*run(exercises.check_sse_encoder, lambda data, event=None, id=None: f"data: {data}\n\n", capsys),
-                 "one 'data:' line per line")
-    assert_fails(*run(exercises.check_sse_encoder,
-                      lambda data, event=None, id=None: f"event: {event}\nid: {id}\n" + "".join(f"data: {x}\n" for x in data.split("\n")) + "\n",
-                      capsys), "None")
-    assert_fails(*run(exercises.check_sse_encoder,
-                      lambda data, event=None, id=None: "".join(f"data: {x}\n" for x in data.split("\n")), capsys), "'\\n\\n'")
+    assert_fails(
+        *run(exercises.check_sse_encoder, lambda data, event=None, id=None: f"data: {data}\n\n", capsys),
+        "one 'data:' line per line",
+    )
+    assert_fails(
+        *run(
+            exercises.check_sse_encoder,
+            lambda data, event=None, id=None: (
+                f"event: {event}\nid: {id}\n" + "".join(f"data: {x}\n" for x in data.split("\n")) + "\n"
+            ),
+            capsys,
+        ),
+        "None",
+    )
+    assert_fails(
+        *run(
+            exercises.check_sse_encoder,
+            lambda data, event=None, id=None: "".join(f"data: {x}\n" for x in data.split("\n")),
+            capsys,
+        ),
+        "'\\n\\n'",
+    )
 
 
 def test_choose(capsys):
-    assert_passes(*run(exercises.check_choose,
-                       lambda n: ("sse", "websocket")[not n["through_strict_proxies"] and (n["binary"] or n["client_sends_often"])],
-                       capsys))
-    assert_fails(*run(exercises.check_choose,
-                      lambda n: "websocket" if n["binary"] or n["client_sends_often"] else "sse", capsys), "strict proxies")
+    assert_passes(
+        *run(
+            exercises.check_choose,
+            lambda n: ("sse", "websocket")[
+                not n["through_strict_proxies"] and (n["binary"] or n["client_sends_often"])
+            ],
+            capsys,
+        )
+    )
+    assert_fails(
+        *run(
+            exercises.check_choose,
+            lambda n: "websocket" if n["binary"] or n["client_sends_often"] else "sse",
+            capsys,
+        ),
+        "strict proxies",
+    )
     assert_fails(*run(exercises.check_choose, lambda n: "websocket", capsys), "SSE is enough")
-    assert_fails(*run(exercises.check_choose, lambda n: "sse" if n["through_strict_proxies"] else "websocket", capsys),
-                 "SSE is enough")
+    assert_fails(
+        *run(exercises.check_choose, lambda n: "sse" if n["through_strict_proxies"] else "websocket", capsys),
+        "SSE is enough",
+    )
 
 
 def test_sse_parser(capsys):
@@ -520,21 +719,31 @@ def test_sse_parser(capsys):
     def naive(text):
         events = []
         for block in text.split("\n\n"):
-            lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line and not line.startswith(":"))
+            lines = dict(
+                line.split(": ", 1) for line in block.split("\n") if ": " in line and not line.startswith(":")
+            )
             if "data" in lines:
-                events.append({"event": lines.get("event", "message"), "data": lines["data"], "id": lines.get("id")})
+                events.append(
+                    {"event": lines.get("event", "message"), "data": lines["data"], "id": lines.get("id")}
+                )
         return events
 
     def lstrips(text):
-        return [{**e, "data": "\n".join(x.lstrip() for x in e["data"].split("\n"))} for e in exercises._parse_sse(text)]
+        return [
+            {**e, "data": "\n".join(x.lstrip() for x in e["data"].split("\n"))}
+            for e in exercises._parse_sse(text)
+        ]
 
     assert_fails(*run(exercises.check_sse_parser, naive, capsys))
     assert_fails(*run(exercises.check_sse_parser, lstrips, capsys), "one leading space")
 
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-PAIRS = [(nb, NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb") for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-         if (NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb").exists()]
+PAIRS = [
+    (nb, NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb")
+    for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if (NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb").exists()
+]
 
 
 def _exercise_cells(path: Path, *, after_try_it: bool) -> list[str]:
@@ -550,12 +759,19 @@ def _exercise_cells(path: Path, *, after_try_it: bool) -> list[str]:
 
 def _shape(sources: list[str]) -> list[tuple[str, tuple[str, ...]]]:
     """Per exercise: the checker it calls and the names it defines (functions, classes)."""
-    return [(re.search(r"exercises\.(check_\w+)", src).group(1),
-             tuple(re.findall(r"^(?:async def|def|class) (\w+)", src, re.M))) for src in sources]
+    return [
+        (
+            re.search(r"exercises\.(check_\w+)", src).group(1),
+            tuple(re.findall(r"^(?:async def|def|class) (\w+)", src, re.M)),
+        )
+        for src in sources
+    ]
 
 
 @pytest.mark.parametrize("notebook, solutions", PAIRS, ids=[nb.stem for nb, _ in PAIRS])
 def test_every_exercise_has_its_solution(notebook, solutions):
     """The solutions notebook answers the notebook's exercises: same checkers, same names, same order."""
-    assert _shape(_exercise_cells(solutions, after_try_it=False)) == _shape(_exercise_cells(notebook, after_try_it=True))
+    assert _shape(_exercise_cells(solutions, after_try_it=False)) == _shape(
+        _exercise_cells(notebook, after_try_it=True)
+    )
     assert len(PAIRS) >= 7

@@ -33,7 +33,12 @@ def test_right_answers_pass(capsys):
 def test_wrong_answers_fail_with_the_hint(capsys):
     assert ex.check_next_step(lambda last, new: "deliver" if new > last else "duplicate") is False
     assert "fill" in capsys.readouterr().out
-    assert ex.check_online(lambda local, entries, now: sorted(set(local) | {k.split("\x1f")[1] for k in entries})) is False
+    assert (
+        ex.check_online(
+            lambda local, entries, now: sorted(set(local) | {k.split("\x1f")[1] for k in entries})
+        )
+        is False
+    )
     assert "stopped refreshing" in capsys.readouterr().out
     assert ex.check_online(lambda local, entries, now: sorted(set(local) | set(entries))) is False
     assert "node\\x1fuser" in capsys.readouterr().out
@@ -50,5 +55,9 @@ def test_scaffold_is_pending(capsys):
     def todo(*args):
         raise NotImplementedError
 
-    assert ex.check_next_step(todo) is None and ex.check_online(todo) is None and ex.check_fenced_finish(todo) is None
+    assert (
+        ex.check_next_step(todo) is None
+        and ex.check_online(todo) is None
+        and ex.check_fenced_finish(todo) is None
+    )
     assert capsys.readouterr().out.count("⏳") == 3

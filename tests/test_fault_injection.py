@@ -37,9 +37,26 @@ from .test_chaos import free_port, kill9
 def start_server(port: int, db: str) -> subprocess.Popen:
     """``chatkit serve`` with its default limits (no --rate-limit), echo replies."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatkit", "serve", "--port", str(port), "--http-port", "-1",
-         "--db", db, "--llm", "echo", "--echo-delay-ms", "20", "--log-level", "INFO"],
-        stdout=subprocess.DEVNULL, stderr=open(db + ".log", "a"),
+        [
+            sys.executable,
+            "-m",
+            "chatkit",
+            "serve",
+            "--port",
+            str(port),
+            "--http-port",
+            "-1",
+            "--db",
+            db,
+            "--llm",
+            "echo",
+            "--echo-delay-ms",
+            "20",
+            "--log-level",
+            "INFO",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(db + ".log", "a"),
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -50,6 +67,7 @@ def start_server(port: int, db: str) -> subprocess.Popen:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("chatkit serve did not start")
+
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,14 +84,19 @@ def user_ids(events: list[dict]) -> list[int]:
 
 def reply_ends(events: list[dict]) -> list[int]:
     """Ids of replies whose end a client saw: live ``ai_complete`` or a replayed AI message."""
-    return [e["id"] for e in events
-            if e["type"] == "ai_complete" or (e["type"] == "message" and e.get("is_user") is False)]
+    return [
+        e["id"]
+        for e in events
+        if e["type"] == "ai_complete" or (e["type"] == "message" and e.get("is_user") is False)
+    ]
 
 
 def database(db: str) -> tuple[list[tuple[int, str, str | None]], list[tuple[int, str]]]:
     con = sqlite3.connect(db)
     try:
-        users = con.execute("SELECT id, content, client_id FROM messages WHERE is_user = 1 ORDER BY id").fetchall()
+        users = con.execute(
+            "SELECT id, content, client_id FROM messages WHERE is_user = 1 ORDER BY id"
+        ).fetchall()
         replies = con.execute("SELECT id, status FROM messages WHERE is_user = 0 ORDER BY id").fetchall()
     finally:
         con.close()
@@ -118,8 +141,10 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
             await page.wait_for_selector("#status[data-state='open']")
             await page.evaluate(PAGE_HOOK)
 
-            clients = [ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4),
-                                  send_timeout=WAIT) for u in CLIENTS]
+            clients = [
+                ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4), send_timeout=WAIT)
+                for u in CLIENTS
+            ]
             for client, user in zip(clients, CLIENTS):
                 client.on_event(events[user].append)
                 await client.start()
@@ -178,20 +203,32 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
 
             async def report() -> str:
                 users, replies = database(db)
-                lines = [f"phase={phase} kills={kills} seed={seed}",
-                         f"db: {len(users)} user messages, replies {replies}"]
+                lines = [
+                    f"phase={phase} kills={kills} seed={seed}",
+                    f"db: {len(users)} user messages, replies {replies}",
+                ]
                 for client, user in zip(clients, CLIENTS):
-                    lines.append(f"{user}: state={client.state.state} connections={client.connections} "
-                                 f"outbox={client.outbox} sent={len(outcomes[user])} "
-                                 f"users_seen={len(user_ids(events[user]))} ends={sorted(reply_ends(events[user]))}")
+                    lines.append(
+                        f"{user}: state={client.state.state} connections={client.connections} "
+                        f"outbox={client.outbox} sent={len(outcomes[user])} "
+                        f"users_seen={len(user_ids(events[user]))} ends={sorted(reply_ends(events[user]))}"
+                    )
                 lines.append("page sent: " + str(await page.evaluate("() => window.__sent")))
                 lines.append("page submits: " + str(await page.evaluate("() => window.__submits")))
                 lines.append("typed: " + str(typed))
-                lines.append("page errors: " + str([e for e in await page_events() if e["type"] in ("error", "refused")]))
+                lines.append(
+                    "page errors: "
+                    + str([e for e in await page_events() if e["type"] in ("error", "refused")])
+                )
                 log = open(db + ".log").read().splitlines()
-                lines += [line for line in log if "web" in line and ("refused" in line or "join" in line)][-30:]
-                lines.append("page: outbox=" + str(await page.evaluate("() => window.chatkit.service.outbox.texts"))
-                             + f" users_seen={len(user_ids(await page_events()))}")
+                lines += [line for line in log if "web" in line and ("refused" in line or "join" in line)][
+                    -30:
+                ]
+                lines.append(
+                    "page: outbox="
+                    + str(await page.evaluate("() => window.chatkit.service.outbox.texts"))
+                    + f" users_seen={len(user_ids(await page_events()))}"
+                )
                 return "\n".join(lines)
 
             async def page_events() -> list[dict]:
@@ -204,7 +241,8 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
                 want_replies = sorted(r[0] for r in replies)
                 seen = [*events.values(), await page_events()]
                 return all(status in FINAL for _, status in replies) and all(
-                    user_ids(e) == want_users and sorted(reply_ends(e)) == want_replies for e in seen)
+                    user_ids(e) == want_users and sorted(reply_ends(e)) == want_replies for e in seen
+                )
 
             try:
                 async with asyncio.timeout(WAIT):
@@ -245,7 +283,9 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
     # The page's sends each ended: stored, or refused in the open.
     for i in range(PAGE_SENDS):
         text = f"web-{i} w1 w2 w3"
-        assert text in texts or any(e["type"] == "refused" and e["text"] == text for e in page_seen), page_report
+        assert text in texts or any(e["type"] == "refused" and e["text"] == text for e in page_seen), (
+            page_report
+        )
     # Delivered once to every client, in the same order; every reply ended, seen once.
     want_users = [u[0] for u in users]
     for name, seen in [*events.items(), ("page", page_seen)]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import subprocess
 import sys
 import time
 
@@ -48,9 +47,22 @@ async def test_300_slow_connections_to_each_port_do_not_lock_a_normal_client_out
     ws_port, http_port = free_port(), free_port()
     log = open(tmp_path / "server.log", "w")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatkit", "serve", "--port", str(ws_port), "--http-port", str(http_port),
-        "--db", str(tmp_path / "flood.db"), "--llm", "echo",
-        stdout=asyncio.subprocess.PIPE, stderr=log, preexec_fn=limit_descriptors)
+        sys.executable,
+        "-m",
+        "chatkit",
+        "serve",
+        "--port",
+        str(ws_port),
+        "--http-port",
+        str(http_port),
+        "--db",
+        str(tmp_path / "flood.db"),
+        "--llm",
+        "echo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        preexec_fn=limit_descriptors,
+    )
     held: list[asyncio.StreamWriter] = []
     try:
         banner = ""
@@ -60,16 +72,19 @@ async def test_300_slow_connections_to_each_port_do_not_lock_a_normal_client_out
         opened = await flood(ws_port, held) + await flood(http_port, held)
         # The normal client: a WebSocket handshake and a GET, each timed.
         started = time.monotonic()
-        async with connect(f"ws://127.0.0.1:{ws_port}/ws/chat/flood/?user=ann", proxy=None,
-                           open_timeout=T) as ws:
+        async with connect(
+            f"ws://127.0.0.1:{ws_port}/ws/chat/flood/?user=ann", proxy=None, open_timeout=T
+        ) as ws:
             hello = json.loads(await asyncio.wait_for(ws.recv(), T))
         ws_s = time.monotonic() - started
         started = time.monotonic()
         async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
             health = await client.get(f"http://127.0.0.1:{http_port}/health")
         http_s = time.monotonic() - started
-        print(f"\nflood: {opened} of {2 * FLOOD} slow connections opened; normal client: "
-              f"WebSocket {ws_s * 1000:.0f} ms, HTTP {http_s * 1000:.0f} ms")
+        print(
+            f"\nflood: {opened} of {2 * FLOOD} slow connections opened; normal client: "
+            f"WebSocket {ws_s * 1000:.0f} ms, HTTP {http_s * 1000:.0f} ms"
+        )
         assert hello["type"] == "connection" and health.status_code == 200
         assert ws_s < T and http_s < T
         assert proc.returncode is None  # the server is still up

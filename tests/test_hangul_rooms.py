@@ -88,14 +88,19 @@ async def test_curl_with_a_percent_encoded_room(servers):
 
     async def curl(*args: str) -> dict:
         proc = await asyncio.create_subprocess_exec(
-            "curl", "-sS", "--noproxy", "*", *args, stdout=asyncio.subprocess.PIPE)
+            "curl", "-sS", "--noproxy", "*", *args, stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
         assert proc.returncode == 0
         return json.loads(out)
 
-    posted = await curl("-H", "Content-Type: application/json",
-                        "--data", json.dumps({"message": "curl에서 보낸 메시지", "user": "curl"}),
-                        f"{srv.http_url}sse/chat/{ENCODED}/messages")
+    posted = await curl(
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        json.dumps({"message": "curl에서 보낸 메시지", "user": "curl"}),
+        f"{srv.http_url}sse/chat/{ENCODED}/messages",
+    )
     assert posted["type"] == "message" and posted["message"] == "curl에서 보낸 메시지"
     page = await curl(f"{srv.url}api/chat/{ENCODED}/messages")
     assert page["session_id"] == ROOM and page["messages"][0]["message"] == "curl에서 보낸 메시지"
@@ -113,7 +118,8 @@ async def test_chat_pane_in_a_hangul_room(servers):
             assert "연결됨" in pane.status.value
             done = asyncio.get_running_loop().create_future()
             pane.client.on_event(
-                lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e))
+                lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e)
+            )
             pane.input.value = "패널에서 보낸 메시지"
             pane._on_input_msg(pane.input, {"event": "submit"}, [])
             assert (await asyncio.wait_for(done, TIMEOUT))["message"] == "패널에서 보낸 메시지"
@@ -137,8 +143,14 @@ async def test_the_seeds_typescript_client_still_works(servers, room):
         pytest.skip("node is not installed")
     srv = await servers()
     proc = await asyncio.create_subprocess_exec(
-        node, "--experimental-websocket", str(SEED_CLIENT), f"127.0.0.1:{srv.port}", room,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        node,
+        "--experimental-websocket",
+        str(SEED_CLIENT),
+        f"127.0.0.1:{srv.port}",
+        room,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 0, err.decode()
     seen = json.loads(out)

@@ -42,9 +42,12 @@ def whatwg_parse(stream: str) -> list[dict]:
 
 
 def test_sse_encoding_obeys_whatwg_rules():
-    raw = (protocol.sse_retry(3000) + protocol.sse_comment("hello")
-           + protocol.sse_event("line one\nline two", event="message", id=7)
-           + protocol.sse_event('{"a":"\u2028"}', event="x"))
+    raw = (
+        protocol.sse_retry(3000)
+        + protocol.sse_comment("hello")
+        + protocol.sse_event("line one\nline two", event="message", id=7)
+        + protocol.sse_event('{"a":"\u2028"}', event="x")
+    )
     events = whatwg_parse(raw.decode())
     assert events == [
         {"event": "message", "data": "line one\nline two", "id": "7"},
@@ -58,8 +61,13 @@ async def http_server(servers):
     return srv
 
 
-async def read_stream(url: str, headers: dict | None = None, until: str = "ai_complete",
-                      count: int = 1, subscribed: asyncio.Event | None = None) -> tuple[httpx.Response, str]:
+async def read_stream(
+    url: str,
+    headers: dict | None = None,
+    until: str = "ai_complete",
+    count: int = 1,
+    subscribed: asyncio.Event | None = None,
+) -> tuple[httpx.Response, str]:
     """Read an event stream until ``count`` events of type ``until`` have arrived.
 
     ``subscribed`` is set when the ``connection`` event arrived: the stream is a
@@ -165,7 +173,9 @@ async def test_one_room_two_transports_same_ids_same_order(http_server):
 
 async def test_sse_client_reconnects_with_last_event_id(http_server):
     async with CuttingProxy(http_server.http_port) as proxy:
-        async with SSEClient(f"http://127.0.0.1:{proxy.port}/", "drop", user="s", policy=FixedDelay(0.05)) as sse:
+        async with SSEClient(
+            f"http://127.0.0.1:{proxy.port}/", "drop", user="s", policy=FixedDelay(0.05)
+        ) as sse:
             got: list[dict] = []
             subscribed, first_reply = asyncio.Event(), asyncio.Event()
 
@@ -174,7 +184,13 @@ async def test_sse_client_reconnects_with_last_event_id(http_server):
                     got.append(event)
                     if event["type"] == "connection":
                         subscribed.set()
-                    replies = len([e for e in got if e["type"] == "message" and not e["is_user"] or e["type"] == "ai_complete"])
+                    replies = len(
+                        [
+                            e
+                            for e in got
+                            if e["type"] == "message" and not e["is_user"] or e["type"] == "ai_complete"
+                        ]
+                    )
                     if replies == 1:
                         first_reply.set()
                     if replies == 2:
@@ -208,8 +224,11 @@ async def test_sse_client_reconnects_with_last_event_id(http_server):
 )
 async def test_post_validation(http_server, body, status, code):
     async with httpx.AsyncClient(trust_env=False) as client:
-        r = await client.post(f"{http_server.http_url}sse/chat/val/messages", content=body,
-                              headers={"Content-Type": "application/json"})
+        r = await client.post(
+            f"{http_server.http_url}sse/chat/val/messages",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
     assert r.status_code == status and r.json()["code"] == code
     assert await http_server.store.count("val") == 0
 
@@ -223,8 +242,12 @@ async def test_post_dedup_rate_limit_and_routes(servers):
         assert (first.status_code, again.status_code) == (201, 200) and first.json() == again.json()
         # keyed on the client address (no sign-in), never on the declared name: new names do not help
         # (all at once: sent one by one, a loaded machine can be slower than the bucket refills)
-        codes = [r.status_code for r in await asyncio.gather(
-            *(client.post(url, json={"message": f"m{i}", "user": f"ann{i}"}) for i in range(25)))]
+        codes = [
+            r.status_code
+            for r in await asyncio.gather(
+                *(client.post(url, json={"message": f"m{i}", "user": f"ann{i}"}) for i in range(25))
+            )
+        ]
         assert 429 in codes
         assert (await client.get(f"{srv.http_url}nowhere")).status_code == 404
         assert (await client.get(url)).status_code == 405
@@ -293,14 +316,18 @@ async def test_openai_library_against_v1(servers):
     models = [m.id async for m in client.models.list()]
     assert models == ["chatkit-offline"]
     stream = await client.chat.completions.create(
-        model="chatkit-offline", stream=True,
-        messages=[{"role": "user", "content": "How does the WebSocket handshake work?"}])
+        model="chatkit-offline",
+        stream=True,
+        messages=[{"role": "user", "content": "How does the WebSocket handshake work?"}],
+    )
     pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 20 and "101 Switching Protocols" in "".join(pieces)
     reply = await client.chat.completions.create(
-        model="chatkit-offline", messages=[{"role": "user", "content": "What is SSE?"}])
-    assert reply.choices[0].message.content == "".join([p async for p in srv.streamer.stream(
-        [{"role": "user", "content": "What is SSE?"}])])
+        model="chatkit-offline", messages=[{"role": "user", "content": "What is SSE?"}]
+    )
+    assert reply.choices[0].message.content == "".join(
+        [p async for p in srv.streamer.stream([{"role": "user", "content": "What is SSE?"}])]
+    )
     with pytest.raises(Exception) as info:
         await client.chat.completions.create(model="x", messages=[])
     assert getattr(info.value, "status_code", None) == 400

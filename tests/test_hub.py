@@ -12,9 +12,7 @@ from chatkit.hub import Posted
 from chatkit.ratelimit import TokenBucket
 from chatkit.sinks import Outgoing, fanout
 
-from .fakes import BatchSink, Gate, MemorySink, ScriptedStreamer, join
-from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
-
+from .fakes import BatchSink, Gate, MemorySink, ScriptedStreamer, clock, join, make_hub, store  # noqa: F401  (fixtures)
 
 # -- rooms and presence ------------------------------------------------------
 
@@ -22,7 +20,9 @@ from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
 async def test_join_sends_connection_and_announces_a_user_once(make_hub):
     hub = make_hub()
     ann, ann_sink = await join(hub, "ann")
-    assert ann_sink.frames == [protocol.connection_frame("r", "ann", ["ann"], hub.config.welcome, 0, hub.limits)]
+    assert ann_sink.frames == [
+        protocol.connection_frame("r", "ann", ["ann"], hub.config.welcome, 0, hub.limits)
+    ]
     bob, bob_sink = await join(hub, "bob")
     assert bob_sink.frames[0]["online"] == ["ann", "bob"]
     assert ann_sink.of("user_join") == [{"type": "user_join", "username": "bob"}]
@@ -118,7 +118,10 @@ async def test_a_joiner_sees_who_is_typing_and_a_message_ends_typing(make_hub):
     assert bob_sink.types()[:2] == ["connection", "typing"]
     await hub.post("r", "ann", "done typing")
     assert [(f["type"], f.get("is_typing")) for f in bob_sink.frames[1:4]] == [
-        ("typing", True), ("message", None), ("typing", False)]
+        ("typing", True),
+        ("message", None),
+        ("typing", False),
+    ]
 
 
 async def test_leaving_while_typing_announces_the_stop(make_hub, clock):
@@ -269,7 +272,9 @@ def test_outgoing_carries_type_and_id():
     chunk = Outgoing.encode(protocol.ai_chunk_frame(7, "x"))
     assert (chunk.type, chunk.id) == ("ai_chunk", 7)
     assert Outgoing.encode(protocol.typing_frame("ann", True)).id is None
-    assert Outgoing.encode(protocol.connection_frame("r", "a", [], "hi", 5)).id is None  # last_id is not an id
+    assert (
+        Outgoing.encode(protocol.connection_frame("r", "a", [], "hi", 5)).id is None
+    )  # last_id is not an id
     sinks = [MemorySink(), MemorySink()]
 
     class Holder:

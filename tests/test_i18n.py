@@ -41,21 +41,29 @@ def test_language_precedence(monkeypatch, tmp_path):
 def test_times_and_lists_follow_the_locale(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     import time
+
     time.tzset()
     try:
         assert i18n.format_time("2026-01-01T15:04:05.000Z", "ko") == "오후 3:04"
         assert i18n.format_time("2026-01-01T03:04:05.000Z", "ko") == "오전 3:04"
-        assert i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04\u202fPM" or \
-            i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04 PM"
+        assert (
+            i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04\u202fPM"
+            or i18n.format_time("2026-01-01T15:04:05.000Z", "en") == "3:04 PM"
+        )
         assert i18n.format_time("", "ko") == "" and i18n.format_time("yesterday", "ko") == ""
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
     assert i18n.format_list(["지민", "민준"], "ko") == "지민 및 민준"
     assert i18n.format_list(["ann", "bob", "cy"], "en") == "ann, bob, and cy"
-    assert i18n.error_text("too_long", "message is 5000 characters", "ko") == "메시지가 너무 깁니다. (too_long)"
+    assert (
+        i18n.error_text("too_long", "message is 5000 characters", "ko") == "메시지가 너무 깁니다. (too_long)"
+    )
     assert i18n.error_text("new_code", "something", "ko") == "new_code: something"
-    assert i18n.error_text("too_long", "message is 5000 characters", "en") == "too_long: message is 5000 characters"
+    assert (
+        i18n.error_text("too_long", "message is 5000 characters", "en")
+        == "too_long: message is 5000 characters"
+    )
 
 
 def test_pane_language_comes_from_the_course_folder(tmp_path):
@@ -64,7 +72,10 @@ def test_pane_language_comes_from_the_course_folder(tmp_path):
     english = ChatPane("ws://127.0.0.1:1", "room", user="ann", lang="en")
     try:
         assert pane.lang == "ko" and pane.send_button.description == "전송"
-        assert pane.input.placeholder == "메시지를 입력하세요..." and pane.older.description == "이전 메시지 불러오기"
+        assert (
+            pane.input.placeholder == "메시지를 입력하세요..."
+            and pane.older.description == "이전 메시지 불러오기"
+        )
         assert english.send_button.description == "Send"
     finally:
         pane.close()
@@ -76,10 +87,27 @@ def test_pane_renders_korean_status_times_receipts_and_errors():
     m = ChatModel(user="지민")
     pane.model = m
     try:
-        m.apply({"type": "message", "id": 1, "user": "지민", "is_user": True, "message": "안녕",
-                 "timestamp": "2026-01-01T15:04:05.000Z"})
-        m.apply({"type": "message", "id": 2, "user": "AI", "is_user": False, "message": "반가워요",
-                 "timestamp": "2026-01-01T15:04:06.000Z", "status": "cancelled"})
+        m.apply(
+            {
+                "type": "message",
+                "id": 1,
+                "user": "지민",
+                "is_user": True,
+                "message": "안녕",
+                "timestamp": "2026-01-01T15:04:05.000Z",
+            }
+        )
+        m.apply(
+            {
+                "type": "message",
+                "id": 2,
+                "user": "AI",
+                "is_user": False,
+                "message": "반가워요",
+                "timestamp": "2026-01-01T15:04:06.000Z",
+                "status": "cancelled",
+            }
+        )
         m.apply({"type": "read_receipt", "message_id": 1, "user": "민준"})
         html = pane.render_messages()
         assert "✓✓ 민준 읽음" in html and "[취소됨]" in html
@@ -104,7 +132,9 @@ async def test_korean_pane_against_a_server(servers):
     try:
         assert "연결됨" in pane.status.value
         done = asyncio.get_running_loop().create_future()
-        pane.client.on_event(lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e))
+        pane.client.on_event(
+            lambda e: e.get("type") == "ai_complete" and not done.done() and done.set_result(e)
+        )
         # The front end's submit carries the text: a value update still held back by ipywidgets
         # ("안녕하세" without the last syllable) must not be what is sent.
         pane.input.value = "안녕하세"

@@ -38,7 +38,9 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
                 else:
                     origin = node.module or ""
                 # ``from . import protocol`` imports a module; ``from .hub import Hub`` a name.
-                targets = [f"{origin}.{a.name}" if f"{origin}.{a.name}" in files else origin for a in node.names]
+                targets = [
+                    f"{origin}.{a.name}" if f"{origin}.{a.name}" in files else origin for a in node.names
+                ]
             for target in targets:
                 while target and target not in files:  # a name inside a module: the module
                     target = target.rpartition(".")[0]
@@ -57,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)) is not None:
                 return cycle
         path.pop()
@@ -100,7 +102,9 @@ def test_the_walk_finds_the_cycle_this_test_was_written_for(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "server.py").write_text("def start():\n    from .http import HTTPServer\n")
-    (pkg / "http.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .server import ChatServer\n")
+    (pkg / "http.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .server import ChatServer\n"
+    )
     assert find_cycle(import_graph(pkg)) == ["chatkit.http", "chatkit.server", "chatkit.http"]
 
 

@@ -46,9 +46,21 @@ def jupyterlab(tmp_path_factory):
     port, token = free_port(), secrets.token_hex(8)
     env = {**os.environ, "CHATKIT_DB": str(root / "proxied.db"), "JUPYTER_CONFIG_DIR": str(root / ".jupyter")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=open(root / "lab.log", "w"), env=env,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--allow-root",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "lab.log", "w"),
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -124,8 +136,9 @@ async def test_chatkit_launcher_behind_jupyter_server_proxy(jupyterlab, page):
         await page.wait_for_selector("#status[data-state='open']", timeout=30_000)
         await page.fill("#input", f"hello over {transport} through the proxy")
         await page.press("#input", "Enter")
-        await page.wait_for_selector(f"#list .message.user .text >> text=hello over {transport} through the proxy",
-                                     timeout=30_000)
+        await page.wait_for_selector(
+            f"#list .message.user .text >> text=hello over {transport} through the proxy", timeout=30_000
+        )
         await page.screenshot(path=screenshot_path(f"binder_proxy_{transport}"))
 
 
@@ -167,8 +180,10 @@ async def test_korean_panes_take_ime_input_whole(jupyterlab, page):
 
     async def compose(*stages: str) -> None:
         for stage in stages:
-            await cdp.send("Input.imeSetComposition",
-                           {"text": stage, "selectionStart": len(stage), "selectionEnd": len(stage)})
+            await cdp.send(
+                "Input.imeSetComposition",
+                {"text": stage, "selectionStart": len(stage), "selectionEnd": len(stage)},
+            )
 
     await compose("ㅇ", "아", "안")
     await panes.nth(1).locator(".typing >> text=지민님이 입력 중…").wait_for(timeout=30_000)

@@ -63,10 +63,15 @@ def test_says_honestly_when_it_has_no_answer():
 def test_follow_up_uses_the_conversation():
     tutor = OfflineTutor()
     first = tutor.answer(ask("How does the WebSocket handshake work?"))
-    follow = tutor.answer(ask("tell me more", [
-        {"role": "user", "content": "How does the WebSocket handshake work?"},
-        {"role": "assistant", "content": first.text},
-    ]))
+    follow = tutor.answer(
+        ask(
+            "tell me more",
+            [
+                {"role": "user", "content": "How does the WebSocket handshake work?"},
+                {"role": "assistant", "content": first.text},
+            ],
+        )
+    )
     assert follow.entry is not None and follow.entry != first.entry
 
 
@@ -125,7 +130,9 @@ async def test_reply_completes_when_everyone_leaves(servers):
             break
         await asyncio.sleep(0.05)
     con = sqlite3.connect(srv.config.db)
-    status, content = con.execute("SELECT status, content FROM messages WHERE id = ?", (first["id"],)).fetchone()
+    status, content = con.execute(
+        "SELECT status, content FROM messages WHERE id = ?", (first["id"],)
+    ).fetchone()
     assert status == "complete" and content.count("bye#") == 30
 
 

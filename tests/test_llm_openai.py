@@ -31,9 +31,16 @@ async def test_streams_and_skips_empty_choices():
         assert fake.requests[0]["model"] == "m"
 
 
-@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"),
-                                        ("drop", "llm_stream_dropped"), ("eof", "llm_stream_dropped"),
-                                        ("done_only", "llm_stream_dropped")])
+@pytest.mark.parametrize(
+    "mode, code",
+    [
+        ("401", "llm_auth"),
+        ("429", "llm_rate_limited"),
+        ("drop", "llm_stream_dropped"),
+        ("eof", "llm_stream_dropped"),
+        ("done_only", "llm_stream_dropped"),
+    ],
+)
 async def test_failures_become_llm_errors(mode, code):
     async with FakeOpenAI(mode) as fake:
         streamer = OpenAIStreamer(base_url=fake.base_url, api_key="sk-secret-123", model="m")
@@ -110,8 +117,15 @@ async def test_server_streams_from_openai_compatible_backend(servers, monkeypatc
         assert roles[1:] == [("user", "first"), ("assistant", "WebSockets!"), ("user", "second")]
 
 
-@pytest.mark.parametrize("mode, code", [("401", "llm_auth"), ("429", "llm_rate_limited"),
-                                        ("drop", "llm_stream_dropped"), ("eof", "llm_stream_dropped")])
+@pytest.mark.parametrize(
+    "mode, code",
+    [
+        ("401", "llm_auth"),
+        ("429", "llm_rate_limited"),
+        ("drop", "llm_stream_dropped"),
+        ("eof", "llm_stream_dropped"),
+    ],
+)
 async def test_server_survives_backend_failure(servers, monkeypatch, mode, code):
     async with FakeOpenAI(mode) as fake:
         monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
@@ -128,7 +142,9 @@ async def test_server_survives_backend_failure(servers, monkeypatch, mode, code)
             await ann.send({"message": "again"})
             assert (await ann.until("ai_complete"))["status"] == "complete"
         con = sqlite3.connect(srv.config.db)
-        status, content = con.execute("SELECT status, content FROM messages WHERE id = ?", (done["id"],)).fetchone()
+        status, content = con.execute(
+            "SELECT status, content FROM messages WHERE id = ?", (done["id"],)
+        ).fetchone()
         assert status == "error" and content == done["message"]
         if mode in ("drop", "eof"):
             assert content == "Hello"  # the partial reply is kept, and not called complete
@@ -146,8 +162,10 @@ async def test_server_cuts_a_stalled_stream(servers, monkeypatch):
             assert done["status"] == "error" and done["message"] == "Hello"
 
 
-@pytest.mark.skipif(not os.environ.get("OPENAI_API_KEY") or bool(os.environ.get("OPENAI_BASE_URL")),
-                    reason="needs OPENAI_API_KEY for the real OpenAI API")
+@pytest.mark.skipif(
+    not os.environ.get("OPENAI_API_KEY") or bool(os.environ.get("OPENAI_BASE_URL")),
+    reason="needs OPENAI_API_KEY for the real OpenAI API",
+)
 async def test_real_openai_api():
     streamer = OpenAIStreamer()
     pieces = await asyncio.wait_for(collect(streamer, [{"role": "user", "content": "Say OK."}]), 60)

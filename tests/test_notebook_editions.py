@@ -18,9 +18,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EN = ROOT / "notebooks"
 KO = EN / "ko"
-CORE = {f"{n}{suffix}" for n in ("00_start_here", "01_handshake", "02_chat_server", "03_streaming",
-                                  "04_chat_panes", "05_reconnection", "06_ws_vs_sse")
-        for suffix in (".ipynb", "_solutions.ipynb")}
+CORE = {
+    f"{n}{suffix}"
+    for n in (
+        "00_start_here",
+        "01_handshake",
+        "02_chat_server",
+        "03_streaming",
+        "04_chat_panes",
+        "05_reconnection",
+        "06_ws_vs_sse",
+    )
+    for suffix in (".ipynb", "_solutions.ipynb")
+}
 """Notebooks 00–06 and their solutions must have a Korean edition; later ones are reported until translated."""
 
 KO_NOTEBOOKS = sorted(p for p in KO.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -46,7 +56,8 @@ def test_korean_code_cells_equal_the_english(ko: Path):
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert a == b, f"{ko.relative_to(ROOT)}: code cell {i} differs from the English edition; {FIX}"
     assert len(theirs) == len(ours), (
-        f"{ko.relative_to(ROOT)}: {len(ours)} code cells, the English edition has {len(theirs)}; {FIX}")
+        f"{ko.relative_to(ROOT)}: {len(ours)} code cells, the English edition has {len(theirs)}; {FIX}"
+    )
     # Both files of the Korean pair (.md and .ipynb) hold that code: the pairs test checks the prose.
     assert code_cells(ko.with_suffix(".md")) == ours
 
@@ -65,7 +76,9 @@ def test_korean_prose_is_translated():
     todo = []
     for ko in KO_NOTEBOOKS:
         for i, cell in enumerate(jupytext.read(ko.with_suffix(".md")).cells):
-            if cell.cell_type == "markdown" and (cell.metadata.get("translate") == "todo" or "en" not in cell.metadata):
+            if cell.cell_type == "markdown" and (
+                cell.metadata.get("translate") == "todo" or "en" not in cell.metadata
+            ):
                 todo.append(f"{ko.relative_to(ROOT)} cell {i}")
     if todo:
         pytest.xfail("prose waiting for translation: " + ", ".join(todo))
@@ -89,20 +102,29 @@ def test_sync_tool_copies_code_and_reports_changed_prose():
     spec.loader.exec_module(sync)
     import nbformat
 
-    en = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Title"),
-        nbformat.v4.new_code_cell("x = 1  # changed in English"),
-        nbformat.v4.new_markdown_cell("New English prose."),
-        nbformat.v4.new_code_cell("print(x)"),
-    ])
-    ko = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# 제목", metadata={"en": sync.en_hash("# Title")}),
-        nbformat.v4.new_code_cell("x = 1"),
-        nbformat.v4.new_markdown_cell("예전 문장.", metadata={"en": sync.en_hash("Old English prose.")}),
-        nbformat.v4.new_code_cell("print(x)"),
-    ])
+    en = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title"),
+            nbformat.v4.new_code_cell("x = 1  # changed in English"),
+            nbformat.v4.new_markdown_cell("New English prose."),
+            nbformat.v4.new_code_cell("print(x)"),
+        ]
+    )
+    ko = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 제목", metadata={"en": sync.en_hash("# Title")}),
+            nbformat.v4.new_code_cell("x = 1"),
+            nbformat.v4.new_markdown_cell("예전 문장.", metadata={"en": sync.en_hash("Old English prose.")}),
+            nbformat.v4.new_code_cell("print(x)"),
+        ]
+    )
     merged, report = sync.merge(en, ko, "demo")
-    assert [c.source for c in merged.cells] == ["# 제목", "x = 1  # changed in English", "New English prose.", "print(x)"]
+    assert [c.source for c in merged.cells] == [
+        "# 제목",
+        "x = 1  # changed in English",
+        "New English prose.",
+        "print(x)",
+    ]
     assert merged.cells[2].metadata == {"en": sync.en_hash("New English prose."), "translate": "todo"}
     assert report.code_changed == 1
     assert report.todo == [(2, "New English prose.", "예전 문장.")]

@@ -14,19 +14,34 @@ def policy():
     return p
 
 
-@pytest.mark.parametrize("origin", [
-    None,
-    "http://127.0.0.1:8765", "http://localhost:8765", "http://127.0.0.1:8766",
-    "http://localhost:8766", "https://127.0.0.1:8765", "http://[::1]:8765", "HTTP://LOCALHOST:8765/",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        None,
+        "http://127.0.0.1:8765",
+        "http://localhost:8765",
+        "http://127.0.0.1:8766",
+        "http://localhost:8766",
+        "https://127.0.0.1:8765",
+        "http://[::1]:8765",
+        "HTTP://LOCALHOST:8765/",
+    ],
+)
 def test_own_pages_and_non_browsers_are_allowed(policy, origin):
     assert policy.allows(origin)
 
 
-@pytest.mark.parametrize("origin", [
-    "http://evil.example", "http://127.0.0.1:9999", "http://localhost", "null",
-    "http://127.0.0.1:8765.evil.example", "http://127.0.0.2:8765",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "http://127.0.0.1:9999",
+        "http://localhost",
+        "null",
+        "http://127.0.0.1:8765.evil.example",
+        "http://127.0.0.2:8765",
+    ],
+)
 def test_other_origins_are_refused_with_a_code(policy, origin):
     assert not policy.allows(origin)
     with pytest.raises(OriginRefused) as info:
@@ -61,6 +76,9 @@ def test_extra_origins_and_bind_host():
 
 
 def test_cors_echoes_only_allowed_origins(policy):
-    assert dict(policy.cors_headers("http://localhost:8765"))["Access-Control-Allow-Origin"] == "http://localhost:8765"
+    assert (
+        dict(policy.cors_headers("http://localhost:8765"))["Access-Control-Allow-Origin"]
+        == "http://localhost:8765"
+    )
     assert "Access-Control-Allow-Origin" not in dict(policy.cors_headers("http://evil.example"))
     assert policy.cors_headers(None) == []

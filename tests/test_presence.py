@@ -20,9 +20,8 @@ from websockets.asyncio.client import connect
 from chatkit.llm.echo import EchoStreamer
 from chatkit.server import ChatServer
 
-from .fakes import MemorySink
 from .conftest import db_path  # noqa: F401  (fixture)
-from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
+from .fakes import MemorySink, clock, make_hub, store  # noqa: F401  (fixtures)
 
 
 async def join(hub, user: str, batch: bool, room: str = "r"):
@@ -71,12 +70,15 @@ async def test_members_that_did_not_opt_in_get_the_seed_frames_one_per_change(ma
     carl, _ = await join(hub, "carl", batch=False)
     dora, _ = await join(hub, "dora", batch=True)
     hub.leave(carl)
-    assert seed_sink.of("user_join") == [{"type": "user_join", "username": n} for n in ("bob", "carl", "dora")]
+    assert seed_sink.of("user_join") == [
+        {"type": "user_join", "username": n} for n in ("bob", "carl", "dora")
+    ]
     assert seed_sink.of("user_leave") == [{"type": "user_leave", "username": "carl"}]
     assert seed_sink.of("presence") == [] and batch_sink.of("user_join") == []
     clock.advance(hub.config.presence_tick)
-    assert batch_sink.of("presence") == [{"type": "presence", "joined": ["bob", "dora"], "left": ["carl"],
-                                          "count": 3}]
+    assert batch_sink.of("presence") == [
+        {"type": "presence", "joined": ["bob", "dora"], "left": ["carl"], "count": 3}
+    ]
     assert view(seed_sink.frames) == view(batch_sink.frames) == {"ann", "bob", "dora"} == set(hub.online("r"))
 
 
@@ -144,8 +146,10 @@ async def test_the_transports_opt_in_with_a_query_parameter(db_path):
 
 async def _opt_in(server: ChatServer) -> None:
     ws_url = server.ws_url("opt")
-    async with connect(ws_url + "?user=ann&presence=batch", proxy=None) as ann, \
-            connect(ws_url + "?user=bob", proxy=None) as bob:
+    async with (
+        connect(ws_url + "?user=ann&presence=batch", proxy=None) as ann,
+        connect(ws_url + "?user=bob", proxy=None) as bob,
+    ):
         assert json.loads(await ann.recv())["type"] == "connection"
         assert json.loads(await bob.recv())["type"] == "connection"
         async with connect(ws_url + "?user=carl", proxy=None) as carl:
@@ -158,8 +162,9 @@ async def _opt_in(server: ChatServer) -> None:
         async with httpx.AsyncClient(trust_env=False) as http:
             bad = await http.get(f"http://127.0.0.1:{server.http_port}/sse/chat/opt/?presence=sometimes")
             assert bad.status_code == 400 and bad.json()["code"] == "bad_field"
-            async with http.stream("GET", f"http://127.0.0.1:{server.http_port}/sse/chat/opt/"
-                                          "?user=dora&presence=batch") as stream:
+            async with http.stream(
+                "GET", f"http://127.0.0.1:{server.http_port}/sse/chat/opt/?user=dora&presence=batch"
+            ) as stream:
                 events = stream.aiter_lines()
                 async for line in events:
                     if line.startswith("data:") and '"presence"' in line:

@@ -86,8 +86,13 @@ def test_fuzz_decode_raises_only_protocol_errors(data):
         frame = decode(data)
     except ProtocolError as exc:
         assert exc.code in {
-            "bad_json", "not_an_object", "unknown_type", "missing_field", "bad_field",
-            "empty_message", "too_long",
+            "bad_json",
+            "not_an_object",
+            "unknown_type",
+            "missing_field",
+            "bad_field",
+            "empty_message",
+            "too_long",
         }
     else:
         assert isinstance(frame, (SendMessage, Typing, ReadReceipt, Stop, protocol.Ping))
@@ -150,7 +155,9 @@ def test_encode_is_compact_utf8():
 
 
 def test_sse_event_encoding_multiline_and_ids():
-    assert protocol.sse_event("a\nb\r\nc", event="x", id=5) == b"event: x\nid: 5\ndata: a\ndata: b\ndata: c\n\n"
+    assert (
+        protocol.sse_event("a\nb\r\nc", event="x", id=5) == b"event: x\nid: 5\ndata: a\ndata: b\ndata: c\n\n"
+    )
     # U+2028 is not a line break in an event stream: it must stay inside one data line.
     assert protocol.sse_event("a\u2028b") == "data: a\u2028b\n\n".encode()
     assert protocol.sse_comment("hb") == b": hb\n\n"
@@ -170,7 +177,9 @@ def test_read_receipt_ids_are_ascii_digits_within_sqlite_range(value):
 
 
 def test_largest_ids_are_accepted():
-    assert decode(json.dumps({"type": "read_receipt", "messageId": protocol.MAX_ID})) == ReadReceipt(2**63 - 1)
+    assert decode(json.dumps({"type": "read_receipt", "messageId": protocol.MAX_ID})) == ReadReceipt(
+        2**63 - 1
+    )
     assert decode(json.dumps({"type": "read_receipt", "messageId": str(2**63 - 1)})) == ReadReceipt(2**63 - 1)
     assert protocol.parse_chat_path(f"/ws/chat/d/?after={2**63 - 1}").after == 2**63 - 1
     assert protocol.parse_chat_path("/ws/chat/d/?after=0").after == 0
@@ -244,7 +253,9 @@ def test_fuzz_handshake_query_gives_a_path_or_a_coded_error(query):
 valid_frames = st.one_of(
     st.builds(
         SendMessage,
-        st.text(min_size=1, max_size=50).filter(str.strip).map(lambda t: t.encode("utf-8", "replace").decode()),
+        st.text(min_size=1, max_size=50)
+        .filter(str.strip)
+        .map(lambda t: t.encode("utf-8", "replace").decode()),
         st.one_of(st.none(), st.text(min_size=1, max_size=64, alphabet=st.characters(codec="utf-8"))),
     ),
     st.builds(Typing, st.booleans()),
@@ -264,9 +275,17 @@ def test_client_frames_round_trip(frame):
 
 def test_error_frame_names_the_refused_message():
     assert protocol.error_frame("too_long", "no", client_id="c1") == {
-        "type": "error", "code": "too_long", "message": "no", "client_id": "c1"}
-    assert protocol.error_frame("rate_limited", "slow", client_id="c", retry_after_ms=200)["retry_after_ms"] == 200
+        "type": "error",
+        "code": "too_long",
+        "message": "no",
+        "client_id": "c1",
+    }
+    assert (
+        protocol.error_frame("rate_limited", "slow", client_id="c", retry_after_ms=200)["retry_after_ms"]
+        == 200
+    )
     assert "client_id" not in protocol.error_frame("llm_error", "x")
+
 
 @pytest.mark.parametrize(
     "raw, room",
@@ -274,7 +293,10 @@ def test_error_frame_names_the_refused_message():
         ("demo", "demo"),
         ("a_b-9", "a_b-9"),
         ("한국어-방", "한국어-방"),
-        ("\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165-\u1107\u1161\u11bc", "한국어-방"),  # conjoining jamo → NFC
+        (
+            "\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165-\u1107\u1161\u11bc",
+            "한국어-방",
+        ),  # conjoining jamo → NFC
         ("Café", "Café"),
         ("Cafe\u0301", "Café"),  # combining acute → precomposed
         ("教室٣", "教室٣"),  # CJK letters and an Arabic-Indic digit
@@ -288,14 +310,28 @@ def test_room_ids_accept_unicode_letters_nfc(raw, room):
 @pytest.mark.parametrize(
     "raw",
     [
-        "", "x" * 65, "방" * 65,
+        "",
+        "x" * 65,
+        "방" * 65,
         "😀" * 10,  # a symbol, not a letter
         "a" * 15 + "\U00020000" * 49,  # 64 letters, but 15 + 49 × 4 = 211 bytes of UTF-8
-        "a.b", "a/b", "a b", "a\u3000b",  # punctuation and (ideographic) spaces
-        "a\x00b", "a\x7fb", "a\u0085b",  # controls
-        "room\u200b", "ro\u200dom", "\ufeffroom",  # zero-width
-        "abc\u202edcba", "a\u2066b\u2069", "a\u200fb",  # bidi overrides, isolates, marks
-        "\u3164", "방\u3164", "\uffa0", "\u115f\u1160",  # invisible Hangul fillers
+        "a.b",
+        "a/b",
+        "a b",
+        "a\u3000b",  # punctuation and (ideographic) spaces
+        "a\x00b",
+        "a\x7fb",
+        "a\u0085b",  # controls
+        "room\u200b",
+        "ro\u200dom",
+        "\ufeffroom",  # zero-width
+        "abc\u202edcba",
+        "a\u2066b\u2069",
+        "a\u200fb",  # bidi overrides, isolates, marks
+        "\u3164",
+        "방\u3164",
+        "\uffa0",
+        "\u115f\u1160",  # invisible Hangul fillers
         "\u0301a",  # a combining mark with nothing to combine with
     ],
 )
@@ -309,8 +345,9 @@ def test_room_ids_are_percent_encoded_in_paths():
     assert protocol.session_id_to_path("한국어-방") == "%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9"
     assert protocol.session_id_to_path("demo") == "demo"
     assert protocol.session_id_from_path("%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9") == "한국어-방"
-    assert protocol.parse_chat_path("/ws/chat/%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9/?user=ann") == \
-        protocol.ChatPath("한국어-방", "ann")
+    assert protocol.parse_chat_path(
+        "/ws/chat/%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9/?user=ann"
+    ) == protocol.ChatPath("한국어-방", "ann")
     # NFD in the URL is the same room as NFC.
     nfd = protocol.session_id_to_path("한국어-방").replace("%ED%95%9C", "%E1%84%92%E1%85%A1%E1%86%AB")
     assert protocol.parse_chat_path(f"/ws/chat/{nfd}/").session_id == "한국어-방"

@@ -13,31 +13,37 @@ from chatkit.store import MAX_REACTIONS_PER_USER
 from .conftest import peer
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ('{"type": "reaction", "messageId": 4, "emoji": "👍"}', protocol.Reaction(4, "👍")),
-    ('{"type": "reaction", "message_id": 9, "emoji": "🎉"}', protocol.Reaction(9, "🎉")),
-    ('{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}', protocol.Reaction(2, "👍🏽")),
-    ('{"type": "reaction", "messageId": 2, "emoji": "👨‍👩‍👧‍👦"}', protocol.Reaction(2, "👨‍👩‍👧‍👦")),
-    ('{"type": "reaction", "messageId": 2, "emoji": "🇰🇷"}', protocol.Reaction(2, "🇰🇷")),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ('{"type": "reaction", "messageId": 4, "emoji": "👍"}', protocol.Reaction(4, "👍")),
+        ('{"type": "reaction", "message_id": 9, "emoji": "🎉"}', protocol.Reaction(9, "🎉")),
+        ('{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}', protocol.Reaction(2, "👍🏽")),
+        ('{"type": "reaction", "messageId": 2, "emoji": "👨‍👩‍👧‍👦"}', protocol.Reaction(2, "👨‍👩‍👧‍👦")),
+        ('{"type": "reaction", "messageId": 2, "emoji": "🇰🇷"}', protocol.Reaction(2, "🇰🇷")),
+    ],
+)
 def test_reaction_frames_decode(raw, expected):
     frame = protocol.decode(raw)
     assert frame == expected
     assert protocol.decode(frame.encode()) == frame
 
 
-@pytest.mark.parametrize("raw, code", [
-    ('{"type": "reaction", "emoji": "👍"}', "missing_field"),
-    ('{"type": "reaction", "messageId": 4}', "missing_field"),
-    ('{"type": "reaction", "messageId": true, "emoji": "👍"}', "bad_field"),
-    ('{"type": "reaction", "messageId": 2.5, "emoji": "👍"}', "bad_field"),
-    ('{"type": "reaction", "messageId": -1, "emoji": "👍"}', "bad_field"),
-    ('{"type": "reaction", "messageId": 4, "emoji": ""}', "bad_field"),
-    ('{"type": "reaction", "messageId": 4, "emoji": "x"}', "bad_field"),
-    ('{"type": "reaction", "messageId": 4, "emoji": "👍👍"}', "bad_field"),
-    ('{"type": "reaction", "messageId": 4, "emoji": "<img src=x onerror=alert(1)>"}', "bad_field"),
-    ('{"type": "reaction", "messageId": 4, "emoji": 1}', "bad_field"),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        ('{"type": "reaction", "emoji": "👍"}', "missing_field"),
+        ('{"type": "reaction", "messageId": 4}', "missing_field"),
+        ('{"type": "reaction", "messageId": true, "emoji": "👍"}', "bad_field"),
+        ('{"type": "reaction", "messageId": 2.5, "emoji": "👍"}', "bad_field"),
+        ('{"type": "reaction", "messageId": -1, "emoji": "👍"}', "bad_field"),
+        ('{"type": "reaction", "messageId": 4, "emoji": ""}', "bad_field"),
+        ('{"type": "reaction", "messageId": 4, "emoji": "x"}', "bad_field"),
+        ('{"type": "reaction", "messageId": 4, "emoji": "👍👍"}', "bad_field"),
+        ('{"type": "reaction", "messageId": 4, "emoji": "<img src=x onerror=alert(1)>"}', "bad_field"),
+        ('{"type": "reaction", "messageId": 4, "emoji": 1}', "bad_field"),
+    ],
+)
 def test_bad_reaction_frames_are_refused_with_a_code(raw, code):
     with pytest.raises(ProtocolError) as info:
         protocol.decode(raw)
@@ -54,10 +60,15 @@ async def test_store_toggles_and_notes_changes(store_url):
         third = await store.toggle_reaction("r", m1.id, "cat", "🎉")
         assert (first.added, second.added, third.added) == (True, True, True)
         assert [r.to_object() for r in third.reactions] == [
-            {"emoji": "👍", "count": 2, "users": ["bob", "cat"]}, {"emoji": "🎉", "count": 1, "users": ["cat"]}]
+            {"emoji": "👍", "count": 2, "users": ["bob", "cat"]},
+            {"emoji": "🎉", "count": 1, "users": ["cat"]},
+        ]
         again = await store.toggle_reaction("r", m1.id, "bob", "👍")  # the same frame again removes it
         assert again.added is False and [r.to_object() for r in again.reactions][0] == {
-            "emoji": "👍", "count": 1, "users": ["cat"]}
+            "emoji": "👍",
+            "count": 1,
+            "users": ["cat"],
+        }
         # m1's reactions changed while the room's newest id was m2: a client at m2 is sent them, at m2+1 not
         assert list(await store.reactions_changed_since("r", m2.id)) == [m1.id]
         assert await store.reactions_changed_since("r", m2.id + 1) == {}
@@ -85,14 +96,22 @@ async def test_reaction_between_two_clients_and_its_removal(servers):
         await bob.send({"type": "reaction", "messageId": msg["id"], "emoji": "👍"})
         for p in (ann, bob):
             frame = await p.until("reaction")
-            assert frame == {"type": "reaction", "message_id": msg["id"], "user": "bob", "emoji": "👍",
-                             "added": True, "reactions": [{"emoji": "👍", "count": 1, "users": ["bob"]}]}
+            assert frame == {
+                "type": "reaction",
+                "message_id": msg["id"],
+                "user": "bob",
+                "emoji": "👍",
+                "added": True,
+                "reactions": [{"emoji": "👍", "count": 1, "users": ["bob"]}],
+            }
         await ann.send({"type": "reaction", "message_id": msg["id"], "emoji": "👍"})
         frame = await bob.until("reaction", user="ann")
         assert frame["reactions"] == [{"emoji": "👍", "count": 2, "users": ["bob", "ann"]}]
         await bob.send({"type": "reaction", "messageId": msg["id"], "emoji": "👍"})  # again: removed
         frame = await ann.until("reaction", user="bob")
-        assert frame["added"] is False and frame["reactions"] == [{"emoji": "👍", "count": 1, "users": ["ann"]}]
+        assert frame["added"] is False and frame["reactions"] == [
+            {"emoji": "👍", "count": 1, "users": ["ann"]}
+        ]
         await bob.send({"type": "reaction", "messageId": 99999, "emoji": "👍"})
         error = await bob.until("error")
         assert error["code"] == "unknown_message"
@@ -117,8 +136,11 @@ async def test_reactions_survive_a_restart_and_are_replayed_on_resume_and_in_his
     async with peer(srv2.ws_url("keep", user="bob", after=second["id"])) as bob:
         await bob.until("connection")
         frame = await bob.until("reaction")
-        assert frame == {"type": "reaction", "message_id": first["id"],
-                         "reactions": [{"emoji": "🎉", "count": 1, "users": ["ann"]}]}
+        assert frame == {
+            "type": "reaction",
+            "message_id": first["id"],
+            "reactions": [{"emoji": "🎉", "count": 1, "users": ["ann"]}],
+        }
     # A client that joins fresh reads history: each message carries its reactions.
     async with httpx.AsyncClient(trust_env=False) as http:
         page = (await http.get(f"{srv2.url}api/chat/keep/messages")).json()
@@ -127,10 +149,13 @@ async def test_reactions_survive_a_restart_and_are_replayed_on_resume_and_in_his
     assert "reactions" not in by_id[second["id"]]
     # Over SSE's POST route too (the SSE page sends reactions there).
     async with httpx.AsyncClient(trust_env=False) as http:
-        response = await http.post(f"{srv2.http_url}sse/chat/keep/messages",
-                                   json={"type": "reaction", "messageId": second["id"], "emoji": "👍", "user": "cat"})
+        response = await http.post(
+            f"{srv2.http_url}sse/chat/keep/messages",
+            json={"type": "reaction", "messageId": second["id"], "emoji": "👍", "user": "cat"},
+        )
     assert response.status_code == 200 and response.json()["reactions"] == [
-        {"emoji": "👍", "count": 1, "users": ["cat"]}]
+        {"emoji": "👍", "count": 1, "users": ["cat"]}
+    ]
 
 
 async def test_a_client_that_knows_only_messages_ignores_reactions(servers):

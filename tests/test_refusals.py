@@ -31,8 +31,17 @@ WAIT = 5.0  # the one timeout constant of this module
 JSON = {"Content-Type": "application/json"}
 
 SENDER_CODES = {
-    "bad_json", "not_an_object", "unknown_type", "missing_field", "bad_field", "empty_message",
-    "too_long", "rate_limited", "busy", "unknown_message", "binary_frame",
+    "bad_json",
+    "not_an_object",
+    "unknown_type",
+    "missing_field",
+    "bad_field",
+    "empty_message",
+    "too_long",
+    "rate_limited",
+    "busy",
+    "unknown_message",
+    "binary_frame",
 }
 
 
@@ -145,9 +154,13 @@ async def test_post_refusals_name_the_message_and_say_when(servers):
         url = f"{srv.http_url}sse/chat/post/messages"
         r = await http.post(url, json={"message": "x" * 5000, "client_id": "p-long", "user": "ann"})
         assert r.status_code == 400 and r.json()["client_id"] == "p-long" and r.json()["code"] == "too_long"
-        r = await http.post(url, content=b'{"message": "\\ud800", "client_id": "p-s", "user": "ann"}', headers=JSON)
+        r = await http.post(
+            url, content=b'{"message": "\\ud800", "client_id": "p-s", "user": "ann"}', headers=JSON
+        )
         assert r.status_code == 400 and r.json()["code"] == "bad_field" and r.json()["client_id"] == "p-s"
-        assert (await http.post(url, json={"message": "one", "client_id": "p1", "user": "ann"})).status_code == 201
+        assert (
+            await http.post(url, json={"message": "one", "client_id": "p1", "user": "ann"})
+        ).status_code == 201
         r = await http.post(url, json={"message": "two", "client_id": "p2", "user": "ann"})
         assert r.status_code == 429 and r.json()["client_id"] == "p2"
         assert int(r.headers["retry-after"]) >= 1 and r.json()["retry_after_ms"] > 0
@@ -156,8 +169,11 @@ async def test_post_refusals_name_the_message_and_say_when(servers):
 async def test_a_lone_surrogate_in_a_user_name_is_refused_cleanly(servers):
     srv = await servers(http_port=0)
     async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as http:
-        r = await http.post(f"{srv.http_url}sse/chat/u/messages",
-                            content=b'{"message": "hi", "user": "\\udc00"}', headers=JSON)
+        r = await http.post(
+            f"{srv.http_url}sse/chat/u/messages",
+            content=b'{"message": "hi", "user": "\\udc00"}',
+            headers=JSON,
+        )
         assert r.status_code == 400 and r.json()["code"] == "bad_field"
 
 
@@ -221,7 +237,12 @@ def _assert_coded(status: int, body: bytes) -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["user", "after", "x"]), texts | st.integers(-5, 2**70).map(str)), max_size=3))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["user", "after", "x"]), texts | st.integers(-5, 2**70).map(str)),
+        max_size=3,
+    )
+)
 def test_fuzz_handshake_query(live, pairs):
     query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in pairs)
     url = f"ws://127.0.0.1:{live.server.port}/ws/chat/fuzz-hs/?{query}"
@@ -252,7 +273,12 @@ def test_fuzz_every_frame_type(live, batch, binary):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["before", "limit", "x"]), texts | st.integers(-5, 2**70).map(str)), max_size=3))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["before", "limit", "x"]), texts | st.integers(-5, 2**70).map(str)),
+        max_size=3,
+    )
+)
 def test_fuzz_history_query_on_both_ports(live, pairs):
     query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in pairs)
     for base in (live.server.url, live.server.http_url):
@@ -261,8 +287,13 @@ def test_fuzz_history_query_on_both_ports(live, pairs):
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=60), frames.map(lambda f: json.dumps(f).encode()),
-                 json_values.map(lambda v: json.dumps(v).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=60),
+        frames.map(lambda f: json.dumps(f).encode()),
+        json_values.map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_fuzz_post_body(live, body):
     r = live.http.post(f"{live.server.http_url}sse/chat/fuzz-post/messages", content=body, headers=JSON)
     _assert_coded(r.status_code, r.content)
@@ -282,8 +313,10 @@ async def test_sse_clients_leaving_are_a_normal_event(servers, caplog):
                     response = await cm.__aenter__()
                     await response.aiter_lines().__anext__()  # the stream is open
                     streams.append(cm)
-                r = await http.post(f"{srv.http_url}sse/chat/leave/messages",
-                                    json={"message": f"busy {round_}", "user": "poster"})
+                r = await http.post(
+                    f"{srv.http_url}sse/chat/leave/messages",
+                    json={"message": f"busy {round_}", "user": "poster"},
+                )
                 assert r.status_code == 201
                 for cm in streams:
                     await cm.__aexit__(None, None, None)

@@ -18,14 +18,14 @@ XSS_CASES = {
     "vbscript link": "[click me](vbscript:msgbox(1))",
     "img onerror": '<img src=x onerror="window.pwned=true">',
     "script tag": "<script>window.pwned=true</script>",
-    "raw anchor": "<a href=\"javascript:alert(1)\">x</a>",
+    "raw anchor": '<a href="javascript:alert(1)">x</a>',
     "svg onload": "<svg onload=alert(1)>",
-    "iframe": "<iframe src=\"https://example.com\"></iframe>",
+    "iframe": '<iframe src="https://example.com"></iframe>',
     "data URL link": "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
     "data URL image": "![x](data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==)",
     "data URL svg image": "![x](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+)",
     "remote image": "![pixel](https://tracker.example/p.gif)",
-    "html inside code span": "`<img src=x onerror=\"window.pwned=true\">`",
+    "html inside code span": '`<img src=x onerror="window.pwned=true">`',
     "html inside fenced code": "```html\n<script>window.pwned=true</script>\n```",
     "html inside unknown fence": "```nope\n<img src=x onerror=alert(1)>\n```",
     "link title breaking out": '[x](https://example.com "a\\" onmouseover=\\"alert(1)")',
@@ -82,11 +82,14 @@ def test_xss_case_is_never_markup(text):
     assert not any(h.lower().startswith(("javascript", "data", "vbscript")) for h in hrefs), out
 
 
-@pytest.mark.parametrize("text", [
-    '<img src=x onerror="window.pwned=true">',
-    "`<img src=x onerror=\"window.pwned=true\">`",
-    "<script>window.pwned=true</script>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<img src=x onerror="window.pwned=true">',
+        '`<img src=x onerror="window.pwned=true">`',
+        "<script>window.pwned=true</script>",
+    ],
+)
 def test_html_in_a_message_is_shown_as_its_text(text):
     shown = "".join(parse(render_markdown(text)).text).strip()
     assert shown == text.strip("`")
@@ -116,8 +119,12 @@ def test_code_block_is_highlighted_with_pygments_classes():
 
 
 def test_links_open_in_a_new_tab_without_opener():
-    for text in ("[docs](https://websockets.readthedocs.io/)", "<https://example.com/a?b=1>",
-                 "[mail](mailto:ann@example.com)", "[here](/api/chat/demo/messages)"):
+    for text in (
+        "[docs](https://websockets.readthedocs.io/)",
+        "<https://example.com/a?b=1>",
+        "[mail](mailto:ann@example.com)",
+        "[here](/api/chat/demo/messages)",
+    ):
         parsed = assert_safe(render_markdown(text))
         links = [attrs for tag, attrs in parsed.tags if tag == "a"]
         assert len(links) == 1 and links[0]["href"], text
@@ -151,10 +158,21 @@ async def test_page_serves_its_vendored_libraries(server):
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
         page = (await http.get("/")).text
         scripts = re.findall(r'src="(vendor/[^"]+|render\.js)"', page)
-        assert {"vendor/markdown-it.min.js", "vendor/purify.min.js", "vendor/highlight.min.js", "render.js"} <= set(scripts)
+        assert {
+            "vendor/markdown-it.min.js",
+            "vendor/purify.min.js",
+            "vendor/highlight.min.js",
+            "render.js",
+        } <= set(scripts)
         for path in scripts + ["vendor/highlight-github.min.css"]:
             response = await http.get("/" + path)
             assert response.status_code == 200, path
             assert response.headers["content-type"].startswith(("text/javascript", "text/css")), path
-        for path in ("/vendor/README.md", "/vendor/../server.py", "/vendor/x/purify.min.js", "/other/chat.js", "/vendor/"):
+        for path in (
+            "/vendor/README.md",
+            "/vendor/../server.py",
+            "/vendor/x/purify.min.js",
+            "/other/chat.js",
+            "/vendor/",
+        ):
             assert (await http.get(path)).status_code == 404, path

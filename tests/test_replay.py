@@ -14,8 +14,7 @@ from chatkit.hub import REPLAY_PAGE
 from chatkit.sinks import Outgoing
 
 from .conftest import TIMEOUT
-from .fakes import Gate, MemorySink, ScriptedStreamer, join
-from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
+from .fakes import Gate, MemorySink, ScriptedStreamer, clock, join, make_hub, store  # noqa: F401  (fixtures)
 
 ROOM_SIZE = 20_000
 
@@ -37,7 +36,9 @@ class Tripwire(MemorySink):
 async def fill(store, room: str, n: int) -> list[int]:
     ids: list[int] = []
     for start in range(0, n, 1000):  # concurrent appends commit as a few group-commit batches
-        batch = await asyncio.gather(*(store.append(room, "old", f"m{i}") for i in range(start, min(n, start + 1000))))
+        batch = await asyncio.gather(
+            *(store.append(room, "old", f"m{i}") for i in range(start, min(n, start + 1000)))
+        )
         ids += [appended.message.id for appended in batch]
     return ids
 

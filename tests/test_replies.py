@@ -11,8 +11,7 @@ import asyncio
 from chatkit import protocol
 
 from .conftest import TIMEOUT
-from .fakes import Gate, ScriptedStreamer, join, llm_error
-from .fakes import clock, make_hub, store  # noqa: F401  (fixtures)
+from .fakes import Gate, ScriptedStreamer, clock, join, llm_error, make_hub, store  # noqa: F401  (fixtures)
 
 
 async def test_a_reply_streams_to_the_room_and_is_stored(make_hub, store):
@@ -130,7 +129,9 @@ async def test_the_watchdog_cuts_a_stalled_stream_on_the_clock(make_hub, clock, 
     clock.advance(29.9)  # not yet: the stream is still alive…
     seen = len(sink.received)
     stall.open()
-    assert await sink.next(seen) == protocol.ai_chunk_frame(sink.of("ai_chunk")[0]["id"], "more")  # …and goes on
+    assert await sink.next(seen) == protocol.ai_chunk_frame(
+        sink.of("ai_chunk")[0]["id"], "more"
+    )  # …and goes on
     await stall_again.wait_reached()
     clock.advance(29.9)
     seen = len(sink.received)

@@ -29,10 +29,17 @@ OUTBOX_CASES = json.loads(OUTBOX_VECTORS.read_text(encoding="utf-8"))["cases"]
 def same(got, expected) -> bool:
     """Equal, with times (floats) compared to 1e-6."""
     if isinstance(expected, float) or isinstance(got, float):
-        return isinstance(got, (int, float)) and isinstance(expected, (int, float)) and abs(got - expected) < 1e-6
+        return (
+            isinstance(got, (int, float))
+            and isinstance(expected, (int, float))
+            and abs(got - expected) < 1e-6
+        )
     if isinstance(expected, dict):
-        return isinstance(got, dict) and got.keys() == expected.keys() and all(
-            same(got[k], expected[k]) for k in expected)
+        return (
+            isinstance(got, dict)
+            and got.keys() == expected.keys()
+            and all(same(got[k], expected[k]) for k in expected)
+        )
     if isinstance(expected, list):
         return isinstance(got, list) and len(got) == len(expected) and all(map(same, got, expected))
     return got == expected
@@ -64,14 +71,31 @@ def replay_outbox(case) -> list:
         elif "receive" in step:
             outcome = box.receive(copy.deepcopy(step["receive"]), step["now"])
             if isinstance(outcome, Acknowledged):
-                results.append({"kind": "acknowledged", "client_id": outcome.pending.client_id,
-                                "id": outcome.frame.get("id")})
+                results.append(
+                    {
+                        "kind": "acknowledged",
+                        "client_id": outcome.pending.client_id,
+                        "id": outcome.frame.get("id"),
+                    }
+                )
             elif isinstance(outcome, Refused):
-                results.append({"kind": "refused", "client_id": outcome.pending.client_id,
-                                "code": outcome.code, "message": outcome.message})
+                results.append(
+                    {
+                        "kind": "refused",
+                        "client_id": outcome.pending.client_id,
+                        "code": outcome.code,
+                        "message": outcome.message,
+                    }
+                )
             elif isinstance(outcome, Retrying):
-                results.append({"kind": "retrying", "client_id": outcome.pending.client_id,
-                                "code": outcome.code, "at": outcome.at})
+                results.append(
+                    {
+                        "kind": "retrying",
+                        "client_id": outcome.pending.client_id,
+                        "code": outcome.code,
+                        "at": outcome.at,
+                    }
+                )
             else:
                 results.append(None)
         elif "texts" in step:
@@ -119,8 +143,17 @@ def test_javascript_copy_follows_the_vectors():
             pytest.fail("node is required in CI (see .ci/run)")
         pytest.skip("node is not installed")
     run = subprocess.run(
-        [node, str(ROOT / "tests" / "vectors" / "replay.js"), str(RESUME_JS), str(VECTORS), str(OUTBOX_VECTORS)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            node,
+            str(ROOT / "tests" / "vectors" / "replay.js"),
+            str(RESUME_JS),
+            str(VECTORS),
+            str(OUTBOX_VECTORS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     results = json.loads(run.stdout)
     for case in CASES:
@@ -170,12 +203,16 @@ def test_outbox_matches_acknowledgements_and_refusals_by_client_id():
     box.add("c", "later")
     box.connected(Limits(), 0.0)
     box.due(0.0)
-    ack = box.receive({"type": "message", "id": 1, "is_user": True, "client_id": "a", "message": "hello"}, 0.1)
+    ack = box.receive(
+        {"type": "message", "id": 1, "is_user": True, "client_id": "a", "message": "hello"}, 0.1
+    )
     assert isinstance(ack, Acknowledged) and ack.pending.text == "hello" and ack.frame["id"] == 1
     refused = box.receive({"type": "error", "code": "too_long", "message": "no", "client_id": "b"}, 0.1)
     assert isinstance(refused, Refused) and refused.code == "too_long" and refused.message == "no"
-    retry = box.receive({"type": "error", "code": "rate_limited", "message": "slow",
-                         "client_id": "c", "retry_after_ms": 500}, 0.1)
+    retry = box.receive(
+        {"type": "error", "code": "rate_limited", "message": "slow", "client_id": "c", "retry_after_ms": 500},
+        0.1,
+    )
     assert isinstance(retry, Retrying) and retry.at == pytest.approx(0.6)
     assert box.texts == ["later"]
     assert box.due(0.3) == ([], pytest.approx(0.3))
@@ -227,6 +264,7 @@ def test_outbox_limit_and_duplicates():
 
 def test_limits_from_a_connection_frame():
     assert Limits.from_object(None) == Limits()
-    assert Limits.from_object({"max_text": 100, "messages_per_s": 2, "message_burst": True,
-                               "frame_burst": -1}) == Limits(max_text=100, messages_per_s=2)
+    assert Limits.from_object(
+        {"max_text": 100, "messages_per_s": 2, "message_burst": True, "frame_burst": -1}
+    ) == Limits(max_text=100, messages_per_s=2)
     assert Limits.from_object(Limits(max_text=7).to_object()) == Limits(max_text=7)

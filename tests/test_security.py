@@ -31,8 +31,11 @@ EVIL = "http://127.0.0.1:9"  # another local origin: same site, other port
 
 
 def signed_in(**options):
-    return dict(auth=Authenticator.from_options(secret=SECRET, join_code="blue-42", teacher_code="staff-7"),
-                http_port=0, **options)
+    return dict(
+        auth=Authenticator.from_options(secret=SECRET, join_code="blue-42", teacher_code="staff-7"),
+        http_port=0,
+        **options,
+    )
 
 
 @pytest.fixture
@@ -59,12 +62,15 @@ def expired_token() -> str:
 # -- sign-in -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "auth_required"),
-    ({"Authorization": "Bearer not-a-token"}, "bad_token"),
-    ("expired", "expired_token"),
-    ({"Authorization": "Bearer " + auth.TokenSigner("another-secret").issue("ann")}, "bad_token"),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "auth_required"),
+        ({"Authorization": "Bearer not-a-token"}, "bad_token"),
+        ("expired", "expired_token"),
+        ({"Authorization": "Bearer " + auth.TokenSigner("another-secret").issue("ann")}, "bad_token"),
+    ],
+)
 async def test_handshake_without_a_valid_token_is_refused_401(secure, headers, code):
     if headers == "expired":
         headers = bearer(expired_token())
@@ -83,7 +89,11 @@ async def test_every_http_route_refuses_without_a_token(secure):
     ]
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
         for method, url in routes:
-            body = {"message": "hi", "messages": [{"role": "user", "content": "x"}]} if method == "POST" else None
+            body = (
+                {"message": "hi", "messages": [{"role": "user", "content": "x"}]}
+                if method == "POST"
+                else None
+            )
             r = await client.request(method, url, json=body)
             assert r.status_code == 401, (method, url)
             body = r.json()
@@ -123,11 +133,15 @@ async def test_login_with_the_join_code_sets_an_httponly_cookie_that_opens_every
         good = await client.post(login, json={"name": "ann", "code": "blue-42"})
         assert good.status_code == 200 and good.json()["role"] == "student"
         cookie = good.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and cookie.startswith(auth.COOKIE_NAME + "=")
+        assert (
+            "HttpOnly" in cookie and "SameSite=Strict" in cookie and cookie.startswith(auth.COOKIE_NAME + "=")
+        )
         teacher = await client.post(login, json={"name": "Ms Kim", "code": "staff-7"})
         assert teacher.json()["role"] == "teacher"
     token = good.json()["token"]
-    async with peer(secure.ws_url("cookie"), additional_headers={"Cookie": f"{auth.COOKIE_NAME}={token}"}) as ann:
+    async with peer(
+        secure.ws_url("cookie"), additional_headers={"Cookie": f"{auth.COOKIE_NAME}={token}"}
+    ) as ann:
         assert (await ann.until("connection"))["user"] == "ann"
 
 
@@ -158,9 +172,15 @@ async def test_tokens_are_never_logged(secure, caplog):
 # -- names -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, code", [
-    ("AI", "reserved_name"), ("ａｉ", "reserved_name"), ("ann\u202egnp", "bad_user"), ("te\u200bacher", "bad_user"),
-])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("AI", "reserved_name"),
+        ("ａｉ", "reserved_name"),
+        ("ann\u202egnp", "bad_user"),
+        ("te\u200bacher", "bad_user"),
+    ],
+)
 async def test_reserved_and_invisible_names_are_refused_on_both_transports(servers, name, code):
     srv = await servers(http_port=0)
     status, body = await ws_refusal(srv.ws_url("names", user=name))
@@ -190,7 +210,9 @@ async def test_a_foreign_origin_is_refused_403_on_every_route(servers):
     ]
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
         for method, url in routes:
-            body = {"message": "x", "messages": [{"role": "user", "content": "x"}]} if method == "POST" else None
+            body = (
+                {"message": "x", "messages": [{"role": "user", "content": "x"}]} if method == "POST" else None
+            )
             r = await client.request(method, url, headers={"Origin": EVIL}, json=body)
             assert r.status_code == 403, (method, url)
             body = r.json()
@@ -198,8 +220,11 @@ async def test_a_foreign_origin_is_refused_403_on_every_route(servers):
             assert "access-control-allow-origin" not in r.headers
         # the server's own page (the WebSocket port) may call the HTTP port, with credentials
         own = f"http://127.0.0.1:{srv.port}"
-        r = await client.post(f"{srv.http_url}sse/chat/o/messages", headers={"Origin": own},
-                              json={"message": "from my page", "user": "ann"})
+        r = await client.post(
+            f"{srv.http_url}sse/chat/o/messages",
+            headers={"Origin": own},
+            json={"message": "from my page", "user": "ann"},
+        )
         assert r.status_code == 201
         assert r.headers["access-control-allow-origin"] == own
         assert r.headers["access-control-allow-credentials"] == "true"
@@ -213,8 +238,11 @@ async def test_simple_cross_site_posts_never_reach_the_route(servers):
     srv = await servers(http_port=0)
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
         for url in (f"{srv.http_url}sse/chat/p/messages", f"{srv.http_url}v1/chat/completions"):
-            r = await client.post(url, content=json.dumps({"message": "x", "user": "eve"}),
-                                  headers={"Content-Type": "text/plain"})
+            r = await client.post(
+                url,
+                content=json.dumps({"message": "x", "user": "eve"}),
+                headers={"Content-Type": "text/plain"},
+            )
             assert r.status_code == 415
     assert await srv.store.count("p") == 0
 
@@ -310,8 +338,10 @@ async def test_rate_limits_follow_the_token_not_the_declared_name(servers):
     ann, bob = srv.token("ann"), srv.token("bob")
     url = f"{srv.http_url}sse/chat/rl/messages"
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
-        codes = [(await client.post(url, json={"message": f"m{i}"}, headers=bearer(ann))).status_code
-                 for i in range(5)]
+        codes = [
+            (await client.post(url, json={"message": f"m{i}"}, headers=bearer(ann))).status_code
+            for i in range(5)
+        ]
         assert codes[:3] == [201] * 3 and 429 in codes[3:]
         # the WebSocket shares ann's bucket
         async with peer(srv.ws_url("rl"), additional_headers=bearer(ann)) as ws:
@@ -359,8 +389,9 @@ async def test_v1_honours_max_tokens_limits_its_rate_and_speaks_openai_errors(se
         await anonymous.models.list()
     assert (refused.value.status_code, refused.value.code) == (401, "bad_token")
     with pytest.raises(openai.BadRequestError) as bad:
-        await openai.AsyncOpenAI(base_url=f"{srv.http_url}v1", api_key=srv.token("bob"), max_retries=0
-                                 ).chat.completions.create(model="m", messages=messages, max_tokens=0)
+        await openai.AsyncOpenAI(
+            base_url=f"{srv.http_url}v1", api_key=srv.token("bob"), max_retries=0
+        ).chat.completions.create(model="m", messages=messages, max_tokens=0)
     assert (bad.value.status_code, bad.value.code) == (400, "invalid_value")
 
 
@@ -370,9 +401,11 @@ async def test_v1_honours_max_tokens_limits_its_rate_and_speaks_openai_errors(se
 async def test_a_student_stops_only_the_reply_to_their_own_message(servers):
     srv = await servers(**signed_in(streamer=EchoStreamer(chunks=400, delay=0.01)))
     teacher = srv.token("Ms Kim", "teacher")
-    async with peer(srv.ws_url("stop"), additional_headers=bearer(srv.token("ann"))) as ann, \
-            peer(srv.ws_url("stop"), additional_headers=bearer(srv.token("bob"))) as bob, \
-            peer(srv.ws_url("stop"), additional_headers=bearer(teacher)) as kim:
+    async with (
+        peer(srv.ws_url("stop"), additional_headers=bearer(srv.token("ann"))) as ann,
+        peer(srv.ws_url("stop"), additional_headers=bearer(srv.token("bob"))) as bob,
+        peer(srv.ws_url("stop"), additional_headers=bearer(teacher)) as kim,
+    ):
         for p in (ann, bob, kim):
             await p.until("connection")
         await ann.send({"message": "a long answer please"})
@@ -451,8 +484,10 @@ async def test_tls_serves_wss_and_https_on_both_ports(servers, ca, tmp_path):
 async def test_a_teacher_deletes_a_message_students_may_not_and_replays_carry_the_tombstone(servers):
     srv = await servers(**signed_in())
     teacher, ann = bearer(srv.token("Ms Kim", "teacher")), bearer(srv.token("ann"))
-    async with peer(srv.ws_url("del"), additional_headers=ann) as a, \
-            peer(srv.ws_url("del"), additional_headers=teacher) as kim:
+    async with (
+        peer(srv.ws_url("del"), additional_headers=ann) as a,
+        peer(srv.ws_url("del"), additional_headers=teacher) as kim,
+    ):
         await a.until("connection")
         await kim.until("connection")
         await a.send({"message": "the answer is 42"})
@@ -479,7 +514,9 @@ async def test_delete_over_http_for_sse_teachers(servers):
     srv = await servers(**signed_in())
     teacher, ann = bearer(srv.token("Ms Kim", "teacher")), bearer(srv.token("ann"))
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
-        posted = (await client.post(f"{srv.http_url}sse/chat/hd/messages", json={"message": "oops"}, headers=ann)).json()
+        posted = (
+            await client.post(f"{srv.http_url}sse/chat/hd/messages", json={"message": "oops"}, headers=ann)
+        ).json()
         url = f"{srv.http_url}sse/chat/hd/messages/{posted['id']}"
         refused = await client.delete(url, headers=ann)
         assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")

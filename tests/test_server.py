@@ -38,10 +38,20 @@ async def test_connection_frame_and_message_fields(server):
     async with peer(server.ws_url("room1", user="ann")) as ann:
         hello = await ann.recv()
         assert hello == {
-            "type": "connection", "message": hello["message"], "session_id": "room1",
-            "user": "ann", "online": ["ann"], "last_id": 0, "protocol": 1,
-            "limits": {"max_text": 4000, "messages_per_s": 5.0, "message_burst": 10,
-                       "frames_per_s": 50.0, "frame_burst": 100},
+            "type": "connection",
+            "message": hello["message"],
+            "session_id": "room1",
+            "user": "ann",
+            "online": ["ann"],
+            "last_id": 0,
+            "protocol": 1,
+            "limits": {
+                "max_text": 4000,
+                "messages_per_s": 5.0,
+                "message_burst": 10,
+                "frames_per_s": 50.0,
+                "frame_burst": 100,
+            },
         }
         await ann.send({"type": "message", "message": "hi", "client_id": "c-1"})
         msg = await ann.until("message")
@@ -68,7 +78,9 @@ async def test_clients_in_one_room_see_same_messages_in_id_order(server, n):
             while replies < expected_replies:
                 if (await p.recv())["type"] == "ai_complete":
                     replies += 1
-        streams = [[(f["type"], f["id"]) for f in p.seen if f["type"] in ("message", "ai_complete")] for p in peers]
+        streams = [
+            [(f["type"], f["id"]) for f in p.seen if f["type"] in ("message", "ai_complete")] for p in peers
+        ]
         assert all(s == streams[0] for s in streams)
         message_ids = [i for t, i in streams[0] if t == "message"]
         assert message_ids == sorted(message_ids) and len(message_ids) == len(senders)
@@ -182,8 +194,13 @@ async def test_flood_is_rate_limited(servers):
 
 @pytest.mark.parametrize(
     "path, status",
-    [("/nope/", 404), ("/ws/chat/bad.id/", 404), ("/ws/chat/" + "a" * 65 + "/", 404),
-     ("/ws/chat/ok/?after=x", 400), ("/ws/chat/ok/?user=", 400)],
+    [
+        ("/nope/", 404),
+        ("/ws/chat/bad.id/", 404),
+        ("/ws/chat/" + "a" * 65 + "/", 404),
+        ("/ws/chat/ok/?after=x", 400),
+        ("/ws/chat/ok/?user=", 400),
+    ],
 )
 async def test_handshake_refusals(server, path, status, caplog):
     with pytest.raises(InvalidStatus) as info:
@@ -224,7 +241,9 @@ async def test_health_and_history_endpoint(server):
     assert status == 200 and len(page["messages"]) == 4 and page["has_more"] is True
     ids = [m["id"] for m in page["messages"]]
     assert ids == sorted(ids)
-    status, _, older = await asyncio.to_thread(_get, base + f"/api/chat/hist/messages?before={ids[0]}&limit=100")
+    status, _, older = await asyncio.to_thread(
+        _get, base + f"/api/chat/hist/messages?before={ids[0]}&limit=100"
+    )
     assert [m["id"] for m in older["messages"]] == list(range(1, ids[0]))
     assert older["has_more"] is False
     status, _, err = await asyncio.to_thread(_get, base + "/api/chat/hist/messages?limit=abc")
@@ -309,7 +328,9 @@ async def test_stop_cancels_reply(servers):
         assert done["message"] == chunks and 0 < len(chunks) < len("long#0 ") * 200
     con = sqlite3.connect(srv.config.db)
     assert con.execute("SELECT status, content FROM messages WHERE id = ?", (done["id"],)).fetchone() == (
-        "cancelled", done["message"])
+        "cancelled",
+        done["message"],
+    )
 
 
 async def test_busy_queue_keeps_message(servers):
@@ -321,7 +342,7 @@ async def test_busy_queue_keeps_message(servers):
         err = await ann.until("error")
         assert err["code"] == "busy"
         await ann.until("message", message="q3")
-        for i in range(4):
+        for _ in range(4):
             await ann.send({"type": "stop"})
     con = sqlite3.connect(srv.config.db)
     stored = [r[0] for r in con.execute("SELECT content FROM messages WHERE is_user = 1 ORDER BY id")]
@@ -343,7 +364,9 @@ async def test_graceful_shutdown_stores_partial_reply(servers):
                 await ann.recv()
         assert info.value.rcvd.code == 1001
     con = sqlite3.connect(srv.config.db)
-    status, content = con.execute("SELECT status, content FROM messages WHERE id = ?", (done["id"],)).fetchone()
+    status, content = con.execute(
+        "SELECT status, content FROM messages WHERE id = ?", (done["id"],)
+    ).fetchone()
     assert status == "interrupted" and content == done["message"]
 
 
@@ -389,17 +412,25 @@ async def read_close_code(reader: asyncio.StreamReader) -> int:
 
 async def test_slow_consumer_is_closed_1013_and_the_room_keeps_going(servers, caplog):
     caplog.set_level(logging.WARNING, logger="chatkit")
-    srv = await servers(max_buffer_bytes=256 * 1024, rate_limit=10_000, rate_burst=10_000, reply_queue=10_000,
-                        max_text=50_000, max_message_bytes=128 * 1024)
+    srv = await servers(
+        max_buffer_bytes=256 * 1024,
+        rate_limit=10_000,
+        rate_burst=10_000,
+        reply_queue=10_000,
+        max_text=50_000,
+        max_message_bytes=128 * 1024,
+    )
     # The sloth: a raw WebSocket with a tiny receive buffer that stops reading after the handshake.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", srv.port))
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(b"GET /ws/chat/slow/?user=sloth HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    writer.write(
+        b"GET /ws/chat/slow/?user=sloth HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     writer.transport.pause_reading()
     n, big = 100, "x" * 49_000  # ~15 MB to every member (message + echoed reply)

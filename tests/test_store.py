@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import threading
@@ -204,7 +203,8 @@ async def test_processes_share_one_store_and_resume_never_skips(store_url):
         # every process's 40 "shared" messages, and the reply rows reserved with some of them
         users = [m for m in await reader.messages_after("shared", 0) if m.is_user]
         assert sorted(m.content for m in users) == sorted(
-            f"{p}-{i}" for p in ("p1", "p2", "p3") for i in range(60) if i % 3)
+            f"{p}-{i}" for p in ("p1", "p2", "p3") for i in range(60) if i % 3
+        )
 
 
 # -- group commit and its per-write fallback -------------------------------------
@@ -318,9 +318,11 @@ async def test_prompts_wait_in_the_store_until_claimed_once(store_url):
 async def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
     """Three processes of a cluster start together on a file that does not exist yet."""
     path = str(tmp_path / "new.db")
-    code = "import asyncio, sys; from chatkit.storage import open_store\n" \
-           "async def main():\n    s = await open_store(sys.argv[1], recover=False); await s.close()\n" \
-           "asyncio.run(main())"
+    code = (
+        "import asyncio, sys; from chatkit.storage import open_store\n"
+        "async def main():\n    s = await open_store(sys.argv[1], recover=False); await s.close()\n"
+        "asyncio.run(main())"
+    )
     procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, path) for _ in range(4)]
     assert [await p.wait() for p in procs] == [0, 0, 0, 0]
     con = sqlite3.connect(path)
@@ -337,6 +339,8 @@ async def test_the_loop_writer_stores_and_resumes_like_the_thread(tmp_path):
         assert await store.finish_reply(reply.id, "done", "complete") in (True, None)
         stored = await store.messages_after("r", 0)
         assert [m.id for m in stored] == [a.message.id for a in appended] + [reply.id]
-        assert [m.id for m in await store.messages_after("r", 0, limit=5)] == [a.message.id for a in appended[:5]]
+        assert [m.id for m in await store.messages_after("r", 0, limit=5)] == [
+            a.message.id for a in appended[:5]
+        ]
     async with await Store.open(tmp_path / "loop.db") as again:  # the file is the same for the thread writer
         assert await again.count("r") == 21

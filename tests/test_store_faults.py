@@ -20,9 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatkit import ChatServer
 from chatkit.errors import StoreError
-from chatkit.llm import EchoStreamer
 from chatkit.store import Store, run_batch
 from chatkit.widgets import ChatPane
 
@@ -59,8 +57,13 @@ def test_a_full_disk_is_reported_as_such_not_as_a_failed_rollback(tmp_path):
     con.execute("CREATE TABLE t (v TEXT)")
     pages = con.execute("PRAGMA page_count").fetchone()[0]
     con.execute(f"PRAGMA max_page_count = {pages}")
-    results = run_batch(con, [lambda c: c.execute("INSERT INTO t VALUES (?)", (BIG,)).close(),
-                              lambda c: c.execute("INSERT INTO t VALUES ('small')").close()])
+    results = run_batch(
+        con,
+        [
+            lambda c: c.execute("INSERT INTO t VALUES (?)", (BIG,)).close(),
+            lambda c: c.execute("INSERT INTO t VALUES ('small')").close(),
+        ],
+    )
     assert isinstance(results[0], sqlite3.Error) and "full" in str(results[0])
     assert not con.in_transaction
     con.execute("PRAGMA max_page_count = 1000000")
@@ -77,7 +80,9 @@ async def test_store_codes_for_a_full_disk_and_a_read_only_database(tmp_path, ca
                 await store.append("r", "ann", BIG)
         assert info.value.code == "store_full" and "database or disk is full" in info.value.message
         assert "cannot rollback" not in info.value.message
-        assert any("database or disk is full" in r.getMessage() for r in caplog.records)  # logged when it happens
+        assert any(
+            "database or disk is full" in r.getMessage() for r in caplog.records
+        )  # logged when it happens
         await set_pragma(store, "max_page_count = 1000000")
         await set_pragma(store, "query_only = 1")
         with pytest.raises(StoreError) as info:
@@ -98,8 +103,10 @@ async def test_a_full_disk_refuses_messages_with_a_code_and_a_retry_delay(server
         err = await ann.until("error")
         assert (err["code"], err["client_id"]) == ("store_full", "c-full") and err["retry_after_ms"] > 0
         async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as http:
-            r = await http.post(f"{srv.http_url}sse/chat/full/messages",
-                                json={"message": BIG[:3000], "client_id": "p-full", "user": "ann"})
+            r = await http.post(
+                f"{srv.http_url}sse/chat/full/messages",
+                json={"message": BIG[:3000], "client_id": "p-full", "user": "ann"},
+            )
             assert r.status_code == 503 and r.json()["code"] == "store_full"  # a server fault, not a 400
             assert int(r.headers["retry-after"]) >= 1
             assert (await http.get(f"{srv.http_url}health")).status_code == 200
@@ -188,9 +195,23 @@ def test_an_unusable_database_file_is_one_line_at_start_up(tmp_path, case):
         db = tmp_path / "ro" / "file" / "chat.db"
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "chatkit", "serve", "--port", "0", "--http-port", "-1",
-             "--db", str(db), "--llm", "echo"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "chatkit",
+                "serve",
+                "--port",
+                "0",
+                "--http-port",
+                "-1",
+                "--db",
+                str(db),
+                "--llm",
+                "echo",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         if case == "read-only file":
@@ -222,8 +243,7 @@ async def test_replies_waiting_at_a_crash_are_stored_as_interrupted(tmp_path):
         con = sqlite3.connect(db)
         rows = con.execute("SELECT id, is_user, status FROM messages ORDER BY id").fetchall()
         con.close()
-        assert [(is_user, status) for _, is_user, status in rows] == [
-            (1, "complete"), (0, "interrupted")] * 3
+        assert [(is_user, status) for _, is_user, status in rows] == [(1, "complete"), (0, "interrupted")] * 3
         assert [p["reply_id"] for p in prompts] == [rows[1][0], rows[3][0], rows[5][0]]
         pane = ChatPane(f"ws://127.0.0.1:{port}/", "crash", user="bob")
         await pane.start()

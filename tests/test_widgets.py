@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from chatkit.client import FixedDelay
-from chatkit.errors import MessageRefused
 from chatkit.llm import EchoStreamer, OfflineTutor
 from chatkit.widgets import ChatModel, ChatPane, side_by_side
 
@@ -104,7 +101,10 @@ async def test_english_reconnecting_label_counts_attempts(servers):
         await srv.stop()
         await wait_for(lambda: pane.model.state == "reconnecting")
         await asyncio.sleep(0.1)
-        assert "Reconnecting in 5 s (attempt 1)" in pane.status.value or "Reconnecting in 4 s (attempt 1)" in pane.status.value
+        assert (
+            "Reconnecting in 5 s (attempt 1)" in pane.status.value
+            or "Reconnecting in 4 s (attempt 1)" in pane.status.value
+        )
     finally:
         await pane.aclose()
 
@@ -186,8 +186,16 @@ async def test_stream_of_1000_chunks_is_throttled(servers):
 def test_model_window_of_1000_messages():
     model = ChatModel(user="ann")
     for i in range(1, 1001):
-        model.apply({"type": "message", "id": i, "user": "bob", "is_user": True, "message": f"m{i}",
-                     "timestamp": "2026-01-01T00:00:00.000Z"})
+        model.apply(
+            {
+                "type": "message",
+                "id": i,
+                "user": "bob",
+                "is_user": True,
+                "message": f"m{i}",
+                "timestamp": "2026-01-01T00:00:00.000Z",
+            }
+        )
     model.apply({"type": "message", "id": 5, "user": "bob", "is_user": True, "message": "dup"})
     assert len(model.messages) == 1000 and model.messages[4]["text"] == "m5"
     pane = ChatPane("ws://127.0.0.1:1", "w", user="ann", window=100)
@@ -214,7 +222,6 @@ def test_model_from_events_without_a_server():
     assert (m.state, m.attempt, m.delay) == ("reconnecting", 2, 4.0)
 
 
-from chatkit.errors import MessageRefused
 async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
     text = "Use `Sec-WebSocket-Key`:\n\n```python\nimport base64\nprint(base64.b64encode(b'x'))\n```\n[rfc](https://www.rfc-editor.org/rfc/rfc6455)"
     srv = await servers(streamer=EchoStreamer(delay=0.02))
@@ -231,7 +238,10 @@ async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
         for row in html.split('<div class="message ')[1:]:  # the user's message and the echo, alike
             assert "<code>Sec-WebSocket-Key</code>" in row
             assert '<span class="tok-kn">import</span>' in row
-            assert 'href="https://www.rfc-editor.org/rfc/rfc6455" target="_blank" rel="noopener noreferrer"' in row
+            assert (
+                'href="https://www.rfc-editor.org/rfc/rfc6455" target="_blank" rel="noopener noreferrer"'
+                in row
+            )
         assert ".chatkit-pane .ck-md .highlight .tok-k" in pane.children[0].value  # pygments CSS shipped
     finally:
         await pane.aclose()
@@ -240,8 +250,13 @@ async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
 async def test_markdown_xss_cases_are_text_in_the_pane(servers):
     srv = await servers()
     pane = await ChatPane(srv, "mdx", user="eve", policy=FAST).start()
-    cases = ["[x](javascript:alert(1))", "`<img src=x onerror=alert(1)>`", "![x](data:image/png;base64,AAAA)",
-             "[y](data:text/html;base64,PHNjcmlwdD4=)", "<img src=x onerror=alert(1)>"]
+    cases = [
+        "[x](javascript:alert(1))",
+        "`<img src=x onerror=alert(1)>`",
+        "![x](data:image/png;base64,AAAA)",
+        "[y](data:text/html;base64,PHNjcmlwdD4=)",
+        "<img src=x onerror=alert(1)>",
+    ]
     try:
         for text in cases:
             await pane.client.send(text)
@@ -277,7 +292,9 @@ async def test_tutor_answer_shows_highlighted_code(servers):
         answer = pane.message_list.value.split('class="message ai')[1]
         assert "<code>Sec-WebSocket-Key</code>" in answer and "`" not in answer
         assert '<pre class="highlight"><code class="language-python">' in answer
-        assert '<span class="tok-kn">import</span>' in answer and '<span class="tok-nf">accept</span>' in answer
+        assert (
+            '<span class="tok-kn">import</span>' in answer and '<span class="tok-nf">accept</span>' in answer
+        )
     finally:
         await pane.aclose()
 
@@ -296,6 +313,8 @@ async def test_a_pane_sends_read_receipts_only_once_displayed(servers):
     finally:
         await ann.aclose()
         await cam.aclose()
+
+
 async def test_reactions_between_two_panes_and_after_history(servers):
     srv = await servers()
     ann = await ChatPane(srv, "react", user="ann", policy=FAST).start()

@@ -99,7 +99,9 @@ def merge(en_nb: nbformat.NotebookNode, ko_nb: nbformat.NotebookNode | None, nam
         else:
             stale = old_prose[prose_index].source if prose_index < len(old_prose) else None
             report.todo.append((i, cell.source, stale))
-            cells.append(nbformat.v4.new_markdown_cell(cell.source, metadata={"en": key, "translate": "todo"}))
+            cells.append(
+                nbformat.v4.new_markdown_cell(cell.source, metadata={"en": key, "translate": "todo"})
+            )
         prose_index += 1
     if code_index != len(old_code):
         report.code_changed += 1
@@ -127,9 +129,20 @@ def write_pair(nb: nbformat.NotebookNode, md: Path) -> Path:
 def execute(ipynb: Path) -> None:
     """Run the notebook in place, in its own folder (so ``notebooks/ko/chatkit.toml`` applies)."""
     subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
-         "--ExecutePreprocessor.timeout=300", str(ipynb)],
-        check=True, cwd=ipynb.parent,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--inplace",
+            "--ExecutePreprocessor.timeout=300",
+            str(ipynb),
+        ],
+        check=True,
+        cwd=ipynb.parent,
     )
     # Executing rewrites the .ipynb only; the .md has no outputs and stays as written.
 
@@ -154,8 +167,10 @@ def _executed(ipynb: Path) -> bool:
 
 def print_report(report: Report) -> None:
     status = "ok" if not (report.code_changed or report.todo) else ""
-    print(f"== {report.name}: {report.code_changed} code cell(s) updated, "
-          f"{len(report.todo)} prose cell(s) to translate {status}")
+    print(
+        f"== {report.name}: {report.code_changed} code cell(s) updated, "
+        f"{len(report.todo)} prose cell(s) to translate {status}"
+    )
     for index, english, stale in report.todo:
         print(f"   cell {index}: {english.splitlines()[0][:90] if english else ''}")
         if stale:
@@ -166,14 +181,22 @@ def print_report(report: Report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help="notebook names (e.g. 03_streaming); default: every Korean edition")
+    parser.add_argument(
+        "names", nargs="*", help="notebook names (e.g. 03_streaming); default: every Korean edition"
+    )
     parser.add_argument("--check", action="store_true", help="report only; exit 1 if anything is behind")
-    parser.add_argument("--new", action="store_true", help="create the Korean editions of the named notebooks")
+    parser.add_argument(
+        "--new", action="store_true", help="create the Korean editions of the named notebooks"
+    )
     parser.add_argument("--no-execute", action="store_true", help="do not execute changed notebooks")
     args = parser.parse_args(argv)
     editions = english_editions()
     if args.names:
-        editions = [p for p in editions if p.stem in args.names or str(p.relative_to(EN).with_suffix("")) in args.names]
+        editions = [
+            p
+            for p in editions
+            if p.stem in args.names or str(p.relative_to(EN).with_suffix("")) in args.names
+        ]
     if not args.new:
         editions = [p for p in editions if korean_twin(p).exists()]
     behind = False

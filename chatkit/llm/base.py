@@ -14,7 +14,8 @@ a message safe to show to users.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 __all__ = ["Streamer", "ChatMessage", "DEFAULT_SYSTEM_PROMPT", "last_user_text"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .base import ChatMessage, last_user_text
 

@@ -20,9 +20,9 @@ import random
 import re
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import AsyncIterator, Awaitable, Callable
 
 from .base import ChatMessage
 
@@ -85,7 +85,7 @@ class KnowledgeBase:
         self.vectors = [self._weigh(doc) for doc in docs]
 
     @classmethod
-    def load(cls) -> "KnowledgeBase":
+    def load(cls) -> KnowledgeBase:
         """The knowledge base shipped in the package."""
         text = resources.files("chatkit.llm").joinpath("tutor_kb.json").read_text("utf-8")
         return cls(json.loads(text))
@@ -99,8 +99,7 @@ class KnowledgeBase:
         """(score, entry index) for every entry, best first; ties by entry order."""
         query = self._weigh(Counter(tokenize(question)))
         scores = [
-            (sum(w * vec.get(t, 0.0) for t, w in query.items()), i)
-            for i, vec in enumerate(self.vectors)
+            (sum(w * vec.get(t, 0.0) for t, w in query.items()), i) for i, vec in enumerate(self.vectors)
         ]
         return sorted(scores, key=lambda s: (-s[0], s[1]))
 
@@ -142,7 +141,8 @@ class OfflineTutor:
             # "tell me more": rank on the recent conversation, skip answers already given.
             ranked = self.kb.rank(" ".join(users[-3:]))
             ranked = [
-                (s, i) for s, i in ranked
+                (s, i)
+                for s, i in ranked
                 if self.kb.entries[i]["en"] not in given and self.kb.entries[i]["ko"] not in given
             ]
         if not ranked or ranked[0][0] < self.threshold:

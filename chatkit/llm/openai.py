@@ -16,7 +16,7 @@ reply is stored as ``error``, never as ``complete``.
 from __future__ import annotations
 
 import os
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import openai
 
@@ -63,8 +63,11 @@ class OpenAIStreamer:
     async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         extra = {} if self.temperature is None else {"temperature": self.temperature}
         try:
-            response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, **extra  # type: ignore[arg-type]
+            response = await self.client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model,
+                messages=messages,
+                stream=True,
+                **extra,
             )
         except openai.APIError as exc:
             raise _translate(exc) from None
