@@ -13,6 +13,8 @@ from openai import AsyncOpenAI
 
 from chatkit import protocol
 from chatkit.client import FixedDelay
+from chatkit.http import SSESink
+from chatkit.sinks import Outgoing
 from chatkit.sse import SSEClient
 
 from .conftest import TIMEOUT, peer
@@ -332,3 +334,64 @@ async def test_openai_library_against_v1(servers):
         await client.chat.completions.create(model="x", messages=[])
     assert getattr(info.value, "status_code", None) == 400
     await client.close()
+
+
+# -- SSESink without a socket ---------------------------------------------------------
+
+
+class BufferTransport(asyncio.WriteTransport):
+    """A transport whose peer reads nothing: every byte written stays unsent (no socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closing = False
+
+    def write(self, data) -> None:
+        self.data += data
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_sse_sink_ids_are_the_safe_resume_cursor():
+    """Type and id come from the frame, not from parsing its JSON; a streaming reply holds the cursor back."""
+    transport = BufferTransport()
+    sink = SSESink(transport, chunked=False)
+    sink.cursor = 10
+    for frame in (
+        protocol.message_frame(protocol.StoredMessage(11, "r", "ann", True, "hi", "complete", None, "t")),
+        protocol.ai_chunk_frame(12, "Hel"),
+        protocol.typing_frame("bob", True),
+        protocol.ai_chunk_frame(12, "lo"),
+        protocol.ai_complete_frame(12, "Hello"),
+    ):
+        sink.send(Outgoing.encode(frame))
+    events = whatwg_parse(transport.data.decode())
+    assert [(e["event"], e["id"]) for e in events] == [
+        ("message", "11"),
+        ("ai_chunk", "11"),
+        ("typing", "11"),
+        ("ai_chunk", "11"),
+        ("ai_complete", "12"),
+    ]
+    assert json.loads(events[-1]["data"])["message"] == "Hello"
+
+
+async def test_sse_sink_writes_http_chunks_and_ends_a_stream_that_falls_behind():
+    transport = BufferTransport()
+    sink = SSESink(transport, limit=1)
+    frame = Outgoing.encode(protocol.typing_frame("u0", True))
+    sink.send(frame)
+    size, _, rest = bytes(transport.data).partition(b"\r\n")
+    assert int(size, 16) == len(rest) - 2 and rest.endswith(b"\r\n")  # one chunk of a chunked body
+    assert whatwg_parse(rest[:-2].decode())[0]["event"] == "typing"
+    assert not sink.ended.done()
+    sink.send(Outgoing.encode(protocol.typing_frame("u1", True)))  # the first is still unsent: too slow
+    assert sink.overflowed and sink.ended.done()
+    written = len(transport.data)
+    sink.send(Outgoing.encode(protocol.typing_frame("late", True)))  # dropped: the stream is ending
+    assert len(transport.data) == written
