@@ -48,6 +48,7 @@
       url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
       if (!this.signedIn) url.searchParams.set("user", this.user);
       if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
+      url.searchParams.set("presence", "batch"); // joins/leaves as one `presence` frame per tick
       return url.toString();
     }
 
@@ -101,10 +102,11 @@
         const url = new URL(`sse/chat/${encodeURIComponent(this.room)}/`, await this.sseBase());
         if (!this.signedIn) url.searchParams.set("user", this.user);
         if (this.resume.cursor !== null) url.searchParams.set("after", String(this.resume.cursor));
+        url.searchParams.set("presence", "batch");
         const source = new EventSource(url, { withCredentials: true }); // the sign-in cookie, cross-port
         this.source = source;
         const types = ["connection", "message", "ai_chunk", "ai_complete", "typing", "user_join",
-                       "user_leave", "read_receipt", "reaction", "error", "message_deleted"];
+                       "user_leave", "presence", "read_receipt", "reaction", "error", "message_deleted"];
         for (const type of types) {
           source.addEventListener(type, (event) => {
             const frame = JSON.parse(event.data);
@@ -178,14 +180,18 @@
 
     // Every message ends as stored (its `message` frame), refused (a `refused` event with the
     // server's code) or not sent after SEND_TIMEOUT_MS: the rules of chatkit.client.ChatClient.
-    send(text) {
+    // `attachment` ({id, name, …}: an upload's answer) makes it a file message; `text` is its caption.
+    send(text, attachment = null) {
       const clientId = newClientId();
-      const refuse = (code, message) => this.onEvent({ type: "refused", client_id: clientId, text, code, message });
+      const refuse = (code, message) => this.onEvent({ type: "refused", client_id: clientId, text, attachment, code, message });
       if (text.length > this.limits.max_text) {
         refuse("too_long", `message is ${text.length} characters; the limit is ${this.limits.max_text}`);
         return clientId;
       }
-      try { this.outbox.add(clientId, text); } catch (error) { refuse(error.code, error.message); return clientId; }
+      try {
+        const pending = this.outbox.add(clientId, text);
+        if (attachment) pending.attachment = attachment; // re-sent with it, like the text
+      } catch (error) { refuse(error.code, error.message); return clientId; }
       this.deadlines.set(clientId, setTimeout(() => {
         if (this.outbox.remove(clientId)) refuse("send_timeout", "the server did not store it in time");
         this.deadlines.delete(clientId);
@@ -203,7 +209,7 @@
       this.deadlines.delete(clientId);
       if (outcome.kind === "refused") {
         this.onEvent({ type: "refused", client_id: clientId, text: outcome.pending.text,
-                       code: outcome.code, message: outcome.message });
+                       attachment: outcome.pending.attachment, code: outcome.code, message: outcome.message });
       }
     }
 
@@ -211,20 +217,21 @@
     flush() {
       clearTimeout(this.flushTimer);
       const { send, wait } = this.outbox.due(now());
-      for (const pending of send) this.transmitMessage(pending.text, pending.client_id);
+      for (const pending of send) this.transmitMessage(pending.text, pending.client_id, pending.attachment);
       if (wait !== null) this.flushTimer = setTimeout(() => this.flush(), wait * 1000);
     }
 
-    async transmitMessage(text, clientId) {
+    async transmitMessage(text, clientId, attachment) {
+      const message = { message: text, client_id: clientId };
+      if (attachment) message.attachment = { id: attachment.id }; // the server fills in the rest
       if (this.transport === "ws") {
-        if (!this.sendFrame({ type: "message", message: text, client_id: clientId })) this.outbox.disconnected();
+        if (!this.sendFrame({ type: "message", ...message })) this.outbox.disconnected();
         return;
       }
       try {
         const response = await fetch(new URL(`sse/chat/${encodeURIComponent(this.room)}/messages`, await this.sseBase()), {
           method: "POST", headers: { "Content-Type": "application/json" }, credentials: "include",
-          body: JSON.stringify(this.signedIn ? { message: text, client_id: clientId }
-                                             : { message: text, user: this.user, client_id: clientId }),
+          body: JSON.stringify(this.signedIn ? message : { ...message, user: this.user }),
         });
         const body = await response.json().catch(() => ({}));
         if (response.ok) { this.settle(this.outbox.receive({ ...body, type: "message", is_user: true }, now())); return; }
@@ -252,6 +259,33 @@
       if (response.status >= 400) this.onEvent(await response.json());
     }
     stop() { this.sendFrame({ type: "stop" }); }
+
+    // Upload a file (raw body) to the HTTP port; resolves to the server's answer {id, name, type,
+    // size, url, thumb, width, height}, or throws an Error with the server's `code` (413 too_large,
+    // 415 unsupported_type, …) and its JSON body.
+    async upload(blob, name) {
+      const url = new URL("files", await this.sseBase());
+      url.searchParams.set("room", this.room);
+      const type = String(blob.type || "").split(";")[0].trim() || "application/octet-stream";
+      let response;
+      try {
+        response = await fetch(url, {
+          method: "POST", credentials: "include", body: blob,
+          headers: { "Content-Type": type, "X-Filename": encodeURIComponent(name) },
+        });
+      } catch (error) {
+        throw Object.assign(new Error(String(error.message || error)), { code: "upload_failed", body: {} });
+      }
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) return body;
+      throw Object.assign(new Error(body.message || `HTTP ${response.status}`),
+                          { code: body.code || `http_${response.status}`, status: response.status, body });
+    }
+
+    // A server path of a file ("/files/<sha256>"), as a URL on the HTTP port (behind a proxy too).
+    async fileUrl(path) {
+      return new URL(String(path).replace(/^\/+/, ""), await this.sseBase()).toString();
+    }
     remove(messageId) { this.sendFrame({ type: "delete", message_id: messageId }); } // teachers only
   }
 
@@ -272,7 +306,7 @@
   const ui = {
     service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
     streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false, reactions: new Map(),
-    state: { state: "closed", attempt: 0 }, composing: false,
+    state: { state: "closed", attempt: 0 }, composing: false, maxUpload: null,
   };
   const render = window.chatkitRender;
   const STREAM_RENDER_MS = 50; // a streaming reply is re-rendered at most 20 times a second
@@ -289,6 +323,8 @@
     const online = state === "open";
     $("input").disabled = !online;
     $("send").disabled = !online;
+    $("attach").disabled = !online;
+    $("record").disabled = !online && !recorder.media; // a recording can always be stopped
     $("status").dataset.state = state;
     renderState();
   }
@@ -333,7 +369,8 @@
     const content = el("div", "content");
     Object.assign(node.dataset, { user: msg.user || "AI", timestamp: msg.timestamp || "", status: msg.status || "" });
     content.append(el("div", "meta", metaText(node)));
-    content.append(render.renderInto(el("div", "text"), msg.message));
+    if (msg.attachment) content.append(attachmentView(msg.attachment));
+    if (!msg.attachment || msg.message) content.append(render.renderInto(el("div", "text"), msg.message));
     content.append(el("div", "reactions"));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
     if (ui.role === "teacher") {
@@ -350,6 +387,169 @@
     renderReceipt(node, msg.id);
     renderReactions(node, msg.id);
     if (msg.is_user && msg.user !== ui.user) markUnread(msg.id, node);
+  }
+
+  // --- attachments (docs/protocol.md "Files") --------------------------------------------------
+  // The server describes a message's file: {id, name, type, size, url, thumb, width, height}, with
+  // url/thumb paths on the HTTP port. Built with DOM APIs; the name is only ever text or alt text.
+  const FILE_PATH = /^\/files\/[0-9a-f]{64}(?:\/thumb)?$/; // nothing else is loaded from a message
+  const THUMB_PX = 240; // the box a thumbnail is shown in (CSS has the same)
+
+  function formatSize(bytes) {
+    const n = Number(bytes) || 0;
+    const [value, unit] = n >= 1e6 ? [n / 1e6, "megabyte"] : n >= 1e3 ? [n / 1e3, "kilobyte"] : [n, "byte"];
+    return new Intl.NumberFormat(i18n.language, { style: "unit", unit, unitDisplay: unit === "byte" ? "long" : "short",
+                                                 maximumFractionDigits: 1 }).format(value);
+  }
+
+  function setFileUrl(node, attribute, path) {
+    if (typeof path !== "string" || !FILE_PATH.test(path)) return;
+    ui.service.fileUrl(path).then((url) => node.setAttribute(attribute, url));
+  }
+
+  function attachmentView(file) {
+    const name = String(file.name || "file");
+    const type = String(file.type || "");
+    const box = el("div", "attachment");
+    box.dataset.type = type;
+    if (type.startsWith("image/")) {
+      const link = el("a", "image");
+      link.target = "_blank";
+      link.rel = "noopener noreferrer"; // the full image in a new tab, no window.opener
+      const img = el("img", "thumb");
+      img.alt = name;
+      img.title = name;
+      img.decoding = "async";
+      const w = Number(file.width), h = Number(file.height);
+      if (w > 0 && h > 0) { // reserve the box, so the list does not jump when it loads
+        const scale = Math.min(1, THUMB_PX / Math.max(w, h));
+        img.width = Math.max(1, Math.round(w * scale));
+        img.height = Math.max(1, Math.round(h * scale));
+      }
+      setFileUrl(link, "href", file.url);
+      setFileUrl(img, "src", file.thumb || file.url);
+      link.append(img);
+      box.append(link);
+    } else if (type.startsWith("audio/")) {
+      const audio = el("audio");
+      audio.controls = true;
+      audio.preload = "metadata";
+      audio.setAttribute("aria-label", t("attachment.audio", { name }));
+      setFileUrl(audio, "src", file.url);
+      box.append(audio);
+    } else {
+      const link = el("a", "file", `${name} (${formatSize(file.size)})`);
+      link.rel = "noopener noreferrer";
+      link.download = name; // and the server sends Content-Disposition: attachment
+      setFileUrl(link, "href", file.url);
+      box.append(link);
+    }
+    return box;
+  }
+
+  // Show how an upload goes: text for sighted users, role=status for screen readers.
+  function uploadStatus(text, state) {
+    const box = $("upload-status");
+    box.textContent = text;
+    box.dataset.state = state;
+  }
+
+  function uploadErrorText(error, name) {
+    const { code, body = {} } = error;
+    const known = { too_large: "upload.too_large", unsupported_type: "upload.unsupported_type",
+                    unsupported_media_type: "upload.unsupported_type", bad_image: "upload.bad_image",
+                    image_too_large: "upload.image_too_large", empty_file: "upload.empty_file",
+                    upload_failed: "upload.failed" };
+    const message = code in known
+      ? t(known[code], { name, max: body.max ? formatSize(body.max) : "?" })
+      : (body.message || error.message);
+    return t("error.line", { code, message });
+  }
+
+  // Upload a file, then send it as a message (the text in the box is its caption when `caption`).
+  async function sendFile(blob, name, { caption = true } = {}) {
+    if (!ui.service) return;
+    name = String(name || "file").normalize("NFC");
+    if (blob.size > ui.maxUpload) { // config.json's max_upload_bytes: do not send it to learn that
+      uploadStatus(uploadErrorText({ code: "too_large", body: { max: ui.maxUpload } }, name), "error");
+      return;
+    }
+    uploadStatus(t("upload.sending", { name }), "busy");
+    let file;
+    try {
+      file = await ui.service.upload(blob, name);
+    } catch (error) {
+      uploadStatus(uploadErrorText(error, name), "error");
+      return;
+    }
+    uploadStatus("", "done");
+    const text = caption ? $("input").value : "";
+    if (caption) $("input").value = "";
+    ui.service.send(text, file);
+  }
+
+  // Voice messages: MediaRecorder where the browser offers it (a secure context: https or
+  // localhost); the button stays hidden elsewhere. Toggle: the first press records, the second
+  // stops and sends the recording as an audio attachment. Nothing is played from a blob: URL.
+  const recorder = { media: null, discard: false, timer: null };
+  const canRecord = () => Boolean(window.isSecureContext && window.MediaRecorder && navigator.mediaDevices
+                                  && navigator.mediaDevices.getUserMedia);
+  const RECORD_TYPES = [["audio/webm;codecs=opus", "webm"], ["audio/webm", "webm"],
+                        ["audio/ogg;codecs=opus", "ogg"], ["audio/mp4", "m4a"]];
+
+  function showRecording(on, started = 0) {
+    const button = $("record");
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    button.dataset.state = on ? "recording" : "idle";
+    const label = button.querySelector("[data-i18n]");
+    label.dataset.i18n = on ? "input.record_stop" : "input.record";
+    label.textContent = t(label.dataset.i18n);
+    button.title = label.textContent;
+    clearInterval(recorder.timer);
+    const clock = $("record-time");
+    clock.textContent = "";
+    if (!on) return;
+    const tick = () => {
+      const s = Math.floor((Date.now() - started) / 1000);
+      clock.textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    };
+    tick();
+    recorder.timer = setInterval(tick, 250);
+  }
+
+  async function toggleRecording() {
+    if (recorder.media) { recorder.media.stop(); return; }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (error) { // refused by the user, no microphone, …
+      uploadStatus(t("error.line", { code: "microphone", message: t("record.unavailable", { error: error.name || error }) }), "error");
+      return;
+    }
+    const [mimeType, extension] = RECORD_TYPES.find(([type]) => MediaRecorder.isTypeSupported(type)) || ["", "webm"];
+    const media = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
+    const chunks = [];
+    media.addEventListener("dataavailable", (event) => { if (event.data.size) chunks.push(event.data); });
+    media.addEventListener("stop", () => {
+      for (const track of stream.getTracks()) track.stop(); // the browser's "recording" indicator goes off
+      recorder.media = null;
+      showRecording(false);
+      $("record").disabled = ui.state.state !== "open";
+      if (recorder.discard || !chunks.length) return;
+      const type = (media.mimeType || mimeType || "audio/webm").split(";")[0];
+      const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+      sendFile(new Blob(chunks, { type }), `voice-${stamp}.${extension}`, { caption: false });
+    });
+    recorder.media = media;
+    recorder.discard = false;
+    media.start();
+    showRecording(true, Date.now());
+  }
+
+  function stopRecording(discard) {
+    if (!recorder.media) return;
+    recorder.discard = discard;
+    recorder.media.stop();
   }
 
   // Read receipts mean *read*: sent once another user's message is visible in a focused tab.
@@ -449,6 +649,12 @@
         renderOnline();
         renderTyping();
         break;
+      case "presence": // ?presence=batch: a tick's joins and leaves in one frame, applied in order
+        for (const name of frame.joined || []) ui.online.add(name);
+        for (const name of frame.left || []) { ui.online.delete(name); ui.typers.delete(name); }
+        renderOnline();
+        renderTyping();
+        break;
       case "message":
         addMessage(frame);
         break;
@@ -493,6 +699,7 @@
         node.append(el("div", "avatar", "⚠"));
         const content = el("div", "content");
         content.append(el("div", "meta", `not sent · ${frame.code}: ${frame.message}`));
+        if (frame.attachment) content.append(el("div", "attachment-name", String(frame.attachment.name || "")));
         content.append(el("span", "text", frame.text));
         node.append(content);
         $("list").append(node);
@@ -582,15 +789,45 @@
     renderState();
     renderOnline();
     renderTyping();
+    $("record").title = t($("record").querySelector("[data-i18n]").dataset.i18n);
     for (const node of $("list").children) {
       const meta = node.querySelector(".meta");
       if (meta) meta.textContent = metaText(node);
       renderReceipt(node, Number(node.dataset.id));
     }
   });
+  // Files: the attach button opens the (hidden) file input; an image pasted into the box or a
+  // file dropped on the chat is sent the same way.
+  $("attach").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", () => {
+    const input = $("file");
+    const [file] = input.files;
+    if (file) sendFile(file, file.name);
+    input.value = ""; // the same file may be picked again
+  });
+  $("input").addEventListener("paste", (event) => {
+    const [file] = event.clipboardData ? event.clipboardData.files : [];
+    if (!file || $("attach").disabled || $("attach").hidden) return; // plain text pastes as usual
+    event.preventDefault();
+    const extension = (file.type.split("/")[1] || "bin").replace(/[^a-z0-9]/gi, "");
+    sendFile(file, file.name && file.name !== "image.png" ? file.name : `pasted.${extension}`);
+  });
+  $("chat").addEventListener("dragover", (event) => {
+    if (!event.dataTransfer || !event.dataTransfer.types.includes("Files")) return;
+    event.preventDefault(); // allow the drop
+    event.dataTransfer.dropEffect = "copy";
+  });
+  $("chat").addEventListener("drop", (event) => {
+    const [file] = event.dataTransfer ? event.dataTransfer.files : [];
+    if (!file) return;
+    event.preventDefault(); // never navigate away to the dropped file
+    if (!$("attach").disabled && !$("attach").hidden) sendFile(file, file.name);
+  });
+  $("record").addEventListener("click", () => toggleRecording());
   $("older").addEventListener("click", () => loadOlder());
   $("stop").addEventListener("click", () => ui.service.stop());
   $("leave").addEventListener("click", () => {
+    stopRecording(true);
     ui.service.disconnect();
     $("chat").hidden = true;
     $("join").hidden = false;
@@ -604,6 +841,10 @@
   // With sign-in on (config.json's sign_in), the page asks for the join code instead.
   fetch(new URL("config.json", location.href)).then((r) => r.json()).then((config) => {
     ui.signIn = config.sign_in === "join_code";
+    // A server that takes uploads states its limit; only then are the attach and record buttons shown.
+    ui.maxUpload = Number(config.max_upload_bytes) || null;
+    $("attach").hidden = !ui.maxUpload;
+    $("record").hidden = !ui.maxUpload || !canRecord();
     $("code-label").hidden = !ui.signIn;
     $("code").required = ui.signIn;
     if (!ui.signIn && params.get("room") && params.get("user")) {
