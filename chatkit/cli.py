@@ -214,6 +214,12 @@ def _add_security_options(s: argparse.ArgumentParser) -> None:
         help="open SSE streams per client address (default %(default)s)",
     )
     g.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="listen backlog per port (default: derived from the descriptor limit, 8-100)",
+    )
+    g.add_argument(
         "--head-timeout",
         type=float,
         default=lim.head_timeout,
@@ -282,6 +288,7 @@ def security_from_args(args: argparse.Namespace) -> dict:
         max_streams_per_ip=args.max_streams_per_ip,
         head_timeout=args.head_timeout,
         body_timeout=args.body_timeout,
+        backlog=args.backlog,
         v1_rate=args.v1_rate,
         v1_max_tokens=args.v1_max_tokens,
         handshake_rate=args.handshake_rate,

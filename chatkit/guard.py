@@ -29,7 +29,7 @@ from . import protocol
 from .auth import Authenticator, AuthError, Identity, validate_name
 from .endpoints import Headers, HTTPResponse, json_response
 from .errors import ChatkitError, ProtocolError
-from .limits import ConnectionLimiter, KeyedRateLimiter, Limits, RoomQuota
+from .limits import ConnectionLimiter, ConnectionSlots, KeyedRateLimiter, Limits, RoomQuota
 from .origins import OriginPolicy, OriginRefused
 
 __all__ = ["Guard", "Admitted", "Refused", "refusal_response", "redact", "SECURITY_HEADERS"]
@@ -108,8 +108,7 @@ class Guard:
     def __post_init__(self) -> None:
         lim = self.limits
         self.connections = {
-            port: ConnectionLimiter(lim.max_connections, lim.max_connections_per_ip)
-            for port in ("ws", "http")
+            port: ConnectionSlots(lim.max_connections, lim.max_connections_per_ip) for port in ("ws", "http")
         }
         self.streams = ConnectionLimiter(None, lim.max_streams_per_ip)
         self.messages = _Limiters(self.message_rate, self.message_burst, lim.per_ip_factor)

@@ -42,7 +42,7 @@ from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, js
 from .errors import ChatkitError, LLMError, ProtocolError
 from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, Refused, refusal_response
 from .hub import Hub
-from .limits import refusal_bytes
+from .limits import Slot, refusal_bytes
 from .llm.base import Streamer
 from .rooms import BUSY_MESSAGE
 from .sinks import Outgoing, Sink
@@ -230,6 +230,7 @@ class HTTPServer:
             self.requested_port,
             ssl=self.ssl,
             ssl_handshake_timeout=self.guard.limits.head_timeout if self.ssl else None,
+            backlog=self.guard.limits.backlog,  # bounds the accept burst (see Limits.backlog)
         )
         return self
 
@@ -266,37 +267,45 @@ class HTTPServer:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if peer else ""
         slots = self.guard.connections["http"]
-        if not slots.acquire(address):
+        task = asyncio.current_task()
+        assert task is not None
+        retry_after = self.guard.limits.retry_after_s
+
+        def turn_away() -> None:
+            writer.write(
+                refusal_bytes(
+                    503, "too_many_connections", "too many open connections; retry later", retry_after
+                )
+            )
+            writer.close()
+
+        def evict() -> None:  # the port is full and this connection has sent no request head yet
+            logger.info("closed a connection from %s to make room: no request head yet, port full", address)
+            turn_away()
+            task.cancel()
+
+        slot = slots.acquire(address, evict)
+        if slot is None:
             # Refused before reading anything: the descriptor is freed at once.
             logger.info(
                 "refused a connection from %s: %d open (%d from it)",
                 address,
                 slots.open,
-                slots.by_key[address],
+                slots.from_key(address),
             )
-            writer.write(
-                refusal_bytes(
-                    503,
-                    "too_many_connections",
-                    "too many open connections; retry later",
-                    self.guard.limits.retry_after_s,
-                )
-            )
-            writer.close()
+            turn_away()
             return
-        task = asyncio.current_task()
-        assert task is not None
         self._handlers.add(task)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, slot)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
-            # Cancelled by close(): end quietly. This is the task's outermost frame,
+            # Cancelled by close() or evicted: end quietly. This is the task's outermost frame,
             # and asyncio's stream callback would log a cancelled task as an error.
             pass
         finally:
-            slots.release(address)
+            slots.release(slot)
             self._handlers.discard(task)
             writer.close()
 
@@ -309,17 +318,20 @@ class HTTPServer:
                 data = await reader.read(65536)
             conn.receive_data(data)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         peer = writer.get_extra_info("peername")
         limits = self.guard.limits
+        slots = self.guard.connections["http"]
         while True:
             try:
                 try:
                     # One deadline for the whole head (and one for the body), not one per read:
                     # a client sending a byte now and then cannot hold the connection.
+                    slots.awaiting_head(slot)  # evictable while the port is full (ConnectionSlots)
                     async with asyncio.timeout(limits.head_timeout):
                         request = await self._next_event(conn, reader, None)
+                    slots.head_received(slot)
                 except TimeoutError:
                     if conn.trailing_data[0]:  # a head begun but not finished: a slow (or stuck) client
                         logger.info(

@@ -1,9 +1,14 @@
 """Limits that keep one client from locking everybody else out — sans-I/O.
 
-- :class:`ConnectionLimiter`: open connections in total and per client
-  address (both ports), and SSE streams per address. Past a cap the server
-  answers ``503`` with ``Retry-After`` at once and closes the socket, so a
-  flood of idle connections cannot use up the process's file descriptors.
+- :class:`ConnectionLimiter`: counts per client address (SSE streams per
+  address) and in total.
+- :class:`ConnectionSlots`: the open connections of one port, in total and per
+  client address. When the total is full, the oldest connection that is still
+  waiting for its request head is closed to make room (a flood of slow,
+  head-less connections from many addresses cannot lock a normal client out);
+  when no connection is waiting for a head, or the new one's address is at its
+  own cap, the server answers ``503`` with ``Retry-After`` at once and closes
+  the socket, so a flood cannot use up the process's file descriptors.
 - :class:`KeyedRateLimiter`: token buckets keyed on who the request *is* (the
   token's name, or the client address without sign-in) — never on a name the
   client declares itself.
@@ -25,9 +30,12 @@ from dataclasses import dataclass, field
 __all__ = [
     "Limits",
     "ConnectionLimiter",
+    "ConnectionSlots",
+    "Slot",
     "KeyedRateLimiter",
     "RoomQuota",
     "refusal_bytes",
+    "default_backlog",
     "default_max_connections",
 ]
 
@@ -79,10 +87,23 @@ class Limits:
     """Rooms a client address may open per hour (``--rooms-per-ip``); empty rooms are freed."""
     retry_after_s: int = 5
     """``Retry-After`` of a ``503``."""
+    backlog: int = 0
+    """Each port's listen backlog (``--backlog``); 0 = derived from the descriptor limit.
+    asyncio accepts up to this many connections in one go before any is counted, so the
+    backlog of both ports must fit in what ``max_connections`` leaves of the descriptors
+    (else a flood meets ``EMFILE``, and asyncio stops accepting for a second)."""
 
     def __post_init__(self) -> None:
         if self.max_connections_per_ip <= 0:
             self.max_connections_per_ip = max(1, self.max_connections // 4)
+        if self.backlog <= 0:
+            self.backlog = default_backlog(self.max_connections)
+
+
+def default_backlog(max_connections: int) -> int:
+    """Per port: half of what both ports' connections and 32 more descriptors leave, 8 to 100
+    (16 under a limit of 256 or 1024 with the default caps)."""
+    return max(8, min(100, (fd_limit() - 2 * max_connections - 32) // 2))
 
 
 class ConnectionLimiter:
@@ -112,6 +133,92 @@ class ConnectionLimiter:
         self.by_key[key] -= 1
         if self.by_key[key] <= 0:
             del self.by_key[key]
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    """One open connection of a port (see :class:`ConnectionSlots`)."""
+
+    key: Hashable
+    """The client address."""
+    evict: Callable[[], None]
+    """Closes the connection when another needs its place (called at most once)."""
+    released: bool = False
+
+
+class ConnectionSlots:
+    """Open connections of one port: capped in total and per client address.
+
+    A connection waits for a request head from the moment it is accepted
+    (:meth:`acquire`) until :meth:`head_received`, and again between requests
+    on a kept-alive connection (:meth:`awaiting_head`). When the total cap is
+    full, a new connection takes the place of the one that has been *waiting
+    longest* for its head — that one is closed through its ``evict`` callback.
+    A normal client sends its head within milliseconds, so it is never the
+    oldest waiter; a slow client that holds a connection without finishing a
+    head is the first to go. The per-address cap is never bypassed: a new
+    connection from an address at its cap is refused, whatever waits.
+    """
+
+    def __init__(self, total: int | None, per_key: int | None) -> None:
+        self.counts = ConnectionLimiter(total, per_key)
+        self._waiting: dict[Slot, None] = {}  # insertion order: the longest waiting first
+        self.evicted = 0
+
+    @property
+    def open(self) -> int:
+        return self.counts.open
+
+    @property
+    def refused(self) -> int:
+        return self.counts.refused
+
+    def from_key(self, key: Hashable) -> int:
+        """Connections open from ``key``."""
+        return self.counts.by_key.get(key, 0)
+
+    @property
+    def waiting(self) -> int:
+        """Connections waiting for a request head."""
+        return len(self._waiting)
+
+    def acquire(self, key: Hashable, evict: Callable[[], None]) -> Slot | None:
+        """A slot for a new connection from ``key``, or ``None`` (refuse it).
+
+        When the total is full, the connection waiting longest for its head is
+        released and evicted first.
+        """
+        counts = self.counts
+        full = counts.total is not None and counts.open >= counts.total
+        at_own_cap = counts.per_key is not None and self.from_key(key) >= counts.per_key
+        if full and not at_own_cap and self._waiting:
+            victim = next(iter(self._waiting))
+            self.release(victim)
+            self.evicted += 1
+            victim.evict()
+        if not counts.acquire(key):
+            return None
+        slot = Slot(key, evict)
+        self._waiting[slot] = None
+        return slot
+
+    def head_received(self, slot: Slot) -> None:
+        """The connection's request head has arrived: it can no longer be evicted."""
+        self._waiting.pop(slot, None)
+
+    def awaiting_head(self, slot: Slot) -> None:
+        """A kept-alive connection waits for its next request head (from now: the newest waiter)."""
+        if not slot.released:
+            self._waiting.pop(slot, None)
+            self._waiting[slot] = None
+
+    def release(self, slot: Slot) -> None:
+        """The connection is closed (or evicted); a second call does nothing."""
+        if slot.released:
+            return
+        slot.released = True
+        self._waiting.pop(slot, None)
+        self.counts.release(slot.key)
 
 
 class _Bucket:

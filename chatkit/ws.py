@@ -14,7 +14,7 @@ import http
 import logging
 import ssl as ssl_module
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -27,7 +27,7 @@ from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response
 from .errors import ChatkitError, ProtocolError
 from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, redact, refusal_response
 from .hub import Hub
-from .limits import ConnectionLimiter, refusal_bytes
+from .limits import ConnectionSlots, Slot, refusal_bytes
 from .rooms import Member
 from .sinks import Outgoing, Sink
 
@@ -89,47 +89,57 @@ def _to_websockets(response: HTTPResponse) -> Response:
     return Response(response.status, response.reason, Headers(headers), response.body)
 
 
-def _limited_connection(slots: ConnectionLimiter, retry_after: int) -> type[ServerConnection]:
+def _limited_connection(slots: ConnectionSlots, retry_after: int) -> type[ServerConnection]:
     """A ``ServerConnection`` class counted against ``slots`` from the moment it is accepted.
 
     Past a cap the answer is a ``503`` with ``Retry-After``, written before any
     request is read, and the socket is closed at once: a flood of idle
-    connections cannot use up the process's file descriptors.
+    connections cannot use up the process's file descriptors. Until its
+    handshake request has arrived, a connection may be evicted (the same
+    ``503``) to make room for a new one when the port is full.
     """
 
     class LimitedConnection(ServerConnection):
-        _address: str | None = None
+        _slot: Slot | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             peer = transport.get_extra_info("peername")
             address = str(peer[0]) if peer else ""
-            if slots.acquire(address):
-                self._address = address
-            else:
+            stream = cast(asyncio.Transport, transport)  # a socket (or TLS) transport: it can write
+            self._slot = slots.acquire(address, lambda: _turn_away(stream, retry_after, evicted=True))
+            if self._slot is None:
                 logger.info(
                     "refused a connection from %s: %d open (%d from it)",
                     address,
                     slots.open,
-                    slots.by_key[address],
+                    slots.from_key(address),
                 )
-                transport.write(  # type: ignore[attr-defined]  # a WriteTransport at run time
-                    refusal_bytes(
-                        503,
-                        "too_many_connections",  # type: ignore[attr-defined]
-                        "too many open connections; retry later",
-                        retry_after,
-                    )
-                )
-                transport.close()
+                _turn_away(stream, retry_after, evicted=False)
+            else:
+                slot = self._slot
+                self.request_rcvd.add_done_callback(lambda _: slots.head_received(slot))
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._address is not None:
-                slots.release(self._address)
-                self._address = None
+            if self._slot is not None:
+                slots.release(self._slot)
+                self._slot = None
             super().connection_lost(exc)
 
     return LimitedConnection
+
+
+def _turn_away(transport: asyncio.Transport, retry_after: int, *, evicted: bool) -> None:
+    """Answer ``503`` + ``Retry-After`` on a connection no request was read from, and close it."""
+    if evicted:
+        logger.info(
+            "closed a connection from %s to make room: no request head yet, port full",
+            transport.get_extra_info("peername"),
+        )
+    transport.write(
+        refusal_bytes(503, "too_many_connections", "too many open connections; retry later", retry_after)
+    )
+    transport.close()
 
 
 class WebSocketServer:
@@ -173,6 +183,7 @@ class WebSocketServer:
             logger=logging.getLogger("chatkit.websockets"),
             ssl=self.ssl,
             open_timeout=self.guard.limits.head_timeout,  # the whole handshake, not per read
+            backlog=self.guard.limits.backlog,  # bounds the accept burst (see Limits.backlog)
             create_connection=_limited_connection(
                 self.guard.connections["ws"], self.guard.limits.retry_after_s
             ),

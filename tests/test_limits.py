@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatkit.limits import ConnectionLimiter, KeyedRateLimiter, RoomQuota, refusal_bytes
+from chatkit.limits import ConnectionLimiter, ConnectionSlots, KeyedRateLimiter, RoomQuota, refusal_bytes
 
 
 class Clock:
@@ -23,6 +23,38 @@ def test_connection_caps_total_and_per_address():
     lim.release("a")
     assert lim.acquire("c")
     assert lim.open == 3 and lim.by_key == {"a": 1, "b": 1, "c": 1}
+
+
+def test_a_full_port_evicts_the_connection_waiting_longest_for_its_head():
+    slots = ConnectionSlots(total=3, per_key=2)
+    evicted: list[str] = []
+
+    def take(key: str, name: str):
+        return slots.acquire(key, lambda: evicted.append(name))
+
+    a1, a2, b1 = take("a", "a1"), take("a", "a2"), take("b", "b1")
+    assert a1 and a2 and b1 and slots.waiting == 3
+    slots.head_received(a1)  # a1 is being served: never evicted while it is
+    c1 = take("c", "c1")  # full: a2 has waited longest for a head
+    assert c1 and evicted == ["a2"] and slots.evicted == 1 and slots.open == 3
+    assert a2.released and slots.from_key("a") == 1
+    slots.release(a2)  # its connection_lost comes later: nothing is counted twice
+    assert slots.open == 3
+    slots.awaiting_head(a1)  # kept alive after its answer: now the newest waiter
+    slots.head_received(b1)
+    c2 = take("c", "c2")
+    assert c2 and evicted == ["a2", "c1"]  # c1 had waited longer than a1
+    b2 = take("b", "b2")
+    assert b2 and evicted == ["a2", "c1", "a1"]
+    assert take("b", "b3") is None  # at its own cap: refused, nobody evicted for it
+    assert evicted == ["a2", "c1", "a1"] and slots.refused == 1
+    slots.head_received(c2)
+    slots.head_received(b2)
+    assert take("f", "f1") is None  # full, and nobody is waiting for a head: refused (503)
+    assert len(evicted) == 3 and slots.refused == 2 and slots.open == 3
+    for slot in (b1, c2, b2):
+        slots.release(slot)
+    assert slots.open == 0 and slots.waiting == 0 and slots.counts.by_key == {}
 
 
 def test_rate_limit_is_per_key_and_refills():

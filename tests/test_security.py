@@ -5,6 +5,7 @@ rate limits keyed on who you are, /v1 limits in OpenAI's error shape, roles, CSP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -23,9 +24,9 @@ from chatkit.limits import Limits
 from chatkit.llm import EchoStreamer
 from chatkit.sse import SSEClient
 
-from .conftest import peer
+from .conftest import TIMEOUT, peer, until_model
 
-T = 5.0  # the one timeout constant of this module (seconds)
+T = TIMEOUT / 2  # this module's waits (seconds): half the suite's one constant
 SECRET = "test-secret"
 EVIL = "http://127.0.0.1:9"  # another local origin: same site, other port
 
@@ -279,56 +280,97 @@ async def test_a_head_sent_a_byte_at_a_time_meets_one_deadline(servers, port):
         assert answer.startswith(b"HTTP/1.1 408")
 
 
+async def open_from(number: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", number, local_addr=(source, 0))
+
+
+async def served_from(stack: contextlib.AsyncExitStack, srv, port: str, source: str) -> None:
+    """A connection from ``source`` whose request head the server has read: a WebSocket, or an SSE stream."""
+    if port == "ws":
+        await stack.enter_async_context(connect(srv.ws_url("caps"), proxy=None, local_addr=(source, 0)))
+        return
+    reader, writer = await open_from(srv.http_port, source)
+    writer.write(b"GET /sse/chat/caps/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(T):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+    async def leave() -> None:  # half-close: the stream ends, the server closes, we read its EOF
+        writer.write_eof()
+        await read_all(reader)
+        writer.close()
+
+    stack.push_async_callback(leave)
+
+
 @pytest.mark.parametrize("port", ["ws", "http"])
 async def test_connection_caps_answer_503_at_once_per_address_and_in_total(servers, port):
     srv = await servers(http_port=0, limits=Limits(max_connections=4, max_connections_per_ip=2))
     number = srv.port if port == "ws" else srv.http_port
-    held = []
-
-    async def open_from(source: str):
-        reader, writer = await asyncio.open_connection("127.0.0.1", number, local_addr=(source, 0))
-        held.append(writer)
-        return reader
-
-    try:
+    slots = srv.guard.connections[port]
+    async with contextlib.AsyncExitStack() as stack:
         for _ in range(2):
-            await open_from("127.0.0.2")
-        third = await open_from("127.0.0.2")  # one address over its cap
+            await served_from(stack, srv, port, "127.0.0.2")
+        third, _ = await open_from(number, "127.0.0.2")  # one address over its cap
         answer = await read_all(third)
         assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: " in answer
         assert b"too_many_connections" in answer
         for _ in range(2):
-            await open_from("127.0.0.3")  # another address: still room in total
-        fifth = await open_from("127.0.0.4")  # total cap reached
+            await served_from(stack, srv, port, "127.0.0.3")  # another address: still room in total
+        fifth, _ = await open_from(number, "127.0.0.4")  # total cap reached, every connection served
         assert (await read_all(fifth)).startswith(b"HTTP/1.1 503")
-    finally:
-        for writer in held:
-            writer.close()
-    # once they leave, a normal client gets in again
+        assert slots.open == 4 and slots.refused == 2 and slots.evicted == 0
+    # they left (each close waited for the server's side): every slot is back
+    assert slots.open == 0
     async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
-        async with asyncio.timeout(T):
-            while True:
-                try:
-                    r = await client.get(f"http://127.0.0.1:{number}/health")
-                    if r.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+        assert (await client.get(f"http://127.0.0.1:{number}/health")).status_code == 200
+
+
+@pytest.mark.parametrize("port", ["ws", "http"])
+async def test_a_full_port_closes_the_oldest_connection_without_a_request_head(servers, port):
+    """Slow, head-less connections from several addresses fill the total cap (none over its
+    address's cap): a normal client still gets in, at once, in place of the oldest of them."""
+    srv = await servers(http_port=0, limits=Limits(max_connections=4, max_connections_per_ip=2))
+    number = srv.port if port == "ws" else srv.http_port
+    slow = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+            reader, writer = await open_from(number, source)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # ... and never more
+            slow.append((reader, writer))
+        if port == "ws":
+            async with peer(srv.ws_url("normal")) as p:
+                assert (await p.until("connection"))["type"] == "connection"
+        else:
+            async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
+                assert (await client.get(f"http://127.0.0.1:{number}/health")).status_code == 200
+        evicted = await read_all(slow[0][0])  # the oldest (accepted first: the accept queue is FIFO)
+        assert evicted.startswith(b"HTTP/1.1 503") and b"too_many_connections" in evicted
+        assert srv.guard.connections[port].evicted == 1
+    finally:
+        for _, writer in slow:
+            writer.close()
 
 
 async def test_event_streams_are_capped_per_address(servers):
     srv = await servers(http_port=0, limits=Limits(max_streams_per_ip=2))
     url = f"{srv.http_url}sse/chat/cap/"
-    async with httpx.AsyncClient(trust_env=False, timeout=T) as client:
-        async with client.stream("GET", url) as one, client.stream("GET", url) as two:
+    async with (
+        peer(srv.ws_url("cap", user="watcher")) as watcher,
+        httpx.AsyncClient(trust_env=False, timeout=T) as client,
+    ):
+        await watcher.until("connection")
+        async with (
+            client.stream("GET", f"{url}?user=s1") as one,
+            client.stream("GET", f"{url}?user=s2") as two,
+        ):
             assert one.status_code == two.status_code == 200
             third = await client.get(url)
             assert (third.status_code, third.json()["code"]) == (429, "too_many_streams")
             assert int(third.headers["retry-after"]) >= 1
-        async with asyncio.timeout(T):  # the slots come back when the streams end
-            while srv.guard.streams.open:
-                await asyncio.sleep(0.02)
+        # The slots come back when the streams end: a stream's slot is released in the same step
+        # as its member leaves, so the watcher reading both departures is the ordering point.
+        assert {(await watcher.until("user_leave"))["username"] for _ in range(2)} == {"s1", "s2"}
+        assert srv.guard.streams.open == 0
         async with client.stream("GET", url) as again:
             assert again.status_code == 200
 
@@ -352,14 +394,22 @@ async def test_rate_limits_follow_the_token_not_the_declared_name(servers):
         assert (await client.post(url, json={"message": "bob"}, headers=bearer(bob))).status_code == 201
 
 
-async def test_rooms_per_address_are_bounded_and_empty_rooms_freed(servers):
+async def test_rooms_per_address_are_bounded_and_empty_rooms_freed(servers, monkeypatch):
     srv = await servers(http_port=0, limits=Limits(rooms_per_ip=2))
+    left: asyncio.Queue[str] = asyncio.Queue()
+    leave = srv.hub.leave
+
+    def leave_and_tell(member) -> None:
+        leave(member)
+        left.put_nowait(member.room.session_id)
+
+    monkeypatch.setattr(srv.hub, "leave", leave_and_tell)
     for room in ("a", "b"):
         async with peer(srv.ws_url(room)) as p:
             await p.until("connection")
-    async with asyncio.timeout(T):
-        while srv.hub.rooms:  # both left: their memory is freed
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(T):
+            assert await left.get() == room  # the server has handled the leave
+    assert srv.hub.rooms == {}  # both left: their memory is freed
     status, body = await ws_refusal(srv.ws_url("c"))
     assert (status, body["code"]) == (429, "too_many_rooms")
 
@@ -466,9 +516,7 @@ async def test_tls_serves_wss_and_https_on_both_ports(servers, ca, tmp_path):
 
     pane = await ChatPane(srv, "tls", user="bob", token=srv.token("bob"), ssl=client_ctx).start()
     try:
-        async with asyncio.timeout(T):
-            while not any(m["text"] == "over https" for m in pane.model.messages):
-                await asyncio.sleep(0.02)
+        await until_model(lambda: any(m["text"] == "over https" for m in pane.model.messages), pane)
         assert pane.model.state == "open"
     finally:
         await pane.aclose()
