@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,6 +54,29 @@ class Peer:
         while (frame := await self.recv())["type"] != "pong":
             got.append(frame)
         return got
+
+
+async def until_model(predicate: Callable[[], bool], *panes: Any, timeout: float = TIMEOUT) -> None:
+    """Wait until ``predicate()`` holds, checking it again at each change of the panes' models.
+
+    A :class:`~chatkit.widgets.ChatModel` is changed by assignment only, so every
+    change notifies its observers: no polling, no sleeps.
+    """
+    changed = asyncio.Event()
+
+    def wake(_change: Any) -> None:
+        changed.set()
+
+    for pane in panes:
+        pane.model.observe(wake)
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await changed.wait()
+                changed.clear()
+    finally:
+        for pane in panes:
+            pane.model.unobserve(wake)
 
 
 @asynccontextmanager

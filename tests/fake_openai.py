@@ -96,12 +96,12 @@ class FakeOpenAI:
             for i, piece in enumerate(self.pieces):
                 send(h11.Data(data=chunk(piece)))
                 await writer.drain()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # a model's pace: pieces arrive apart, as from a real server
                 if self.mode == "drop" and i == 1:
                     writer.transport.abort()
                     return
                 if self.mode == "stall" and i == 1:
-                    await asyncio.sleep(3600)
+                    await asyncio.sleep(3600)  # the stall under test: the client's idle timeout must end it
                 if self.mode == "eof" and i == 1:
                     send(h11.EndOfMessage())  # a well-formed end of the body, mid-answer
                     await writer.drain()

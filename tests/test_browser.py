@@ -11,6 +11,7 @@ from chatkit.client import ChatClient
 from chatkit.llm import EchoStreamer, OfflineTutor
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
+from .conftest import TIMEOUT, peer
 from .proxy import PrefixProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -112,7 +113,7 @@ async def test_restart_turns_red_then_green_and_catches_up_once(browser, servers
         srv2 = await servers(port=port, http_port=http_port)
         async with ChatClient(srv2.ws_url("crash"), user="bob") as bob:
             await bob.send("said while ann was away")
-        await page.wait_for_selector("#status[data-state='open']", timeout=20_000)
+        await page.wait_for_selector("#status[data-state='open']", timeout=2 * TIMEOUT * 1000)
         await page.wait_for_selector("#list .message.user .text >> text=said while ann was away")
         await page.wait_for_selector("#list .message.ai .text >> text=said while ann was away")
         texts = await page.locator("#list .message .text").all_text_contents()
@@ -131,7 +132,11 @@ async def test_html_is_shown_as_text(browser, servers):
         await page.wait_for_selector("#list .message.ai")
         assert await page.locator("#list img").count() == 0
         assert payload in await page.locator("#list .message.user .text").all_text_contents()
-        await asyncio.sleep(0.2)
+        # An ordering point: an image of our own with the same broken source fails after the
+        # payload's would have (had it ever become an element), so its handler would have run.
+        await page.evaluate(
+            "() => new Promise(done => { const img = new Image(); img.onerror = img.onload = done; img.src = 'x'; })"
+        )
         assert await page.evaluate("window.pwned") is False
 
 
@@ -153,12 +158,24 @@ async def test_page_works_behind_a_path_prefix(browser, servers):
 
 async def test_disconnect_does_not_reconnect(browser, servers):
     srv = await servers(http_port=0, streamer=EchoStreamer())
-    async with open_page(browser, room_url(srv, "bye", "ann")) as page:
-        await page.wait_for_selector("#status[data-state='open']")
-        await page.click("#leave")
-        await asyncio.sleep(1.5)
-        assert await page.evaluate("window.chatkit.service.socket") is None
-        assert srv.hub.online("bye") == []
+    async with peer(srv.ws_url("bye", user="bob")) as bob:
+        await bob.until("connection")
+        async with open_page(browser, room_url(srv, "bye", "ann")) as page:
+            await page.wait_for_selector("#status[data-state='open']")
+            await bob.until("user_join", username="ann")
+            await page.evaluate("window.leaving = window.chatkit.service.socket")
+            await page.click("#leave")
+            # The socket's close event has been handled (the page's own handler runs first):
+            # had it scheduled a reconnect, the attempt would be counted and the state shown.
+            await page.evaluate(
+                """() => new Promise(done => window.leaving.readyState === WebSocket.CLOSED
+                    ? done() : window.leaving.addEventListener("close", () => done()))"""
+            )
+            assert await page.evaluate("window.chatkit.service.socket") is None
+            assert await page.evaluate("window.chatkit.service.attempt") == 0
+            assert await page.get_attribute("#status", "data-state") == "closed"
+            await bob.until("user_leave", username="ann")
+            assert srv.hub.online("bye") == ["bob"]
 
 
 async def test_load_older_pages_and_stop_button(browser, servers):

@@ -8,15 +8,17 @@ exactly once. Bounded: about 10 s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 
 from chatkit.client import ChatClient, ExponentialBackoff
+
+from .conftest import TIMEOUT
 
 USERS = ["ann", "bob", "cho"]
 PER_USER = 6
@@ -51,22 +53,28 @@ def start_server(port: int, db: str) -> subprocess.Popen:
             "--log-level",
             "WARNING",
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    return until_listening(proc)
+
+
+def until_listening(proc: subprocess.Popen) -> subprocess.Popen:
+    """Return ``proc`` once ``chatkit serve`` has printed its banner (it is printed when it listens)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Press Ctrl+C"):
             return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("chatkit serve did not start")
+    proc.wait()
+    proc.stdout.close()
+    raise RuntimeError(f"chatkit serve exited with {proc.returncode} before listening")
 
 
 def kill9(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def replies(events: list[dict]) -> list[int]:
@@ -93,34 +101,40 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
     kills = []
     try:
         clients = [ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4)) for u in USERS]
+        changed = asyncio.Event()  # set by every event any client sees
+
+        def record(user: str, event: dict) -> None:
+            events[user].append(event)
+            changed.set()
+
+        async def until(predicate) -> None:
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+
         for client, user in zip(clients, USERS):
-            client.on_event(events[user].append)
+            client.on_event(functools.partial(record, user))
             await client.start()
 
         async def talk(client: ChatClient, user: str) -> None:
             for i in range(PER_USER):
                 await client.send(f"{user}-{i} {WORDS}")
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # a person's pace: the conversation spans both kills
 
         async def chaos() -> None:
             nonlocal proc
             # 1. mid-conversation: once a few messages are stored
-            while sum(len(user_messages(e)) for e in events.values()) < 6:
-                await asyncio.sleep(0.01)
+            await until(lambda: sum(len(user_messages(e)) for e in events.values()) >= 6)
             kill9(proc)
             kills.append("mid-conversation")
             proc = await asyncio.to_thread(start_server, port, db)
-            # 2. mid-reply: right after a client sees a fresh ai_chunk
-            while True:
-                seen = len(events["ann"])
-                await asyncio.sleep(0.005)
-                if any(e["type"] == "ai_chunk" for e in events["ann"][seen:]):
-                    break
+            # 2. mid-reply: right when the newest thing a client saw is an ai_chunk
+            await until(lambda: bool(events["ann"]) and events["ann"][-1]["type"] == "ai_chunk")
             kill9(proc)
             kills.append("mid-reply")
             proc = await asyncio.to_thread(start_server, port, db)
 
-        async with asyncio.timeout(40):
+        async with asyncio.timeout(4 * TIMEOUT):
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(chaos())
                 for client, user in zip(clients, USERS):
@@ -148,8 +162,11 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
                         return None
                 return users, done
 
-            while (result := settled()) is None:
-                await asyncio.sleep(0.1)
+            # The database changes before the frames that tell of it are sent: checking at
+            # each event the clients see is enough.
+            await until(lambda: settled() is not None)
+        result = settled()
+        assert result is not None
         db_users, db_done = result
         for client in clients:
             await client.close()

@@ -13,7 +13,7 @@ from chatkit.client import ChatClient, ExponentialBackoff, FixedDelay
 from chatkit.errors import HandshakeRefused, MessageRefused, SendTimeout
 from chatkit.llm import EchoStreamer
 
-from .conftest import peer
+from .conftest import TIMEOUT, peer
 from .proxy import CuttingProxy
 
 FAST = FixedDelay(0.05)
@@ -40,7 +40,7 @@ async def test_send_returns_stored_message_and_events_flow(server):
         chat.on_event(seen.append)
         stored = await chat.send("hello")
         assert stored["type"] == "message" and stored["id"] >= 1 and stored["user"] == "ann"
-        done = await chat.next_event("ai_complete", timeout=5)
+        done = await chat.next_event("ai_complete", timeout=TIMEOUT / 2)
         assert done["message"] == "hello"
         assert chat.state.state == "open" and chat.outbox == []
     assert seen[-1] == {"type": "state", "state": "closed", "attempt": 0, "delay": None, "error": None}
@@ -86,12 +86,14 @@ async def test_restart_resume_and_outbox(servers, db_path):
     chat.on_event(lambda e: e["type"] == "state" and states.append(e["state"]))
     async with chat:
         await chat.send("before")
-        await chat.next_event("ai_complete", timeout=5)
+        await chat.next_event("ai_complete", timeout=TIMEOUT / 2)
         await srv.stop()
-        await chat.next_event("state", state="reconnecting", timeout=5)
+        await chat.next_event("state", state="reconnecting", timeout=TIMEOUT / 2)
         assert chat.state.attempt >= 1 and chat.state.delay == pytest.approx(0.05)
         offline_send = asyncio.create_task(chat.send("sent while offline"))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(
+            0
+        )  # one loop turn: the task runs to its first await, the outbox is filled before it
         assert chat.outbox == ["sent while offline"]
         srv2 = await servers(port=port)
         # Someone else talks while we are (possibly) still away.
@@ -155,7 +157,9 @@ async def test_fifteen_sends_at_once_all_resolve_at_the_default_rate_limit(serve
     """Issue 13: 15 concurrent sends on one client left 5 unresolved (rate-limited, unmatched)."""
     async with ChatClient(server.ws_url("burst"), user="ann", policy=FAST) as chat:
         assert chat.limits.message_burst >= 1
-        stored = await asyncio.wait_for(asyncio.gather(*(chat.send(f"m{i}") for i in range(15))), timeout=10)
+        stored = await asyncio.wait_for(
+            asyncio.gather(*(chat.send(f"m{i}") for i in range(15))), timeout=TIMEOUT
+        )
         assert sorted(m["message"] for m in stored) == sorted(f"m{i}" for i in range(15))
         assert len({m["id"] for m in stored}) == 15 and chat.outbox == []
     assert await server.store.count("burst") >= 15
@@ -164,7 +168,7 @@ async def test_fifteen_sends_at_once_all_resolve_at_the_default_rate_limit(serve
 async def test_too_long_and_blank_messages_raise_instead_of_hanging(server):
     async with ChatClient(server.ws_url("long"), user="ann", policy=FAST) as chat:
         with pytest.raises(MessageRefused) as info:
-            await asyncio.wait_for(chat.send("x" * 5000), timeout=5)
+            await asyncio.wait_for(chat.send("x" * 5000), timeout=TIMEOUT / 2)
         assert info.value.code == "too_long"
         with pytest.raises(MessageRefused) as info:
             await chat.send("  ")
@@ -259,7 +263,7 @@ async def test_send_while_offline_times_out_by_its_own_deadline(servers):
     chat = ChatClient(srv.ws_url("off"), user="ann", policy=FixedDelay(30))
     async with chat:
         await srv.stop()
-        await chat.next_event("state", state="reconnecting", timeout=5)
+        await chat.next_event("state", state="reconnecting", timeout=TIMEOUT / 2)
         with pytest.raises(SendTimeout):
             await chat.send("into the void", timeout=0.2)
         assert chat.outbox == []
@@ -275,10 +279,10 @@ async def test_the_outbox_is_flushed_after_a_reconnect_at_the_pace_the_server_al
     chat.on_event(lambda e: e["type"] == "error" and errors.append(e))
     async with chat:
         await srv.stop()
-        await chat.next_event("state", state="reconnecting", timeout=5)
+        await chat.next_event("state", state="reconnecting", timeout=TIMEOUT / 2)
         sends = [asyncio.create_task(chat.send(f"offline {i}")) for i in range(25)]
         await servers(port=port)
-        stored = await asyncio.wait_for(asyncio.gather(*sends), timeout=20)
+        stored = await asyncio.wait_for(asyncio.gather(*sends), timeout=2 * TIMEOUT)
         assert [m["message"] for m in sorted(stored, key=lambda m: m["id"])] == [
             f"offline {i}" for i in range(25)
         ]

@@ -17,13 +17,12 @@ Bounded: about 15 s. ``CHATKIT_FAULT_SEED`` replays a run (the seed is printed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -31,7 +30,8 @@ from chatkit.client import ChatClient, ExponentialBackoff
 from chatkit.errors import ClientError
 
 from .browser import CHROMIUM_ARGS, chromium_path
-from .test_chaos import free_port, kill9
+from .conftest import TIMEOUT
+from .test_chaos import free_port, kill9, until_listening
 
 
 def start_server(port: int, db: str) -> subprocess.Popen:
@@ -55,18 +55,11 @@ def start_server(port: int, db: str) -> subprocess.Popen:
             "--log-level",
             "INFO",
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=open(db + ".log", "a"),
+        text=True,
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("chatkit serve did not start")
+    return until_listening(proc)
 
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,7 +68,7 @@ CLIENTS = ["ann", "bob", "cho", "dan"]
 PER_CLIENT = 8
 PAGE_SENDS = 4
 FINAL = {"complete", "error", "cancelled", "interrupted"}
-WAIT = 30.0  # the one time bound of the run
+WAIT = 3 * TIMEOUT  # the one time bound of the run
 
 
 def user_ids(events: list[dict]) -> list[int]:
@@ -110,7 +103,7 @@ PAGE_HOOK = """() => {
   document.getElementById("send-form").addEventListener(
     "submit", () => window.__submits.push(document.getElementById("input").value), true);
   const service = window.chatkit.service, show = service.onEvent, send = service.send.bind(service);
-  service.onEvent = (event) => { window.__events.push(event); show(event); };
+  service.onEvent = (event) => { window.__events.push(event); show(event); window.chatkitSaw(); };
   service.send = (text) => { const id = send(text); window.__sent.push([id, text]); return id; };
 }"""
 
@@ -139,14 +132,29 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             await page.goto(f"http://127.0.0.1:{port}/?room={room}&user=web")
             await page.wait_for_selector("#status[data-state='open']")
+            changed = asyncio.Event()  # set at every event a client or the page sees
+            await page.expose_function("chatkitSaw", changed.set)
             await page.evaluate(PAGE_HOOK)
+
+            def record(user: str, event: dict) -> None:
+                events[user].append(event)
+                changed.set()
+
+            async def until(predicate) -> None:
+                """Check ``predicate`` (sync or async) again at each event seen anywhere."""
+                while True:
+                    held = predicate()
+                    if await held if asyncio.iscoroutine(held) else held:
+                        return
+                    changed.clear()
+                    await changed.wait()
 
             clients = [
                 ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4), send_timeout=WAIT)
                 for u in CLIENTS
             ]
             for client, user in zip(clients, CLIENTS):
-                client.on_event(events[user].append)
+                client.on_event(functools.partial(record, user))
                 await client.start()
 
             async def talk(client: ChatClient, user: str) -> None:
@@ -161,7 +169,7 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
                     sent += burst
                     if rng.random() < 0.25:
                         client.drop_connection()  # a network cut on the client's side
-                    await asyncio.sleep(rng.uniform(0, 0.3))
+                    await asyncio.sleep(rng.uniform(0, 0.3))  # random pacing is the point: bursts and pauses
 
             typed: list = []
 
@@ -176,25 +184,17 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
                         typed.append((i, await page.input_value("#input")))
                         if typed[-1][1] == "":
                             break
-                    await asyncio.sleep(rng.uniform(0.1, 0.5))
-
-            def stored() -> int:
-                return len(database(db)[0])
+                    await asyncio.sleep(rng.uniform(0.1, 0.5))  # a person typing at random times
 
             async def chaos() -> None:
                 nonlocal proc
-                # 1. mid-message: while some sends wait for their acknowledgement
-                while not (stored() >= 6 and any(c.outbox for c in clients)):
-                    await asyncio.sleep(0.005)
+                # 1. mid-message: a few messages stored (ann saw them), some sends still unacknowledged
+                await until(lambda: len(user_ids(events["ann"])) >= 6 and any(c.outbox for c in clients))
                 kill9(proc)
                 kills.append("mid-message")
                 proc = await asyncio.to_thread(start_server, port, db)
-                # 2. mid-reply: right after a fresh ai_chunk
-                while True:
-                    seen = len(events["ann"])
-                    await asyncio.sleep(0.005)
-                    if any(e["type"] == "ai_chunk" for e in events["ann"][seen:]):
-                        break
+                # 2. mid-reply: right when the newest thing ann saw is an ai_chunk
+                await until(lambda: bool(events["ann"]) and events["ann"][-1]["type"] == "ai_chunk")
                 kill9(proc)
                 kills.append("mid-reply")
                 proc = await asyncio.to_thread(start_server, port, db)
@@ -252,8 +252,9 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
                         for client, user in zip(clients, CLIENTS):
                             tg.create_task(talk(client, user))
                     phase = "settling"
-                    while not await settled():
-                        await asyncio.sleep(0.05)
+                    # The database changes before the frames that tell of it are sent: checking
+                    # at each event a client or the page sees is enough.
+                    await until(settled)
             except TimeoutError:
                 pytest.fail("no progress within the time bound:\n" + await report())
             page_seen = await page_events()

@@ -20,11 +20,10 @@ from chatkit.client import ChatClient, FixedDelay
 from chatkit.sse import SSEClient
 from chatkit.widgets import ChatPane
 
-from .conftest import peer
+from .conftest import TIMEOUT, peer
 
 ROOM = "한국어-방"
 ENCODED = "%ED%95%9C%EA%B5%AD%EC%96%B4-%EB%B0%A9"
-TIMEOUT = 10.0
 
 
 async def test_chat_client_in_a_hangul_room(servers):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
+import threading
 
 import nbformat
 import pytest
@@ -59,26 +59,35 @@ def jupyterlab(tmp_path_factory):
             "--allow-root",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(root / "lab.log", "w"),
+        stderr=subprocess.PIPE,
+        text=True,
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+    # Jupyter Server logs "... is running at:" once it listens: read its log up to that line,
+    # then copy the rest to lab.log in a thread (the pipe must keep draining).
+    log = open(root / "lab.log", "w")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        log.write(line)
+        if "is running at:" in line:
             break
-        except OSError:
-            time.sleep(0.3)
     else:
-        proc.kill()
+        proc.wait()
+        log.close()
         pytest.fail("JupyterLab did not start: " + (root / "lab.log").read_text()[-2000:])
+    copier = threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, log), daemon=True)
+    copier.start()
     yield base, token, root
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    copier.join(15)  # the pipe's end: everything is in lab.log (a stray kernel may hold it open)
+    if not copier.is_alive():
+        log.close()
 
 
 @pytest.fixture

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from chatkit.client import FixedDelay
 from chatkit.llm import EchoStreamer, OfflineTutor
 from chatkit.widgets import ChatModel, ChatPane, side_by_side
 
+from .conftest import TIMEOUT, until_model
+
 FAST = FixedDelay(0.05)
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_two_panes_chat_and_stream(servers):
@@ -30,12 +23,12 @@ async def test_two_panes_chat_and_stream(servers):
         assert not bob.displayed
         row._repr_mimebundle_()  # what showing the row in a cell does
         assert ann.displayed and bob.displayed
-        await wait_for(lambda: ann.model.online == ["ann", "bob"])
+        await until_model(lambda: ann.model.online == ["ann", "bob"], ann)
         ann.input.value = "hello bob, how are you"
         ann._on_input_msg(ann.input, {"event": "submit"}, [])  # Enter
         assert ann.input.value == ""
-        await wait_for(lambda: bob.model.streaming or len(bob.model.messages) >= 2)
-        await wait_for(lambda: len(bob.model.messages) == 2 and len(ann.model.messages) == 2)
+        await until_model(lambda: bob.model.streaming or len(bob.model.messages) >= 2, bob)
+        await until_model(lambda: len(bob.model.messages) == 2 and len(ann.model.messages) == 2, ann, bob)
         for pane in (ann, bob):
             assert [m["text"] for m in pane.model.messages] == ["hello bob, how are you"] * 2
             assert pane.model.messages[1]["is_user"] is False
@@ -46,7 +39,7 @@ async def test_two_panes_chat_and_stream(servers):
         assert 'class="ck-avatar-user"' in html and 'class="ck-avatar-ai"' in html
         assert "👤" not in html and "🤖" not in html
         # read receipts: bob's pane marked ann's message read; ann sees ✓✓
-        await wait_for(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []))
+        await until_model(lambda: "bob" in ann.model.receipts.get(str(ann.model.messages[0]["id"]), []), ann)
         ann.flush()
         assert "✓✓ read by bob" in ann.message_list.value
     finally:
@@ -60,13 +53,13 @@ async def test_streaming_cursor_and_stop(servers):
     pane = await ChatPane(srv, "s", user="ann", policy=FAST).start()
     try:
         pane.submit("go")
-        await wait_for(lambda: pane.model.streaming)
-        await asyncio.sleep(0.1)
+        await until_model(lambda: pane.model.streaming, pane)
+        pane.flush()
         assert "▊" in pane.stream_view.value and pane.stop_button.layout.display is None
         pane.stop_button.click()
-        await wait_for(lambda: len(pane.model.messages) == 2)
+        await until_model(lambda: len(pane.model.messages) == 2, pane)
         assert pane.model.messages[1]["status"] == "cancelled"
-        await asyncio.sleep(0.1)
+        pane.flush()
         assert pane.stream_view.value == "" and pane.stop_button.layout.display == "none"
     finally:
         await pane.aclose()
@@ -80,14 +73,14 @@ async def test_status_across_restart_and_korean_labels(servers):
         assert "연결됨" in pane.status.value and not pane.input.disabled
         assert pane.input.placeholder == "메시지를 입력하세요..." and pane.send_button.description == "전송"
         await srv.stop()
-        await wait_for(lambda: pane.model.state == "reconnecting")
-        await asyncio.sleep(0.1)
+        await until_model(lambda: pane.model.state == "reconnecting", pane)
+        pane.flush()
         assert "재연결" in pane.status.value and 'data-state="reconnecting"' in pane.status.value
         assert "🔴" not in pane.status.value  # the dot is CSS
         assert pane.input.disabled and pane.send_button.disabled
         srv2 = await servers(port=port)
-        await wait_for(lambda: pane.model.state == "open")
-        await asyncio.sleep(0.1)
+        await until_model(lambda: pane.model.state == "open", pane)
+        pane.flush()
         assert "연결됨" in pane.status.value and not pane.input.disabled
         del srv2
     finally:
@@ -99,8 +92,8 @@ async def test_english_reconnecting_label_counts_attempts(servers):
     pane = await ChatPane(srv, "r", user="ann", policy=FixedDelay(5)).start()
     try:
         await srv.stop()
-        await wait_for(lambda: pane.model.state == "reconnecting")
-        await asyncio.sleep(0.1)
+        await until_model(lambda: pane.model.state == "reconnecting", pane)
+        pane.flush()
         assert (
             "Reconnecting in 5 s (attempt 1)" in pane.status.value
             or "Reconnecting in 4 s (attempt 1)" in pane.status.value
@@ -124,11 +117,11 @@ async def test_typing_indicator_debounce_and_expiry(servers):
     try:
         for ch in "hello":
             ann.input.value += ch  # five keystrokes within 500 ms
-        await wait_for(lambda: bob.model.typing == ["ann"])
+        await until_model(lambda: bob.model.typing == ["ann"], bob)
         bob.flush()  # render now (no sleep: under load the idle timer may already have run)
         assert "ann is typing…" in bob.typing_line.value
         assert sent[0] is True and True not in sent[1:]  # debounced to one frame
-        await wait_for(lambda: bob.model.typing == [], timeout=10)  # cleared after idle
+        await until_model(lambda: bob.model.typing == [], bob)  # cleared after idle
         assert sent == [True, False]
     finally:
         await ann.aclose()
@@ -145,7 +138,7 @@ async def test_paging_older_messages(servers):
         assert await pane.load_older() == 20
         assert await pane.load_older() == 5
         assert pane.model.has_more is False and len(pane.model.messages) == 45
-        await asyncio.sleep(0.1)
+        pane.flush()
         assert pane.older.layout.display == "none"
         assert pane.message_list.value.count('class="message user') == 45
     finally:
@@ -157,8 +150,8 @@ async def test_html_is_escaped(servers):
     pane = await ChatPane(srv, "x", user="<b>eve</b>", policy=FAST).start()
     try:
         await pane.client.send("<img src=x onerror=alert(1)>")
-        await wait_for(lambda: len(pane.model.messages) == 2)
-        await asyncio.sleep(0.1)
+        await until_model(lambda: len(pane.model.messages) == 2, pane)
+        pane.flush()
         html = pane.message_list.value
         assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
         assert "<b>eve" not in html and "&lt;b&gt;eve&lt;/b&gt;" in html
@@ -173,9 +166,9 @@ async def test_stream_of_1000_chunks_is_throttled(servers):
         start_renders = pane.renders
         started = time.monotonic()
         pane.submit("x")
-        await wait_for(lambda: len(pane.model.messages) == 2, timeout=20)
+        await until_model(lambda: len(pane.model.messages) == 2, pane, timeout=2 * TIMEOUT)
         elapsed = time.monotonic() - started
-        await asyncio.sleep(0.1)
+        pane.flush()  # the last render (one more than the throttle's)
         renders = pane.renders - start_renders
         assert renders <= elapsed * 20 + 5, (renders, elapsed)
         assert pane.model.messages[1]["text"].count("x#") == 1000
@@ -228,11 +221,13 @@ async def test_markdown_rendered_in_finished_and_streaming_messages(servers):
     pane = await ChatPane(srv, "md", user="ann", policy=FAST).start()
     try:
         pane.submit(text)
-        await wait_for(lambda: pane.model.streaming and "```" in next(iter(pane.model.streaming.values())))
+        await until_model(
+            lambda: pane.model.streaming and "```" in next(iter(pane.model.streaming.values())), pane
+        )
         pane.flush()
         # a partial reply with an open code fence is already a highlighted code block
         assert '<pre class="highlight">' in pane.stream_view.value and "```" not in pane.stream_view.value
-        await wait_for(lambda: len(pane.model.messages) == 2)
+        await until_model(lambda: len(pane.model.messages) == 2, pane)
         pane.flush()
         html = pane.message_list.value
         for row in html.split('<div class="message ')[1:]:  # the user's message and the echo, alike
@@ -260,7 +255,7 @@ async def test_markdown_xss_cases_are_text_in_the_pane(servers):
     try:
         for text in cases:
             await pane.client.send(text)
-        await wait_for(lambda: len(pane.model.messages) == 2 * len(cases))
+        await until_model(lambda: len(pane.model.messages) == 2 * len(cases), pane)
         pane.flush()
         html = pane.message_list.value
         assert "<img" not in html and "javascript:" not in html.replace("[x](javascript:", "")
@@ -287,7 +282,7 @@ async def test_tutor_answer_shows_highlighted_code(servers):
     pane = await ChatPane(srv, "tutor", user="ann", policy=FAST).start()
     try:
         pane.submit("How do I compute Sec-WebSocket-Accept?")
-        await wait_for(lambda: len(pane.model.messages) == 2)
+        await until_model(lambda: len(pane.model.messages) == 2, pane)
         pane.flush()
         answer = pane.message_list.value.split('class="message ai')[1]
         assert "<code>Sec-WebSocket-Key</code>" in answer and "`" not in answer
@@ -304,12 +299,12 @@ async def test_a_pane_sends_read_receipts_only_once_displayed(servers):
     ann = await ChatPane(srv, "seen", user="ann", policy=FAST).start()
     cam = await ChatPane(srv, "seen", user="cam", policy=FAST).start()
     try:
-        await wait_for(lambda: ann.model.state == "open" and cam.model.state == "open")
+        await until_model(lambda: ann.model.state == "open" and cam.model.state == "open", ann, cam)
         sent = await ann.submit("are you there?")
-        await wait_for(lambda: any(m["id"] == sent["id"] for m in cam.model.messages))
+        await until_model(lambda: any(m["id"] == sent["id"] for m in cam.model.messages), cam)
         assert not cam.displayed and cam._read_sent == set()  # received, not shown: no receipt
         cam.mark_displayed()
-        await wait_for(lambda: "cam" in ann.model.receipts.get(str(sent["id"]), []))
+        await until_model(lambda: "cam" in ann.model.receipts.get(str(sent["id"]), []), ann)
     finally:
         await ann.aclose()
         await cam.aclose()
@@ -321,20 +316,20 @@ async def test_reactions_between_two_panes_and_after_history(servers):
     bob = await ChatPane(srv, "react", user="bob", policy=FAST).start()
     try:
         ann.submit("react to me")
-        await wait_for(lambda: len(bob.model.messages) == 2)
+        await until_model(lambda: len(bob.model.messages) == 2, bob)
         mine = bob.model.messages[0]
         assert mine["user"] == "ann"
         bob.react("👍", mine["id"])
-        await wait_for(lambda: ann.model.reactions.get(str(mine["id"])))
+        await until_model(lambda: ann.model.reactions.get(str(mine["id"])), ann)
         ann.flush()
         assert '<span class="chip" title="bob">👍 1</span>' in ann.message_list.value
         ann.react("👍", mine["id"])
-        await wait_for(lambda: bob.model.reactions[str(mine["id"])][0]["count"] == 2)
+        await until_model(lambda: bob.model.reactions[str(mine["id"])][0]["count"] == 2, bob)
         bob.flush()
         assert '<span class="chip mine" title="bob, ann">👍 2</span>' in bob.message_list.value
         bob.reaction_buttons[3].click()  # 🎉 on the newest message not bob's own: the AI's echo
         echo = bob.model.messages[1]
-        await wait_for(lambda: ann.model.reactions.get(str(echo["id"])))
+        await until_model(lambda: ann.model.reactions.get(str(echo["id"])), ann)
         assert ann.model.reactions[str(echo["id"])] == [{"emoji": "🎉", "count": 1, "users": ["bob"]}]
         # a third pane joining later gets them with the history page
         cat = await ChatPane(srv, "react", user="cat", policy=FAST).start()
