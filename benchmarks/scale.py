@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     ServerProcess,
     cpu_seconds,
     free_port,
+    load_average,
     percentile,
     print_table,
     raise_nofile,
@@ -322,6 +323,8 @@ async def main() -> None:
     if args.quick:
         args.members, args.messages, args.prompts, args.rooms, args.samples = 8, 20, 4, 4, 20
     raise_nofile()
+    load_at_start = load_average()
+    print(f"load average (1, 5, 15 min) at the start: {load_at_start}")
     counts = [int(n) for n in args.processes.split(",")]
     echo = ["--echo-chunks", str(args.chunks), "--echo-delay-ms", "0", "--broker-heartbeat", "1"]
     rows: list[dict] = []
@@ -411,7 +414,7 @@ async def main() -> None:
         "store nothing (chatkit commits each message to SQLite first) and have no AI replies (chunks/s)."
     )
     print("\n" + note)
-    write_results("scale", {"args": vars(args), "rows": rows, "hop": hop_result, "note": note})
+    write_results("scale", {"args": vars(args), "load_average_at_start": load_at_start, "rows": rows, "hop": hop_result, "note": note})
 
 
 if __name__ == "__main__":
