@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent)
+)  # tests/services.py: the engines and start-up wait
 
 from common import (  # noqa: E402
     ServerProcess,
@@ -52,6 +55,8 @@ from common import (  # noqa: E402
     write_results,
 )
 from websockets.asyncio.client import connect  # noqa: E402
+
+from tests.services import RedisService, die_with_parent, wait_for_port  # noqa: E402
 
 WAIT = 120.0
 HERE = Path(__file__).resolve().parent
@@ -73,33 +78,25 @@ class Daphne:
     """One daphne process serving channels_peer.py (the seed's consumer)."""
 
     def __init__(self, venv: Path, redis_url: str) -> None:
-        import socket
-
         self.port = free_port()
         env = {**os.environ, "PEER_REDIS": redis_url, "PYTHONPATH": str(HERE)}
         self.proc = subprocess.Popen(
-            [
-                str(venv / "bin" / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "channels_peer:application",
-            ],
+            die_with_parent(
+                [
+                    str(venv / "bin" / "daphne"),
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "channels_peer:application",
+                ]
+            ),
             cwd=str(HERE),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not start")
-                time.sleep(0.05)
+        wait_for_port(self.port, self.proc)
 
     @property
     def pid(self) -> int:
@@ -116,51 +113,14 @@ class Daphne:
             self.proc.kill()
 
 
-class Redis:
+class Redis(RedisService):
+    """tests/services.py's ``redis-server`` (no persistence, a free port, a temporary directory)."""
+
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="chatkit-bench-redis-")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        import socket
-
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__()
+        self.start()
 
 
 def start_processes(n: int, redis: Redis | None, db: str, extra: list[str]) -> list[ServerProcess]:
@@ -414,7 +374,16 @@ async def main() -> None:
         "store nothing (chatkit commits each message to SQLite first) and have no AI replies (chunks/s)."
     )
     print("\n" + note)
-    write_results("scale", {"args": vars(args), "load_average_at_start": load_at_start, "rows": rows, "hop": hop_result, "note": note})
+    write_results(
+        "scale",
+        {
+            "args": vars(args),
+            "load_average_at_start": load_at_start,
+            "rows": rows,
+            "hop": hop_result,
+            "note": note,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from .storage import ChatStore
 
 __all__ = [
     "HISTORY_PATH",
+    "SAME_ORIGIN_HEADER",
     "STATIC_TYPES",
     "Endpoints",
     "HTTPResponse",
@@ -42,6 +43,10 @@ STATIC_TYPES = {
 
 HISTORY_PATH = re.compile(r"/api/chat/(?P<sid>[^/]+)/messages/?")
 """``/api/chat/<session_id>/messages`` (the id percent-encoded), served on the WebSocket port and on the HTTP server."""
+
+SAME_ORIGIN_HEADER = "x-chatkit-same-origin"
+"""Set to ``1`` by a load balancer that routes every path (the WebSocket port's and the HTTP
+port's) on one origin: ``/config.json`` then tells the page to use that origin for SSE too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +109,15 @@ class Endpoints:
             return self.origins.cors_headers(origin)
         return cors_headers(origin, self.allowed_origins)
 
-    async def get(self, path: str, query: str, origin: str | None, *, page: bool) -> HTTPResponse | None:
+    async def get(
+        self, path: str, query: str, origin: str | None, *, page: bool, same_origin: bool = False
+    ) -> HTTPResponse | None:
         """Answer ``GET path?query``, or ``None`` when it is not one of these routes.
 
         ``page``: also serve the chat page (``/``, static files, ``/config.json``).
+        ``same_origin``: the request came through a proxy that routes every HTTP path
+        on the page's own origin (its ``X-Chatkit-Same-Origin: 1`` header; see
+        ``deploy/nginx.conf``): ``/config.json`` tells the page to use it.
         """
         if path == "/health":
             return self.health(origin)
@@ -115,7 +125,7 @@ class Endpoints:
             return await self.history(history["sid"], query, origin)
         if page:
             if path == "/config.json":
-                return json_response(200, self.page_config())
+                return json_response(200, self.page_config(same_origin=same_origin))
             return self.static(path)
         return None
 
@@ -152,11 +162,14 @@ class Endpoints:
             200, {"session_id": session_id, "messages": messages, "has_more": page.has_more}, cors
         )
 
-    def page_config(self) -> dict[str, Any]:
-        """What the browser page needs to know: the SSE port, the backend, the protocol."""
+    def page_config(self, *, same_origin: bool = False) -> dict[str, Any]:
+        """What the browser page needs to know: the SSE port (or ``same_origin``: the
+        HTTP routes are on the page's own origin, behind a load balancer), the backend,
+        the protocol."""
         return {
             "protocol": protocol.PROTOCOL_VERSION,
             "http_port": self.http_port,
+            "same_origin": same_origin,
             "llm": self.backend,
             "max_text": self.max_text,
             "sign_in": self.sign_in,

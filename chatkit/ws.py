@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import protocol
-from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response
+from .endpoints import HISTORY_PATH, SAME_ORIGIN_HEADER, Endpoints, HTTPResponse, error_response
 from .errors import ChatkitError, ProtocolError
 from .guard import REFUSALS, SECURITY_HEADERS, Admitted, Guard, redact, refusal_response
 from .hub import Hub
@@ -252,7 +252,9 @@ class WebSocketServer:
             return None  # go on with the WebSocket handshake
         if HISTORY_PATH.fullmatch(path.path) is not None:
             guard.admit(headers, query, address)
-        answer = await self.endpoints.get(path.path, path.query, origin, page=True)
+        answer = await self.endpoints.get(
+            path.path, path.query, origin, page=True, same_origin=headers.get(SAME_ORIGIN_HEADER) == "1"
+        )
         if answer is not None:
             if answer.headers and answer.headers[0][1].startswith("text/html"):
                 answer = HTTPResponse(

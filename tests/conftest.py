@@ -131,6 +131,38 @@ def redis_service():
         service.stop()
 
 
+@pytest.fixture
+def chatkit_serve():
+    """Start ``chatkit serve`` processes: ``proc = await chatkit_serve("--db", db, …, http=True)``
+    (``port=``/``http_port=``: given ports; ``http``: an SSE/HTTP server on a free port).
+
+    Each one runs in a process group of its own and dies with the test run; every
+    process started is stopped (its whole group) at the end of the test, whether it
+    passed, failed or timed out — also one whose start-up failed.
+    """
+    from .services import ChatkitProcess, free_port
+
+    started: list[ChatkitProcess] = []
+
+    async def start(
+        *options: str, http: bool = False, port: int | None = None, http_port: int | None = None
+    ) -> ChatkitProcess:
+        process = ChatkitProcess(list(options))
+        if port is not None:
+            process.port = port
+        if http or http_port is not None:
+            process.http_port = http_port or free_port()
+        started.append(process.launch())  # forked from the test's thread, registered before waiting
+        await asyncio.to_thread(process.wait_ready)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """One throw-away PostgreSQL 15 cluster for the session (started on first use)."""

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 __all__ = [
     "STARTUP_TIMEOUT",
     "free_port",
     "require",
     "wait_for_port",
+    "die_with_parent",
+    "ChatkitProcess",
     "RedisService",
     "PostgresService",
     "NginxService",
@@ -48,6 +51,8 @@ def require(binary: str | Path, what: str) -> str:
     """The binary's path; skip the test without it (fail in CI)."""
     path = str(binary) if Path(binary).is_file() else shutil.which(str(binary))
     if path is None:
+        import pytest  # (benchmarks import this module without pytest)
+
         message = f"{what} is not installed ({binary} not found; apt-get install {what})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
@@ -67,6 +72,15 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGKILLs it when the process that started it dies
+    (``setpriv --pdeathsig``, util-linux): a test run killed from outside (a timeout, ^C
+    twice, ``kill -9`` of pytest) leaves no server behind, even though no finalizer ran.
+    Start it from the test's main thread: the signal follows the *thread* that forked."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -94,21 +108,23 @@ class RedisService:
     def start(self) -> RedisService:
         binary = require("redis-server", "redis-server")
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--loglevel",
-                "warning",
-            ],
+            die_with_parent(
+                [
+                    binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.dir,
+                    "--loglevel",
+                    "warning",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc)
@@ -147,6 +163,8 @@ class PostgresService:
     def start(self) -> PostgresService:
         require(PG_BIN / "initdb", "postgresql")
         if os.geteuid() == 0 and shutil.which("runuser") is None:
+            import pytest
+
             pytest.fail("running as root needs runuser to start PostgreSQL as 'postgres'")
         # A directory in /tmp itself: pytest's tmp_path is private to root, and the
         # server runs as 'postgres'.
@@ -221,7 +239,7 @@ class NginxService:
         path = Path(self.dir) / "nginx.conf"
         path.write_text(self.conf)
         self.proc = subprocess.Popen(
-            [binary, "-c", str(path), "-p", self.dir, "-e", f"{self.dir}/error.log"],
+            die_with_parent([binary, "-c", str(path), "-p", self.dir, "-e", f"{self.dir}/error.log"]),
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc)
@@ -230,3 +248,80 @@ class NginxService:
     def stop(self) -> None:
         _stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+READY_LINE = "Press Ctrl+C"
+"""The last line of ``chatkit serve``'s banner, printed once it serves."""
+
+
+@dataclass(eq=False)
+class ChatkitProcess:
+    """One ``chatkit serve`` process on free ports, in a process group of its own.
+
+    :meth:`launch` only forks (call it from the test's thread: see :func:`die_with_parent`);
+    :meth:`wait_ready` blocks until it serves (run it in a thread from async code).
+    :meth:`stop` ends the whole group (SIGTERM, then SIGKILL) — the ``chatkit_serve``
+    fixture calls it for every process it started, whether the test passed or not.
+    """
+
+    options: list[str]
+    port: int = field(default_factory=free_port)
+    http_port: int | None = None
+    """The SSE/HTTP port; ``None``: ``--http-port -1`` (no HTTP server)."""
+    proc: subprocess.Popen | None = None
+
+    def launch(self) -> ChatkitProcess:
+        argv = [sys.executable, "-m", "chatkit", "serve", "--port", str(self.port)]
+        argv += ["--http-port", str(self.http_port if self.http_port is not None else -1), *self.options]
+        self.proc = subprocess.Popen(
+            die_with_parent(argv), stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
+        return self
+
+    def wait_ready(self) -> ChatkitProcess:
+        """Block until the process printed its banner (``chatkit serve`` prints it once
+        every port listens and the broker is started): an event, not a poll."""
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(READY_LINE):
+                # Keep reading what it may print later, so that it never blocks on a full pipe.
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return self
+        self.proc.wait()
+        raise RuntimeError(f"chatkit serve exited with {self.proc.returncode} before listening")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def url(self, room: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat/{room}/"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process (and its group): a crash, no goodbye to anyone."""
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the group, SIGKILL what is left after a grace period; reap the process."""
+        if self.proc is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STARTUP_TIMEOUT / 4)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal(signal.SIGKILL)  # the group: anything the process left behind, too
+        self.proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)  # its own session: the group id is its pid
+        except ProcessLookupError:
+            pass

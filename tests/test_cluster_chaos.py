@@ -14,14 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 
 from chatkit.client import ChatClient, ExponentialBackoff
 from chatkit.storage import open_store
-
-from .services import free_port, wait_for_port
 
 ROOM = "chaos"
 PER_CLIENT = 5
@@ -31,38 +26,25 @@ WAIT = 60.0
 TERMINAL = {"complete", "cancelled", "error", "interrupted"}
 
 
-def start_server(port: int, db: str, broker: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chatkit",
-            "serve",
-            "--port",
-            str(port),
-            "--http-port",
-            "-1",
-            "--db",
-            db,
-            "--broker",
-            broker,
-            "--broker-heartbeat",
-            str(BEAT),
-            "--llm",
-            "echo",
-            "--echo-delay-ms",
-            "20",
-            "--rate-limit",
-            "100",
-            "--reply-queue",
-            "100",
-            "--log-level",
-            os.environ.get("CHAOS_LOG", "WARNING"),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for_port(port, proc)
-    return proc
+def serve_options(db: str, broker: str) -> list[str]:
+    return [
+        "--db",
+        db,
+        "--broker",
+        broker,
+        "--broker-heartbeat",
+        str(BEAT),
+        "--llm",
+        "echo",
+        "--echo-delay-ms",
+        "20",
+        "--rate-limit",
+        "100",
+        "--reply-queue",
+        "100",
+        "--log-level",
+        os.environ.get("CHAOS_LOG", "WARNING"),
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -75,11 +57,6 @@ async def deadline(describe):
         raise AssertionError(f"not settled after {WAIT:g} s: {describe()}") from None
 
 
-def kill9(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def finished_replies(events: list[dict]) -> list[int]:
     out = [e["id"] for e in events if e["type"] == "ai_complete"]
     out += [e["id"] for e in events if e["type"] == "message" and not e["is_user"]]
@@ -90,12 +67,10 @@ def user_messages(events: list[dict]) -> list[int]:
     return [e["id"] for e in events if e["type"] == "message" and e["is_user"]]
 
 
-async def run_chaos(store_url: str, redis_service) -> None:
-    ports = [free_port() for _ in range(3)]
-    procs = await asyncio.gather(
-        *(asyncio.to_thread(start_server, p, store_url, redis_service.url) for p in ports)
-    )
-    urls = [f"ws://127.0.0.1:{p}/ws/chat/{ROOM}/" for p in ports]
+async def run_chaos(store_url: str, redis_service, chatkit_serve) -> None:
+    options = serve_options(store_url, redis_service.url)
+    procs = await asyncio.gather(*(chatkit_serve(*options) for _ in range(3)))
+    urls = [p.url(ROOM) for p in procs]
     names = [f"u{i}" for i in range(6)]
     events: dict[str, list[dict]] = {n: [] for n in names}
     changed = asyncio.Event()
@@ -130,13 +105,13 @@ async def run_chaos(store_url: str, redis_service) -> None:
         async def chaos() -> None:
             # 1. mid-message: once a few messages are stored, kill process 0
             await until(lambda: sum(len(user_messages(e)) for e in events.values()) >= 8)
-            kill9(procs[0])
+            procs[0].kill()
             kills.append("mid-message")
             # 2. mid-reply: right after a client of process 1 sees a fresh chunk, kill process 1
             watched = events[names[1]]
             seen = len(watched)
             await until(lambda: any(e["type"] == "ai_chunk" for e in watched[seen:]))
-            kill9(procs[1])
+            procs[1].kill()
             kills.append("mid-reply")
             # 3. Redis restarts once: every key and subscription is lost
             await asyncio.sleep(0.2)
@@ -187,10 +162,6 @@ async def run_chaos(store_url: str, redis_service) -> None:
     finally:
         for client in clients:
             await client.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
 
     assert kills == ["mid-message", "mid-reply", "redis-restart"]
     assert sorted(texts) == sorted(f"{n}-{k} {WORDS}" for n in names for k in range(PER_CLIENT)), (
@@ -207,9 +178,9 @@ async def run_chaos(store_url: str, redis_service) -> None:
     assert all(c.connections >= 2 for c in clients[:2])  # the killed processes' clients came back
 
 
-async def test_three_processes_sqlite(tmp_path, redis_service):
-    await run_chaos(str(tmp_path / "chaos.db"), redis_service)
+async def test_three_processes_sqlite(tmp_path, redis_service, chatkit_serve):
+    await run_chaos(str(tmp_path / "chaos.db"), redis_service, chatkit_serve)
 
 
-async def test_three_processes_postgres(pg_dsn, redis_service):
-    await run_chaos(pg_dsn, redis_service)
+async def test_three_processes_postgres(pg_dsn, redis_service, chatkit_serve):
+    await run_chaos(pg_dsn, redis_service, chatkit_serve)

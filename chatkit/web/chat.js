@@ -52,15 +52,19 @@
       return url.toString();
     }
 
-    // The SSE server has its own port, given by config.json. Behind jupyter-server-proxy it is
-    // reached through .../proxy/<port>/ next to this page's own proxied path.
+    // The SSE server has its own port, given by config.json. Behind a load balancer that routes
+    // every path on one origin (config.json's same_origin, see deploy/nginx.conf) it is this page's
+    // own base. Behind jupyter-server-proxy it is reached through .../proxy/<port>/ next to this
+    // page's own proxied path.
     async sseBase() {
       if (this.httpBase) return this.httpBase;
       const config = await (await fetch(new URL("config.json", location.href))).json();
       const port = String(config.http_port);
       const page = new URL(".", location.href);
       const proxied = page.pathname.match(/^(.*\/proxy\/)(?:absolute\/)?\d+\/$/);
-      if (proxied) {
+      if (config.same_origin) {
+        this.httpBase = page.toString();                                         // load balancer
+      } else if (proxied) {
         this.httpBase = new URL(`${proxied[1]}${port}/`, page).toString();       // .../proxy/8765/
       } else if (page.pathname !== "/") {
         this.httpBase = new URL(`../proxy/${port}/`, page).toString();           // .../chatkit/ (named)
@@ -109,6 +113,7 @@
                        "user_leave", "presence", "read_receipt", "reaction", "error", "message_deleted"];
         for (const type of types) {
           source.addEventListener(type, (event) => {
+            if (event.data === undefined) return; // EventSource's own "error": the stream dropped
             const frame = JSON.parse(event.data);
             if (frame.type === "connection") this.opened(frame);
             this.handle(frame);
