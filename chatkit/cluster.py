@@ -14,6 +14,13 @@ serve`` processes through a :class:`~chatkit.broker.Broker`. Its rules:
 - **Replies** (ephemeral chunks, then a completion) are tracked per room;
   a completion lost with an outage is found again by re-reading the reply's
   row (``poke`` and reconnects).
+- **Reactions** are relayed as events; the receiving process sends the message's
+  reactions as the store has them when it applies the event (events of two processes may
+  arrive out of commit order: the last state sent is the newest). A reaction applied after
+  this process already delivered newer rows of the room is *late* for members who got
+  those rows first: its change is noted in the store as late as the room's ``last_id``
+  here (``touch_reactions``), so a member resuming from any of those ids gets it. After a
+  Redis outage (*poke*) the reactions changed since the previous poke are re-sent.
 - **Presence** is the union of this process's members and every other
   process's (heartbeats with expiry in Redis, plus immediate events).
 - **One reply at a time per room** across processes: the reply pipeline runs
@@ -64,6 +71,8 @@ class RemoteReply:
     text: str = ""
     seen: float = field(default_factory=time.monotonic)
     """When it last showed a sign of life (its start or a chunk)."""
+    started: bool = False
+    """``False``: a row reserved with its prompt, seen in the store, not known to run yet."""
 
 
 @dataclass(eq=False)
@@ -74,6 +83,8 @@ class _RoomView:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
+    reactions_mark: int | None = None
+    """The room's ``last_id`` when this process last caught up with reactions (watch, poke)."""
 
     def users(self) -> set[str]:
         out: set[str] = set()
@@ -131,6 +142,8 @@ class Cluster:
         new = room_id not in self._views
         view = self._view(room_id)
         await self.broker.subscribe(room_id)
+        if view.reactions_mark is None:  # reactions relayed from now on; earlier ones are in the store
+            view.reactions_mark = await self.store.last_id(room_id)
         if new:  # who is already online on other processes
             nodes = await self.broker.refresh_presence(room_id, [])
             if nodes is not None:
@@ -146,10 +159,10 @@ class Cluster:
 
     def streaming(self, room_id: str) -> tuple[int, str] | None:
         """The reply another process is streaming in the room, and its text so far (for a join's replay)."""
-        replies = self._view(room_id).replies
-        if not replies:
+        started = [r for r in self._view(room_id).replies.values() if r.started]
+        if not started:
             return None
-        reply = replies[max(replies)]
+        reply = max(started, key=lambda r: r.id)
         return reply.id, reply.text
 
     def snapshot(self, room_id: str, msg_id: int) -> str | None:
@@ -175,6 +188,12 @@ class Cluster:
     def stop(self, room_id: str) -> None:
         self.broker.publish(room_id, {"kind": "stop"})
 
+    def reacted(self, room: Room, frame: dict[str, Any]) -> None:
+        """A reaction toggled here (the store has it): the other processes send its state on.
+        ``floor``: the newest id this process had delivered, at most the change's own position."""
+        floor = room.last_id if room.last_id is not None else frame["message_id"]
+        self.broker.publish(room.session_id, {"kind": "reaction", "frame": frame, "floor": floor})
+
     async def catch_up(self, room: Room, before: int) -> None:
         """Under the room's lock, before fanning out local row ``before``: deliver any
         row of the room committed by another process that this one has not delivered."""
@@ -185,10 +204,17 @@ class Cluster:
                 break
             self._deliver_row(room, msg)
 
-    def posted(self, room: Room, msg: StoredMessage) -> None:
-        self.broker.publish(room.session_id, {"kind": "row", "row": _row_dict(msg)})
+    def posted(self, room: Room, msg: StoredMessage, reply: StoredMessage | None = None) -> None:
+        """A row stored here; ``reply``: its reply's row, reserved in the same transaction."""
+        event: dict[str, Any] = {"kind": "row", "row": _row_dict(msg)}
+        if reply is not None:
+            event["reply"] = _row_dict(reply)
+            # whichever process answers it, this one shows it: tracked like a remote reply
+            self._view(room.session_id).replies.setdefault(reply.id, RemoteReply(reply.id, ""))
+        self.broker.publish(room.session_id, event)
 
     def reply_started(self, room: Room, row: StoredMessage, sender: str) -> None:
+        self._view(room.session_id).replies.pop(row.id, None)  # it runs here now
         self.broker.publish(room.session_id, {"kind": "reply", "id": row.id, "sender": sender})
 
     def chunk(self, room: Room, reply_id: int, chunk: str, sender: str) -> None:
@@ -262,9 +288,11 @@ class Cluster:
         ``False`` when one of them still shows signs of life (Redis lost the lease, not the holder)."""
         quiet = self.broker.config.lease_ttl
         now = time.monotonic()
-        if any(now - r.seen < quiet for r in view.replies.values()):
+        queued = await self.store.queued_replies(room.session_id)  # reserved, waiting: not dead
+        ended = [r for r in view.replies.values() if r.id not in queued]
+        if any(r.started and now - r.seen < quiet for r in ended):
             return False
-        for reply in list(view.replies.values()):
+        for reply in ended:
             if await self.store.finish_reply(reply.id, reply.text, "interrupted"):
                 logger.warning(
                     "room %s: reply %d of a dead process stored as interrupted", room.session_id, reply.id
@@ -324,11 +352,12 @@ class Cluster:
         """No local member: only keep track of remote replies (for a later takeover)."""
         kind = event.get("kind")
         if kind == "reply":
-            view.replies[event["id"]] = RemoteReply(event["id"], event["sender"])
+            view.replies[event["id"]] = RemoteReply(event["id"], event["sender"], started=True)
         elif kind == "chunk" and event["id"] in view.replies:
             reply = view.replies[event["id"]]
             reply.text += event["chunk"]
             reply.seen = time.monotonic()
+            reply.started = True
         elif kind == "complete":
             view.replies.pop(event["id"], None)
 
@@ -338,31 +367,74 @@ class Cluster:
         kind = event["kind"]
         if kind == "row":
             row = _row_from(event["row"])
+            reserved = _row_from(event["reply"]) if event.get("reply") else None
             if row.id == room.last_id + 1:
-                self._deliver_row(room, row)
+                self._deliver_row(room, row, reply_id=reserved.id if reserved else None)
+                if reserved is not None:
+                    if reserved.id == room.last_id + 1:
+                        self._deliver_row(room, reserved, announce=False)  # its frame named it
+                    else:
+                        await self._fill(room, reserved.id)
             else:
-                await self._fill(room, row.id)
+                await self._fill(room, reserved.id if reserved else row.id)
         elif kind == "reply":
+            reply = None
             if event["id"] == room.last_id + 1:
-                view.replies[event["id"]] = RemoteReply(event["id"], event["sender"])
+                reply = view.replies[event["id"]] = RemoteReply(event["id"], event["sender"])
                 room.last_id = event["id"]
             else:
                 await self._fill(room, event["id"])
+                reply = view.replies.get(event["id"])  # reserved with its prompt, or just filled
+            if reply is not None:  # (not found: it finished already, and was delivered so)
+                reply.sender = event["sender"]
+                reply.started = True
+                reply.seen = time.monotonic()
         elif kind == "chunk":
             await self._fill(room, event["id"])
             reply = view.replies.get(event["id"])
             if reply is not None:
                 reply.text += event["chunk"]
                 reply.seen = time.monotonic()
+                reply.started = True
                 self._to_targets(room, reply.sender, protocol.ai_chunk_frame(reply.id, event["chunk"]))
         elif kind == "complete":
             await self._fill(room, event["id"])
             reply = view.replies.pop(event["id"], None)
             if reply is not None:
                 self._complete(room, reply.sender, event["id"], event["text"], event["status"])
+        elif kind == "reaction":
+            await self._reaction(room, view, event)
         elif kind == "poke":
             await self._fill(room, None)
             await self._recheck(room, view)
+            await self._reactions_since_mark(room, view)
+
+    async def _reaction(self, room: Room, view: _RoomView, event: dict[str, Any]) -> None:
+        """Another process toggled a reaction: send the message's reactions as stored now."""
+        frame = event["frame"]
+        message_id = frame["message_id"]
+        counts = (await self.store.reactions([message_id])).get(message_id, [])
+        fresh = protocol.reaction_frame(
+            message_id, counts, user=frame.get("user"), emoji=frame.get("emoji"), added=frame.get("added")
+        )
+        room.fanout(Outgoing.encode(fresh))
+        floor = event.get("floor")
+        assert room.last_id is not None
+        if not isinstance(floor, int) or floor < room.last_id:  # late here: members got newer rows first
+            await self.store.touch_reactions(room.session_id, [message_id], room.last_id)
+
+    async def _reactions_since_mark(self, room: Room, view: _RoomView) -> None:
+        """After an outage (poke): re-send the reactions changed since the last catch-up;
+        they are late for every member that got newer rows meanwhile."""
+        assert room.last_id is not None
+        mark, view.reactions_mark = view.reactions_mark, room.last_id
+        if mark is None:
+            return
+        changed = await self.store.reactions_changed_since(room.session_id, mark)
+        for message_id, counts in changed.items():
+            room.fanout(Outgoing.encode(protocol.reaction_frame(message_id, counts)))
+        if changed:
+            await self.store.touch_reactions(room.session_id, list(changed), room.last_id)
 
     async def _fill(self, room: Room, upto: int | None) -> None:
         """Deliver every row of the room after ``last_id`` (up to at least ``upto``) from the store."""
@@ -380,17 +452,32 @@ class Cluster:
                 view.replies.pop(reply.id, None)
                 self._complete(room, reply.sender, row.id, row.content, row.status)
 
-    def _deliver_row(self, room: Room, msg: StoredMessage) -> None:
-        """Hand one committed row to this process's members, in id order."""
+    def _deliver_row(
+        self, room: Room, msg: StoredMessage, *, reply_id: int | None = None, announce: bool = True
+    ) -> None:
+        """Hand one committed row to this process's members, in id order.
+
+        ``reply_id``: the reply's row reserved with this message (named in its frame, as
+        on the process that stored it). A ``streaming`` row is a reply not finished yet —
+        reserved and waiting, or running elsewhere: tracked, and (``announce``, in a room
+        whose replies everyone sees) sent as an empty snapshot, which keeps the members'
+        resume cursors below it like a named ``reply_id`` does.
+        """
         if room.last_id is not None and msg.id <= room.last_id:
             return
         room.last_id = msg.id
         view = self._view(room.session_id)
+        room_wide = self.hub.config.ai_replies == "room"
         if msg.status == "streaming":
             if room.active is None or room.active.id != msg.id:
                 view.replies.setdefault(msg.id, RemoteReply(msg.id, ""))
+                if announce and room_wide:
+                    room.fanout(Outgoing.encode(protocol.ai_chunk_frame(msg.id, "", snapshot=True)))
             return
-        room.fanout(Outgoing.encode(msg.to_frame()))
+        frame = msg.to_frame()
+        if reply_id is not None and room_wide:
+            frame["reply_id"] = reply_id
+        room.fanout(Outgoing.encode(frame))
         room.remember(msg)
 
     def _complete(self, room: Room, sender: str, reply_id: int, text: str, status: str) -> None:
@@ -464,7 +551,7 @@ class Cluster:
         if time.monotonic() < self._grace_until:
             return
         quiet = self.broker.config.lease_ttl
-        if any(time.monotonic() - r.seen < quiet for r in view.replies.values()):
+        if any(r.started and time.monotonic() - r.seen < quiet for r in view.replies.values()):
             return
         lease = await self.broker.acquire(room.session_id)
         if lease is None:

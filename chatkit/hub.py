@@ -365,14 +365,15 @@ class Hub:
                 # next start, and the broadcast names it (``reply_id``) so that a client's
                 # resume cursor stays below a reply it has not seen end.
                 reserve = self.replies.accepts(room)
-                # With a cluster, prompts wait for their reply in the store (any process answers).
+                # With a cluster, prompts wait for their reply in the store (any process answers),
+                # their reply's row reserved with them all the same.
                 wanted = await self.replies.admits(room) if self.cluster is not None else None
                 stored = await self.store.append_with_reply(
                     session_id,
                     user,
                     text,
                     client_id=client_id,
-                    reply_user=self.config.ai_user if reserve else None,
+                    reply_user=self.config.ai_user if reserve or wanted else None,
                     wants_reply=bool(wanted),
                 )
                 msg = stored.message
@@ -386,7 +387,7 @@ class Hub:
                     room.fanout(Outgoing.encode(frame))
                     room.remember(msg)
                     if self.cluster is not None:
-                        self.cluster.posted(room, msg)
+                        self.cluster.posted(room, msg, stored.reply)
         finally:
             room.pending -= 1
         if not stored.created:
@@ -451,6 +452,8 @@ class Hub:
                     room.context.clear()
                     room.context.extend(kept)
                 room.fanout(Outgoing.encode(protocol.message_deleted_frame(message_id, by)))
+                if self.cluster is not None:
+                    self.cluster.relay(session_id, protocol.message_deleted_frame(message_id, by))
         finally:
             room.pending -= 1
             self._maybe_drop(room)
@@ -470,6 +473,8 @@ class Hub:
                     message_id, toggled.reactions, user=user, emoji=emoji, added=toggled.added
                 )
                 room.fanout(Outgoing.encode(frame))
+                if self.cluster is not None:
+                    self.cluster.reacted(room, frame)
         finally:
             room.pending -= 1
             self._maybe_drop(room)

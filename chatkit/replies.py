@@ -163,7 +163,8 @@ class ReplyPipeline:
                     return  # another claim won: look again
                 await self.cluster.catch_up(room, before=row.id)  # the prompt, if stored elsewhere
                 self.cluster.reply_started(room, row, prompt.user)
-                room.last_id = row.id
+                # (the row was reserved with the prompt: newer rows may have been delivered since)
+                room.last_id = row.id if room.last_id is None else max(room.last_id, row.id)
             await self._reply(room, prompt, row)
 
     def stop(self, room: Room) -> bool:

@@ -547,11 +547,13 @@ class Store:
         return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
 
     async def claim_reply(self, session_id: str, prompt_id: int, user: str = AI_USER) -> StoredMessage | None:
-        """Take a waiting prompt off the reply queue and reserve its reply's row, in one
-        transaction; ``None`` when it is no longer waiting (claimed already)."""
+        """Take a waiting prompt off the reply queue and return its reply's row, in one
+        transaction: the row reserved with the prompt (the room's next row, same time), or —
+        for a prompt stored without one — a row reserved now. ``None`` when it is no longer
+        waiting (claimed already)."""
         created_at = utc_now()
 
-        def op(con: sqlite3.Connection) -> int | None:
+        def op(con: sqlite3.Connection) -> tuple[int, str, str] | None:
             cur = con.execute(
                 "UPDATE messages SET wants_reply = 0 WHERE id = ? AND session_id = ? AND wants_reply = 1",
                 (prompt_id, session_id),
@@ -559,6 +561,15 @@ class Store:
             cur.close()
             if cur.rowcount != 1:
                 return None
+            reserved = con.execute(
+                "SELECT n.id, n.user, n.created_at FROM messages n JOIN messages p ON p.id = ?"
+                " WHERE n.session_id = ? AND n.id > p.id AND n.is_user = 0 AND n.status = 'streaming'"
+                " AND n.created_at = p.created_at"
+                " AND n.id = (SELECT MIN(id) FROM messages WHERE session_id = ? AND id > ?)",
+                (prompt_id, session_id, session_id, prompt_id),
+            ).fetchone()
+            if reserved is not None:
+                return reserved[0], reserved[1], reserved[2]
             cur = con.execute(
                 "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at)"
                 " VALUES (?, ?, 0, '', 'streaming', NULL, ?) RETURNING id",
@@ -566,12 +577,23 @@ class Store:
             )
             (reply_id,) = cur.fetchone()
             cur.close()
-            return reply_id
+            return reply_id, user, created_at
 
-        reply_id = await self._write(op)
-        if reply_id is None:
+        claimed = await self._write(op)
+        if claimed is None:
             return None
-        return StoredMessage(reply_id, session_id, user, False, "", "streaming", None, created_at)
+        reply_id, reply_user, at = claimed
+        return StoredMessage(reply_id, session_id, reply_user, False, "", "streaming", None, at)
+
+    async def queued_replies(self, session_id: str) -> set[int]:
+        """The reply rows reserved for the room's prompts still waiting (none of them runs yet)."""
+        rows = await self._select_all(
+            "SELECT n.id FROM messages p JOIN messages n ON n.session_id = p.session_id"
+            " AND n.id = (SELECT MIN(id) FROM messages WHERE session_id = p.session_id AND id > p.id)"
+            " WHERE p.session_id = ? AND p.wants_reply = 1 AND n.is_user = 0 AND n.status = 'streaming'",
+            session_id,
+        )
+        return {r[0] for r in rows}
 
     async def pending(self, session_id: str, limit: int = 1) -> list[StoredMessage]:
         """The oldest prompts of the room still waiting for a reply (``wants_reply``)."""
@@ -710,6 +732,20 @@ class Store:
         ids = [r[0] for r in rows]
         counts = await self.reactions(ids)
         return {mid: counts.get(mid, []) for mid in ids}
+
+    async def touch_reactions(self, session_id: str, message_ids: list[int], room_last_id: int) -> None:
+        """Note that these messages' reactions reached clients only after the room's id
+        ``room_last_id`` (a cluster process relayed the change late): a client resuming
+        after any id up to it is sent their state (:meth:`reactions_changed_since`)."""
+
+        def op(con: sqlite3.Connection) -> None:
+            con.executemany(
+                "UPDATE reaction_changes SET room_last_id = MAX(room_last_id, ?)"
+                " WHERE message_id = ? AND session_id = ?",
+                [(room_last_id, mid, session_id) for mid in message_ids],
+            ).close()
+
+        await self._write(op)
 
     # -- reads ---------------------------------------------------------------
 

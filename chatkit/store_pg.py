@@ -329,10 +329,11 @@ class PostgresStore:
         return (await self.append(session_id, user, "", is_user=False, status="streaming")).message
 
     async def claim_reply(self, session_id: str, prompt_id: int, user: str = AI_USER) -> StoredMessage | None:
-        """Take a waiting prompt off the reply queue and reserve its reply's row (one transaction)."""
+        """Take a waiting prompt off the reply queue and return its reply's row (one transaction):
+        the row reserved with the prompt, or for a prompt stored without one a row reserved now."""
         created_at = utc_now()
 
-        async def op(con: asyncpg.Connection) -> int | None:
+        async def op(con: asyncpg.Connection) -> tuple[int, str, str] | None:
             done = await con.execute(
                 "UPDATE messages SET wants_reply = FALSE WHERE id = $1 AND session_id = $2 AND wants_reply",
                 prompt_id,
@@ -340,14 +341,35 @@ class PostgresStore:
             )
             if done != "UPDATE 1":
                 return None
-            return await con.fetchval(
+            reserved = await con.fetchrow(
+                'SELECT n.id, n."user", n.created_at FROM messages n JOIN messages p ON p.id = $1'
+                " WHERE n.session_id = $2 AND n.id > p.id AND NOT n.is_user AND n.status = 'streaming'"
+                " AND n.created_at = p.created_at"
+                " AND n.id = (SELECT MIN(id) FROM messages WHERE session_id = $2 AND id > $1)",
+                prompt_id,
+                session_id,
+            )
+            if reserved is not None:
+                return reserved[0], reserved[1], reserved[2]
+            reply_id = await con.fetchval(
                 _INSERT_MESSAGE + " RETURNING id", session_id, user, False, "", "streaming", None, created_at
             )
+            return reply_id, user, created_at
 
-        reply_id = await self._write(session_id, op)
-        if reply_id is None:
+        claimed = await self._write(session_id, op)
+        if claimed is None:
             return None
-        return StoredMessage(reply_id, session_id, user, False, "", "streaming", None, created_at)
+        reply_id, reply_user, at = claimed
+        return StoredMessage(reply_id, session_id, reply_user, False, "", "streaming", None, at)
+
+    async def queued_replies(self, session_id: str) -> set[int]:
+        rows = await self._pool.fetch(
+            "SELECT n.id FROM messages p JOIN messages n ON n.session_id = p.session_id"
+            " AND n.id = (SELECT MIN(id) FROM messages WHERE session_id = p.session_id AND id > p.id)"
+            " WHERE p.session_id = $1 AND p.wants_reply AND NOT n.is_user AND n.status = 'streaming'",
+            session_id,
+        )
+        return {r[0] for r in rows}
 
     async def pending(self, session_id: str, limit: int = 1) -> list[StoredMessage]:
         rows = await self._pool.fetch(
@@ -487,6 +509,18 @@ class PostgresStore:
         ids = [r[0] for r in rows]
         counts = await self.reactions(ids)
         return {mid: counts.get(mid, []) for mid in ids}
+
+    async def touch_reactions(self, session_id: str, message_ids: list[int], room_last_id: int) -> None:
+        async def op(con: asyncpg.Connection) -> None:
+            await con.execute(
+                "UPDATE reaction_changes SET room_last_id = GREATEST(room_last_id, $1)"
+                " WHERE message_id = ANY($2::bigint[]) AND session_id = $3",
+                room_last_id,
+                message_ids,
+                session_id,
+            )
+
+        await self._write(session_id, op)
 
     # -- reads ---------------------------------------------------------------
 

@@ -179,3 +179,115 @@ async def test_join_mid_reply_on_another_process_gets_the_snapshot(cluster):
             assert frame.get("snapshot") is True and frame["chunk"].startswith("w0 w1 w2")
             done = await cho.until("ai_complete", timeout=WAIT)
         assert done["message"].startswith(frame["chunk"])
+
+
+def reaction_state(events: list[dict], message_id: int) -> dict[str, list[str]] | None:
+    """The last reaction state a client was sent for a message: emoji -> who."""
+    state = None
+    for e in events:
+        if e["type"] == "reaction" and e["message_id"] == message_id:
+            state = {r["emoji"]: sorted(r["users"]) for r in e["reactions"]}
+    return state
+
+
+async def test_reactions_reach_every_process_and_resume_exactly(cluster):
+    from .conftest import peer
+
+    one, two = await cluster(2)
+    async with (
+        ChatClient(one.ws_url("re"), user="ann") as ann,
+        ChatClient(two.ws_url("re"), user="bob") as bob,
+    ):
+        seen_ann, seen_bob = Seen(ann), Seen(bob)
+        msg = await ann.send("react to me")
+        mid = msg["id"]
+        await seen_bob.until(lambda ev: mid in [e["id"] for e in ev if e["type"] == "message"])
+        # made on process two, seen on process one (and the other way round)
+        await bob.react(mid, "👍")
+        await seen_ann.until(lambda ev: reaction_state(ev, mid) == {"👍": ["bob"]})
+        await ann.react(mid, "👍")
+        await seen_bob.until(lambda ev: reaction_state(ev, mid) == {"👍": ["ann", "bob"]})
+        # concurrent toggles on both processes: every member ends with the stored state
+        names = [f"u{i}" for i in range(6)]
+        others = [ChatClient((one if i % 2 else two).ws_url("re"), user=n) for i, n in enumerate(names)]
+        for client in others:
+            await client.start()
+        try:
+            await asyncio.gather(*(client.react(mid, "🎉") for client in others))
+            expected = {"👍": ["ann", "bob"], "🎉": sorted(names)}
+            await seen_ann.until(lambda ev: reaction_state(ev, mid) == expected)
+            await seen_bob.until(lambda ev: reaction_state(ev, mid) == expected)
+        finally:
+            for client in others:
+                await client.close()
+        # a member resuming on process two gets a reaction made on process one meanwhile
+        await ann.react(mid, "❤️")
+        await seen_bob.until(lambda ev: "❤️" in (reaction_state(ev, mid) or {}))
+        async with peer(two.ws_url("re", user="cho", after=mid)) as cho:
+            frame = await cho.until("reaction", timeout=WAIT)
+            assert frame["message_id"] == mid and {r["emoji"] for r in frame["reactions"]} == {
+                "👍",
+                "🎉",
+                "❤️",
+            }
+
+
+async def test_a_reaction_during_a_redis_outage_reaches_live_and_resuming_members(cluster, redis_service):
+    """Made on process one while Redis is down (its relay is lost), while process two delivers
+    newer rows: after the reconnect two's members get it, and a member of two that resumes
+    after those newer rows gets it too (the change is noted as late as two delivered)."""
+    from .conftest import peer
+
+    one, two = await cluster(2)
+    async with (
+        ChatClient(one.ws_url("out"), user="ann") as ann,
+        ChatClient(two.ws_url("out"), user="bob") as bob,
+    ):
+        seen_ann, seen_bob = Seen(ann), Seen(bob)
+        msg = await ann.send("before the outage")
+        mid = msg["id"]
+        await seen_bob.until(lambda ev: len(completes(ev)) == 1)  # the message and its reply reached two
+        redis_service.kill()
+        await ann.react(mid, "🔥")
+        await seen_ann.until(lambda ev: reaction_state(ev, mid) == {"🔥": ["ann"]})
+        newer = await bob.send("newer, on two, while Redis is down")  # two's members go past the reaction
+        assert reaction_state(seen_bob.events, mid) is None
+        redis_service.start()
+        await seen_bob.until(lambda ev: reaction_state(ev, mid) == {"🔥": ["ann"]})
+        async with peer(two.ws_url("out", user="cho", after=newer["id"])) as cho:
+            frame = await cho.until("reaction", timeout=WAIT)
+            assert frame["message_id"] == mid and frame["reactions"][0]["users"] == ["ann"]
+
+
+async def test_the_reply_row_is_reserved_with_the_prompt(cluster, store_url):
+    """As with one process: a prompt and its reply's row are one transaction, so the reply is
+    the room's next row whichever process answers it, and the message frame names it."""
+    from chatkit.storage import open_store
+
+    one, two = await cluster(2, streamer=EchoStreamer(delay=0.02))
+    async with (
+        ChatClient(one.ws_url("rv"), user="ann") as ann,
+        ChatClient(two.ws_url("rv"), user="bob") as bob,
+    ):
+        seen_ann, seen_bob = Seen(ann), Seen(bob)
+        # sent while the first reply still streams: the next prompts queue behind it
+        sent = [await ann.send("a1 x y z"), await bob.send("b1 x y z"), await ann.send("a2 x y z")]
+        for seen in (seen_ann, seen_bob):
+            await seen.until(
+                lambda ev: (
+                    len(completes(ev)) + sum(e["type"] == "message" and not e["is_user"] for e in ev) >= 3
+                )
+            )
+    async with await open_store(store_url, recover=False) as store:
+        rows = await store.messages_after("rv", 0)
+    assert [r.is_user for r in rows] == [True, False] * 3, [(r.id, r.user) for r in rows]
+    assert [r.id for r in rows if r.is_user] == [s["id"] for s in sent]
+    replies = {rows[i].id: rows[i + 1] for i in range(0, 6, 2)}
+    for prompt in sent:
+        assert (
+            replies[prompt["id"]].status == "complete" and replies[prompt["id"]].content == prompt["message"]
+        )
+    # each process's members were told which row is the reply (their resume cursor stays below it)
+    for seen in (seen_ann, seen_bob):
+        named = {e["id"]: e.get("reply_id") for e in seen.events if e["type"] == "message" and e["is_user"]}
+        assert named == {p: r.id for p, r in replies.items()}, named
