@@ -46,7 +46,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from . import protocol
 from .errors import ClientClosed, ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
-from .protocol import Limits, Reaction, ReadReceipt, SendMessage, Stop, Typing
+from .protocol import Limits, Reaction, ReadReceipt, SendMessage, Stop, Typing, apply_presence
 from .resume import Acknowledged, Outbox, Refused, ResumeState
 
 __all__ = [
@@ -128,7 +128,9 @@ class ChatClient:
     server process sharing a broker: each reconnection tries the next); ``user`` is added
     to its query. ``after`` asks for a replay of history on the first connection
     (``0`` = everything). ``send_timeout`` is the default deadline of :meth:`send`.
-    Extra keyword arguments go to ``websockets`` ``connect``.
+    ``presence="batch"`` (the default) asks the server for one ``presence`` frame per
+    room per tick instead of a ``user_join``/``user_leave`` per change (``"each"``); both
+    kinds are applied to :attr:`online`. Extra keyword arguments go to ``websockets`` ``connect``.
     """
 
     def __init__(
@@ -143,8 +145,12 @@ class ChatClient:
         queue_limit: int = 10_000,
         send_timeout: float = 60.0,
         token: str | None = None,
+        presence: Literal["batch", "each"] = "batch",
         **connect_options: Any,
     ) -> None:
+        if presence not in ("batch", "each"):
+            raise ValueError(f"presence must be 'batch' or 'each', not {presence!r}")
+        self.presence = presence
         if token:  # sign-in: the server takes the name from the token (send no ?user=)
             headers = dict(connect_options.pop("additional_headers", None) or {})
             headers["Authorization"] = f"Bearer {token}"
@@ -358,7 +364,9 @@ class ChatClient:
         parts = urlsplit(self.url)
         # A room id may be Hangul: percent-encode the path (existing escapes are kept).
         parts = parts._replace(path=quote(parts.path, safe="/%:@!$&'()*+,;="))
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("user", "after")]
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("user", "after", "presence")]
+        if self.presence == "batch":
+            query.append(("presence", "batch"))
         if self.user is not None:
             query.append(("user", self.user))
         cursor = self.cursor
@@ -464,6 +472,8 @@ class ChatClient:
             self.online = sorted([*self.online, frame.get("username", "")])
         elif kind == "user_leave":
             self.online = [u for u in self.online if u != frame.get("username")]
+        elif kind == "presence":
+            self.online = apply_presence(self.online, frame)
         event = self.resume.accept(frame)
         if event is not None:
             self._deliver(event)

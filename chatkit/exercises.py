@@ -1150,7 +1150,7 @@ async def check_reconnect(follow: Callable[..., Any], *, lang: str | None = None
             task: asyncio.Task | None = None
             try:
                 case = s.t("reconnect.first")
-                async with ChatClient(url, user="bob") as bob:
+                async with ChatClient(url, user="bob", presence="each") as bob:  # waits for a user_join
                     task = asyncio.get_running_loop().create_task(follow(url, on_message))
                     task.add_done_callback(lambda _t: changed.set())
                     joined = asyncio.ensure_future(bob.next_event("user_join"))  # the learner is in the room

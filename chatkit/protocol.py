@@ -68,6 +68,7 @@ __all__ = [
     "user_join_frame",
     "user_leave_frame",
     "presence_frame",
+    "apply_presence",
     "read_receipt_frame",
     "reaction_frame",
     "error_frame",
@@ -681,6 +682,15 @@ def presence_frame(joined: list[str], left: list[str], count: int) -> dict[str, 
     offline (``left``), each user's last change only, and how many are online.
     Applied in order to the ``connection`` frame's list, they give the room's list."""
     return {"type": "presence", "joined": joined, "left": left, "count": count}
+
+
+def apply_presence(online: list[str], frame: dict[str, Any]) -> list[str]:
+    """A client's sorted online list after one ``presence`` frame: ``left`` removed,
+    ``joined`` added (a change the list already has changes nothing). Names that are
+    not strings are ignored."""
+    left = {u for u in frame.get("left") or () if isinstance(u, str)}
+    joined = {u for u in frame.get("joined") or () if isinstance(u, str)}
+    return sorted({u for u in online if u not in left} | joined)
 
 
 def read_receipt_frame(message_id: int, user: str) -> dict[str, Any]:

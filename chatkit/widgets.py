@@ -32,7 +32,7 @@ from . import i18n
 from ._textbox import ChatInput
 from .client import ChatClient, ReconnectPolicy
 from .errors import ClientError
-from .protocol import session_id_to_path
+from .protocol import apply_presence, session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,6 +225,10 @@ class ChatModel(traitlets.HasTraits):
         elif kind == "user_leave":
             self.online = [u for u in self.online if u != event.get("username")]
             self.typing = [u for u in self.typing if u != event.get("username")]
+        elif kind == "presence":  # ?presence=batch (ChatClient asks for it): a tick's joins and leaves
+            self.online = apply_presence(self.online, event)
+            left = set(event.get("left") or ())
+            self.typing = [u for u in self.typing if u not in left]
         elif kind == "read_receipt":
             key = str(event["message_id"])
             readers = list(self.receipts.get(key, []))

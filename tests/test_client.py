@@ -47,6 +47,27 @@ async def test_send_returns_stored_message_and_events_flow(server):
     assert [e["type"] for e in seen].count("message") == 1
 
 
+async def test_client_asks_for_batched_presence_and_follows_it(server):
+    url = server.ws_url("who")
+    async with ChatClient(url, user="ann", policy=FAST) as ann:
+        assert "presence=batch" in ann._room_url() and ann.online == ["ann"]
+        seen: list[dict] = []
+        ann.on_event(seen.append)
+        async with ChatClient(url, user="bob", policy=FAST) as bob, ChatClient(url, user="cy", policy=FAST):
+            await ann.next_event("presence", timeout=5, count=3)
+            assert ann.online == ["ann", "bob", "cy"] and bob.online == ["ann", "bob", "cy"]
+        await ann.next_event("presence", timeout=5, count=1)
+        assert ann.online == ["ann"]
+        assert not [e for e in seen if e["type"] in ("user_join", "user_leave")]  # batches only
+    async with ChatClient(url, user="ann", policy=FAST, presence="each") as ann:
+        assert "presence" not in ann._room_url()
+        async with ChatClient(url, user="bob", policy=FAST):
+            assert await ann.next_event("user_join", timeout=5) == {"type": "user_join", "username": "bob"}
+            assert ann.online == ["ann", "bob"]
+    with pytest.raises(ValueError):
+        ChatClient(url, presence="all")  # type: ignore[arg-type]
+
+
 async def test_refused_handshake_is_not_retried(server):
     with pytest.raises(HandshakeRefused) as info:
         async with ChatClient(f"ws://127.0.0.1:{server.port}/nope/", policy=FAST):

@@ -206,6 +206,11 @@ def test_model_from_events_without_a_server():
     assert m.online == ["ann", "bob"] and m.typing == ["bob"]
     m.apply({"type": "user_leave", "username": "bob"})
     assert m.online == ["ann"] and m.typing == []
+    m.apply({"type": "typing", "user": "cy", "is_typing": True})
+    m.apply({"type": "presence", "joined": ["dan", "cy", "ann"], "left": [], "count": 3})
+    assert m.online == ["ann", "cy", "dan"]
+    m.apply({"type": "presence", "joined": ["eve"], "left": ["cy", "zed"], "count": 3})
+    assert m.online == ["ann", "dan", "eve"] and m.typing == []  # who left stops typing
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "Hel"})
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "lo"})
     assert m.streaming == {3: "Hello"}
