@@ -60,8 +60,11 @@ class ServerConfig:
     http_port: int | None = None
     """Port of the SSE/HTTP server: ``None`` = WebSocket port + 1 (free if port is 0), -1 = off."""
     db: str = "chatkit.db"
-    store_writer: str = "thread"
-    """SQLite statements on the store's own thread (``thread``) or on the event loop (``loop``)."""
+    store_writer: str = "auto"
+    """SQLite statements on the store's own thread (``thread``) or on the event loop (``loop``);
+    ``auto``: ``loop`` when this process owns the file, ``thread`` with a broker (other processes
+    take the file's write lock, and waiting for it must not stall the loop). The loop costs about
+    half the CPU per store call (``benchmarks/store_writers.py``)."""
     llm: str = "auto"
     allowed_origins: list[str] | None = None
     """Browser origins allowed to connect (``None``: any). Non-browser clients send none."""
@@ -130,6 +133,13 @@ class ChatServer:
 
     # -- life cycle ----------------------------------------------------------
 
+    def _store_writer(self) -> str:
+        """``store_writer`` with ``auto`` resolved (see :class:`ServerConfig`)."""
+        writer = self.config.store_writer
+        if writer == "auto":
+            return "thread" if self.config.broker else "loop"
+        return writer
+
     async def start(self) -> ChatServer:
         cfg = self.config
         self.backend = self._streamer.name if self._streamer else resolve_backend(cfg.llm)
@@ -142,7 +152,7 @@ class ChatServer:
             echo_stamp=cfg.echo_stamp,
         )
         # With a broker, replies left streaming belong to live processes: the reply lease decides.
-        store = self.store = await open_store(cfg.db, recover=cfg.broker is None, writer=cfg.store_writer)
+        store = self.store = await open_store(cfg.db, recover=cfg.broker is None, writer=self._store_writer())
         self.hub = Hub(store, self.streamer, cfg.hub)
         if cfg.broker:
             from .broker import Broker, BrokerConfig
