@@ -321,7 +321,9 @@ async def run_option(name: str, rooms: int, replies: int) -> tuple[float, float]
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rooms", default="1,10,50")
     parser.add_argument("--replies", type=int, default=300, help="replies in all, split over the rooms")
     parser.add_argument("--repeat", type=int, default=3)
