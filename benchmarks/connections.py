@@ -172,6 +172,9 @@ async def main() -> None:
         help="appended to chatkit's URLs in the storm (the opt-in to coalesced presence frames)",
     )
     parser.add_argument(
+        "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--online-list-max 0'"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="run chatkit under cProfile and print the top functions"
     )
     args = parser.parse_args()
@@ -181,7 +184,8 @@ async def main() -> None:
     rows, storms = [], []
     for kind in ("baseline", "chatkit"):
         profile = str(RESULTS / "connections.prof") if args.profile and kind == "chatkit" else None
-        with ServerProcess(kind, profile=profile) as server:
+        extra = args.chatkit_options.split() if kind == "chatkit" else []
+        with ServerProcess(kind, extra, profile=profile) as server:
             result = await run(server, args.connections, args.in_flight, args.hold, args.rooms)
             rows.append({"server": kind, **result})
             print(

@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)",
     )
     s.add_argument(
+        "--presence-rate",
+        type=float,
+        default=h.presence_rate,
+        help="presence frames per second one room sends at most: a big room's tick grows "
+        "to members/rate (default %(default)s)",
+    )
+    s.add_argument(
+        "--online-list-max",
+        type=int,
+        default=h.online_list_max,
+        help="names in a ?presence=batch member's connection frame, with online_count for all; "
+        "0: no limit (default %(default)s)",
+    )
+    s.add_argument(
         "--broker",
         default=None,
         help="redis://HOST:PORT/DB: one chat across every process on this broker (default: none)",
@@ -323,6 +337,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_text=args.max_text,
         reply_queue=args.reply_queue,
         presence_tick=args.presence_tick,
+        online_list_max=args.online_list_max,
+        presence_rate=args.presence_rate,
     )
     return ServerConfig(
         **security_from_args(args),

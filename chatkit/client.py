@@ -179,6 +179,10 @@ class ChatClient:
         self._closing = False
         self.error: ClientError | None = None
         self.online: list[str] = []
+        """Who is online, sorted; in a big room with batched presence only the first names
+        (the server's ``--online-list-max``) and those that joined since: see :attr:`online_count`."""
+        self.online_count = 0
+        """How many users are online in the room (all of them, also those not in :attr:`online`)."""
         self.connections = 0
         """How many times a connection was opened (1 + the successful reconnects)."""
 
@@ -443,6 +447,8 @@ class ChatClient:
 
     def _on_connection(self, frame: Event) -> None:
         self.online = list(frame.get("online", []))
+        count = frame.get("online_count")
+        self.online_count = count if isinstance(count, int) and count >= 0 else len(self.online)
         self.limits = Limits.from_object(frame.get("limits"))
         self._outbox.connected(self.limits, asyncio.get_running_loop().time())
         self.resume.connected(frame)
@@ -470,10 +476,15 @@ class ChatClient:
                     self._wake.set()
         elif kind == "user_join" and frame.get("username") not in self.online:
             self.online = sorted([*self.online, frame.get("username", "")])
+            self.online_count += 1
         elif kind == "user_leave":
+            if frame.get("username") in self.online or self.online_count > len(self.online):
+                self.online_count -= 1
             self.online = [u for u in self.online if u != frame.get("username")]
         elif kind == "presence":
             self.online = apply_presence(self.online, frame)
+            count = frame.get("count")
+            self.online_count = count if isinstance(count, int) and count >= 0 else len(self.online)
         event = self.resume.accept(frame)
         if event is not None:
             self._deliver(event)

@@ -14,6 +14,7 @@ a gap. AI replies are the reply pipeline's job (:mod:`chatkit.replies`).
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -172,11 +173,28 @@ class Hub:
                 )
                 first = room.online[user] == 0
                 room.online[user] += 1
-                member.send(
-                    protocol.connection_frame(
-                        session_id, user, self._users(room), self.config.welcome, last_id, self.limits
+                if first:
+                    bisect.insort(room.names, user)
+                online = self._users(room) if self.cluster is not None else room.names
+                limit = self.config.online_list_max
+                if presence_batch:  # the first names and the count (O(1) bytes per join)
+                    member.send(
+                        protocol.connection_frame(
+                            session_id,
+                            user,
+                            online[:limit] if limit > 0 else list(online),
+                            self.config.welcome,
+                            last_id,
+                            self.limits,
+                            online_count=len(online),
+                        )
                     )
-                )
+                else:  # the seed's frame: everyone
+                    member.send(
+                        protocol.connection_frame(
+                            session_id, user, list(online), self.config.welcome, last_id, self.limits
+                        )
+                    )
                 active = (room.active.id, room.active.text) if room.active else None
                 if active is None and self.cluster is not None:
                     active = self.cluster.streaming(session_id)  # a reply streaming on another process
@@ -251,6 +269,9 @@ class Hub:
         room.online[member.user] -= 1
         if room.online[member.user] <= 0:
             del room.online[member.user]
+            at = bisect.bisect_left(room.names, member.user)
+            if at < len(room.names) and room.names[at] == member.user:
+                del room.names[at]
             self._clear_typing(room, member.user, announce=True)
             if self.cluster is None or not self.cluster.online_elsewhere(room.session_id, member.user):
                 self._announce(room, member.user, False)
@@ -269,7 +290,9 @@ class Hub:
             room.presence_changes.pop(user, None)  # keep the changes in the order of their last one
             room.presence_changes[user] = online
             if room.presence_timer is None:
-                room.presence_timer = self.clock.call_later(self.config.presence_tick, room.flush_presence)
+                batch = len(room.members) - len(room.presence_each)
+                tick = max(self.config.presence_tick, batch / self.config.presence_rate)
+                room.presence_timer = self.clock.call_later(tick, room.flush_presence)
 
     # -- client frames -------------------------------------------------------
 

@@ -592,10 +592,13 @@ def connection_frame(
     message: str,
     last_id: int = 0,
     limits: Limits | None = None,
+    *,
+    online_count: int | None = None,
 ) -> dict[str, Any]:
     """The first frame on every connection: the seed's welcome, who is online,
     ``last_id``, the room's newest message id (a client's resume cursor even
-    before it has seen any message), and the connection's ``limits``."""
+    before it has seen any message), and the connection's ``limits``. With
+    ``online_count`` (``?presence=batch``), ``online`` may hold only the first names."""
     frame: dict[str, Any] = {
         "type": "connection",
         "message": message,
@@ -605,6 +608,8 @@ def connection_frame(
         "last_id": last_id,
         "protocol": PROTOCOL_VERSION,
     }
+    if online_count is not None:
+        frame["online_count"] = online_count
     if limits is not None:
         frame["limits"] = limits.to_object()
     return frame

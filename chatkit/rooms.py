@@ -47,6 +47,14 @@ class HubConfig:
     presence_tick: float = 0.1
     """Seconds a room collects joins and leaves for its ``?presence=batch`` members
     before sending them one ``presence`` frame (so n joins cost O(n) frames, not O(n²))."""
+    presence_rate: float = 2000.0
+    """Presence frames per second one room sends at most: in a room of more batch members than
+    ``presence_rate × presence_tick`` the tick grows to members / rate (1 s for 2,000), so a
+    storm of joins costs the room at most this many frames per second, whatever its size."""
+    online_list_max: int = 100
+    """Names in the ``connection`` frame of a ``?presence=batch`` member: the first this many by
+    name, with ``online_count`` for all (0: no limit). A join then costs O(1) bytes, not O(n):
+    n students joining one room no longer encode n²/2 names."""
 
 
 @dataclass(eq=False)
@@ -105,9 +113,11 @@ class Room:
     presence_changes: dict[str, bool] = field(default_factory=dict)
     """Changes not yet sent to the batch members: user → online now (the last change only)."""
     presence_timer: Timer | None = None
+    names: list[str] = field(default_factory=list)
+    """The users of ``online``, sorted (kept so by the hub on each first join and last leave)."""
 
     def users(self) -> list[str]:
-        return sorted(self.online)
+        return list(self.names)
 
     def fanout(self, frame: Outgoing, exclude: Member | None = None) -> None:
         if self.presence_changes:  # presence first: who sent this is on every member's list

@@ -155,6 +155,8 @@ class ChatModel(traitlets.HasTraits):
     streaming = traitlets.Dict()
     """Replies in progress: reply id → text so far."""
     online: traitlets.List[str] = traitlets.List()
+    online_count = traitlets.Int(0)
+    """Users online in the room; more than ``online`` lists in a big room (batched presence)."""
     typing: traitlets.List[str] = traitlets.List()
     reactions = traitlets.Dict()
     """message id (str) → its reactions: ``[{"emoji", "count", "users"}]``."""
@@ -199,6 +201,8 @@ class ChatModel(traitlets.HasTraits):
             self.state, self.attempt, self.delay = event["state"], event["attempt"], event["delay"]
         elif kind == "connection":
             self.online = list(event.get("online", []))
+            count = event.get("online_count")
+            self.online_count = count if isinstance(count, int) and count >= 0 else len(self.online)
             self.error = ""
         elif kind == "message":
             if event.get("deleted"):  # a tombstone (replay, history): nothing to show
@@ -222,11 +226,16 @@ class ChatModel(traitlets.HasTraits):
         elif kind == "user_join":
             if event.get("username") not in self.online:
                 self.online = sorted([*self.online, event.get("username", "")])
+                self.online_count += 1
         elif kind == "user_leave":
+            if event.get("username") in self.online or self.online_count > len(self.online):
+                self.online_count -= 1
             self.online = [u for u in self.online if u != event.get("username")]
             self.typing = [u for u in self.typing if u != event.get("username")]
         elif kind == "presence":  # ?presence=batch (ChatClient asks for it): a tick's joins and leaves
             self.online = apply_presence(self.online, event)
+            count = event.get("count")
+            self.online_count = count if isinstance(count, int) and count >= 0 else len(self.online)
             left = set(event.get("left") or ())
             self.typing = [u for u in self.typing if u not in left]
         elif kind == "read_receipt":
@@ -378,7 +387,7 @@ class ChatPane(widgets.VBox):
         self.model.observe(lambda _: self._mark("stream"), names=["streaming"])
         self.model.observe(
             lambda _: self._mark("status"),
-            names=["state", "attempt", "delay", "online", "typing", "error", "has_more"],
+            names=["state", "attempt", "delay", "online", "online_count", "typing", "error", "has_more"],
         )
         self._render_now({"status", "log", "stream"})
 
@@ -604,8 +613,9 @@ class ChatPane(widgets.VBox):
         self.status.value = (
             f'<div class="status" data-state="{_esc(m.state)}"><span class="dot"></span>{_esc(text)}</div>'
         )
+        more = f" +{m.online_count - len(m.online)}" if m.online_count > len(m.online) else ""
         self.online_line.value = (
-            f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}</div>'
+            f'<div class="online">{_esc(lab["online"])}: {_esc(", ".join(m.online))}{more}</div>'
             if m.online
             else ""
         )

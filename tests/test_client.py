@@ -56,8 +56,9 @@ async def test_client_asks_for_batched_presence_and_follows_it(server):
         async with ChatClient(url, user="bob", policy=FAST) as bob, ChatClient(url, user="cy", policy=FAST):
             await ann.next_event("presence", timeout=5, count=3)
             assert ann.online == ["ann", "bob", "cy"] and bob.online == ["ann", "bob", "cy"]
+            assert ann.online_count == bob.online_count == 3
         await ann.next_event("presence", timeout=5, count=1)
-        assert ann.online == ["ann"]
+        assert ann.online == ["ann"] and ann.online_count == 1
         assert not [e for e in seen if e["type"] in ("user_join", "user_leave")]  # batches only
     async with ChatClient(url, user="ann", policy=FAST, presence="each") as ann:
         assert "presence" not in ann._room_url()

@@ -139,6 +139,62 @@ async def test_every_member_sees_the_rooms_list_whenever_it_can_look(make_hub, c
         assert view(sink.frames) == truth
 
 
+async def test_a_big_rooms_tick_grows_so_its_presence_frames_per_second_stay_bounded(make_hub, clock):
+    hub = make_hub(presence_rate=100)  # 50 batch members: a 0.5 s tick instead of 0.1 s
+    sinks = [(await join(hub, f"u{i:02}", batch=True))[1] for i in range(50)]
+    clock.advance(0.1)  # the tick began with one member: 0.1 s
+    assert [len(s.of("presence")) for s in sinks] == [1] * 50
+    await join(hub, "late", batch=True)  # this tick begins with 51 members: 0.51 s
+    clock.advance(0.1)
+    assert [len(s.of("presence")) for s in sinks] == [1] * 50
+    clock.advance(0.41)
+    assert [len(s.of("presence")) for s in sinks] == [2] * 50
+    assert all(
+        s.of("presence")[1] == {"type": "presence", "joined": ["late"], "left": [], "count": 51}
+        for s in sinks
+    )
+
+
+def partial_view(frames: list[dict]) -> tuple[set[str], int]:
+    """A batch client's names and count when the ``connection`` frame lists only the first names."""
+    online: set[str] = set()
+    count = 0
+    for frame in frames:
+        if frame["type"] == "connection":
+            online, count = set(frame["online"]), frame["online_count"]
+        elif frame["type"] == "presence":
+            online = (online | set(frame["joined"])) - set(frame["left"])
+            count = frame["count"]
+    return online, count
+
+
+async def test_a_batch_members_connection_frame_lists_the_first_names_and_the_count(make_hub, clock):
+    hub = make_hub(reply_queue=0, online_list_max=3)
+    for name in ["eve", "bob", "dan", "ann", "carl"]:
+        await join(hub, name, batch=True)
+    await join(hub, "ann", batch=False)  # a second tab: no new name
+    _, fay = await join(hub, "fay", batch=True)
+    _, gus = await join(hub, "gus", batch=False)
+    first = fay.frames[0]
+    assert first["online"] == ["ann", "bob", "carl"] and first["online_count"] == 6  # not O(n) names
+    assert gus.frames[0]["online"] == ["ann", "bob", "carl", "dan", "eve", "fay", "gus"]  # the seed's: all
+    assert "online_count" not in gus.frames[0]
+    rng = random.Random(16)
+    members = []
+    for step in range(200):  # the names a batch member knows stay a subset, its count exact
+        if rng.random() < 0.6 or not members:
+            members.append(await join(hub, f"s{rng.randrange(30)}", batch=True))
+        else:
+            hub.leave(members.pop(rng.randrange(len(members)))[0])
+        if rng.random() < 0.2:
+            await hub.post("r", "ann", f"at {step}")
+            truth = set(hub.online("r"))
+            for _, sink in members:
+                names, count = partial_view(sink.frames)
+                assert names <= truth and count == len(truth), step
+        clock.advance(rng.choice([0.0, hub.config.presence_tick]))
+
+
 async def test_the_transports_opt_in_with_a_query_parameter(db_path):
     async with ChatServer(port=0, http_port=0, db=db_path, streamer=EchoStreamer()) as server:
         await _opt_in(server)

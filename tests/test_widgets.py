@@ -211,6 +211,9 @@ def test_model_from_events_without_a_server():
     assert m.online == ["ann", "cy", "dan"]
     m.apply({"type": "presence", "joined": ["eve"], "left": ["cy", "zed"], "count": 3})
     assert m.online == ["ann", "dan", "eve"] and m.typing == []  # who left stops typing
+    m.apply({"type": "connection", "online": ["ann", "bob"], "online_count": 40})  # a big room: first names
+    m.apply({"type": "presence", "joined": ["zoe"], "left": ["bob", "yan"], "count": 39})
+    assert m.online == ["ann", "zoe"] and m.online_count == 39
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "Hel"})
     m.apply({"type": "ai_chunk", "id": 3, "chunk": "lo"})
     assert m.streaming == {3: "Hello"}
