@@ -16,7 +16,7 @@ from .clock import Timer
 from .llm.base import DEFAULT_SYSTEM_PROMPT
 from .protocol import StoredMessage
 from .ratelimit import TokenBucket
-from .sinks import Groups, Outgoing, Sink, fanout
+from .sinks import Groups, Outgoing, Sink, fanout, group_sinks, send_groups
 from .store import AI_USER
 
 __all__ = ["BUSY_MESSAGE", "ActiveReply", "HubConfig", "Member", "Room"]
@@ -113,6 +113,9 @@ class Room:
     presence_changes: dict[str, bool] = field(default_factory=dict)
     """Changes not yet sent to the batch members: user → online now (the last change only)."""
     presence_timer: Timer | None = None
+    _groups: Groups = field(default_factory=list)
+    _groups_version: int = -1
+    """Every member's sink grouped by class, as of ``version`` (a fan-out to all reuses it)."""
     names: list[str] = field(default_factory=list)
     """The users of ``online``, sorted (kept so by the hub on each first join and last leave)."""
 
@@ -122,7 +125,13 @@ class Room:
     def fanout(self, frame: Outgoing, exclude: Member | None = None) -> None:
         if self.presence_changes:  # presence first: who sent this is on every member's list
             self.flush_presence()
-        fanout(list(self.members), frame, exclude)
+        if exclude is not None:
+            fanout(list(self.members), frame, exclude)
+            return
+        if self._groups_version != self.version:  # regrouped only when membership changed
+            self._groups = group_sinks(self.members)
+            self._groups_version = self.version
+        send_groups(self._groups, frame)
 
     def flush_presence(self) -> None:
         """Send the collected joins and leaves to the batch members as one ``presence`` frame.

@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from . import protocol
 from .endpoints import HISTORY_PATH, SAME_ORIGIN_HEADER, Endpoints, HTTPResponse, error_response
@@ -66,8 +68,7 @@ class WebSocketSink(Sink):
         return True
 
     def send(self, frame: Outgoing) -> None:
-        if self._writable():
-            broadcast((self.ws,), frame.text.encode("utf-8"), text=True)
+        self.send_many((self,), frame)
 
     async def drain(self) -> None:
         """Wait until the connection's buffer has room again (a long replay writes page by page)."""
@@ -78,8 +79,33 @@ class WebSocketSink(Sink):
 
     @classmethod
     def send_many(cls, sinks: Sequence[WebSocketSink], frame: Outgoing) -> None:
-        """One frame to many connections: encoded once, one ``websockets.broadcast`` call."""
-        broadcast([s.ws for s in sinks if s._writable()], frame.text.encode("utf-8"), text=True)
+        """One frame to many connections, encoded once and framed once.
+
+        A server's frames are not masked, so on a connection without extensions the
+        bytes of a text frame are the same for every member: they are serialized once
+        (``websockets.frames.Frame.serialize``) and written into each open connection's
+        transport. A connection with an extension (permessage-deflate compresses per
+        connection) goes through ``websockets.broadcast``. The transport buffer is
+        written at once either way; nothing awaits.
+        """
+        data = frame.text.encode("utf-8")
+        wire: bytes | None = None
+        extended: list[ServerConnection] = []
+        for sink in sinks:
+            if not sink._writable():
+                continue
+            ws = sink.ws
+            protocol_ = ws.protocol
+            if protocol_.state is not State.OPEN:
+                continue
+            if protocol_.extensions:
+                extended.append(ws)
+                continue
+            if wire is None:
+                wire = Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
+            ws.transport.write(wire)
+        if extended:
+            broadcast(extended, data, text=True)
 
 
 def _to_websockets(response: HTTPResponse) -> Response:

@@ -455,6 +455,24 @@ async def test_slow_consumer_is_closed_1013_and_the_room_keeps_going(servers, ca
         assert len([f for f in back.seen if f["type"] == "message" and f["is_user"]]) == n
 
 
+async def test_compressed_and_plain_members_get_the_same_frames(server):
+    """Frames are framed once for the members without an extension and go through
+    ``websockets`` for those with permessage-deflate: both read the same frames, short,
+    medium (16-bit length) and long, in the same order."""
+    url = server.ws_url("mixed")
+    async with peer(url + "?user=ann") as ann, peer(url + "?user=bob", compression=None) as bob:
+        assert ann.ws.protocol.extensions and not bob.ws.protocol.extensions
+        await ann.recv()
+        await bob.recv()
+        for text in ["hi", "한국어 " * 40, "long " * 800]:
+            await ann.send({"type": "message", "message": text})
+            for who in (ann, bob):
+                done = await who.until("ai_complete")
+                assert done["message"] == text
+        room = [[f for f in who.seen if f["type"] not in ("connection", "user_join")] for who in (ann, bob)]
+        assert room[0] == room[1] and len(room[0]) > 3 * 2
+
+
 async def test_app_level_ping_gets_pong(server):
     async with peer(server.ws_url("hb", user="ann")) as ann:
         await ann.until("connection")
