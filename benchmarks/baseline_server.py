@@ -34,6 +34,7 @@ async def main() -> None:
     parser.add_argument("--echo-chunks", type=int, default=None)
     parser.add_argument("--echo-stamp", action="store_true")
     parser.add_argument("--echo-delay-ms", type=float, default=0.0, help="delay between pieces (pacing)")
+    parser.add_argument("--echo-schedule", action="store_true", help="pieces keep a timetable (as chatkit's)")
     args = parser.parse_args()
     rooms: dict[str, set] = defaultdict(set)
     counter = 0
@@ -49,8 +50,13 @@ async def main() -> None:
             else [f"{text}#{i} " for i in range(args.echo_chunks)]
         )
         full = []
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for piece in pieces:
-            await asyncio.sleep(args.echo_delay_ms / 1000)
+            due += args.echo_delay_ms / 1000
+            wait = due - loop.time() if args.echo_schedule else args.echo_delay_ms / 1000
+            if wait > 0 or not args.echo_schedule:
+                await asyncio.sleep(max(0.0, wait))
             if args.echo_stamp:
                 piece = f"{time.monotonic():.6f} "
             full.append(piece)

@@ -49,6 +49,7 @@ from common import (
 )
 
 STAMP = re.compile(rb'"chunk": ?"(\d+\.\d+) ')
+PIECE = re.compile(rb"(\d+\.\d{6}) ")
 
 
 class RawClient(asyncio.Protocol):
@@ -136,9 +137,10 @@ class RawClient(asyncio.Protocol):
             if b"ai_chunk" in head24:
                 if stats.recording:
                     m = STAMP.search(payload)
-                    if m:
-                        stats.chunks += 1
-                        stats.added.append(now - float(m.group(1)))
+                    if m:  # one piece, or several merged into one frame (--coalesce-chunks)
+                        for stamp in PIECE.findall(payload, m.start(1)):
+                            stats.chunks += 1
+                            stats.added.append(now - float(stamp))
             elif b"ai_complete" in head24 and self.on_complete is not None:
                 self.on_complete(self)
         self.buffer = buf[pos:]
@@ -259,6 +261,14 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--servers", default="baseline,chatkit")
+    parser.add_argument(
+        "--schedule",
+        action="store_true",
+        help="both echo streamers keep a timetable: a late server gets the pieces due at once (bursts)",
+    )
+    parser.add_argument(
+        "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--coalesce-chunks'"
+    )
     args = parser.parse_args()
     steps = [int(x) for x in args.rooms.split(",") if x]
     sizes = [int(x) for x in args.members.split(",") if x]
@@ -270,10 +280,12 @@ async def main() -> None:
         "--echo-stamp",
         "--echo-delay-ms",
         str(1000 / args.tokens_per_s),
+        *(["--echo-schedule"] if args.schedule else []),
     ]
     room_rows, size_rows = [], []
     for kind in args.servers.split(","):
-        with ServerProcess(kind, options) as server:
+        extra = args.chatkit_options.split() if kind == "chatkit" else []
+        with ServerProcess(kind, options + extra) as server:
             for rooms in steps:
                 row = {"server": kind, **await rooms_step(server, rooms, args.warmup, args.duration)}
                 room_rows.append(row)

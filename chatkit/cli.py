@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo-stamp", action="store_true", help="echo backend: pieces carry time.monotonic() (benchmarks)"
     )
     s.add_argument(
+        "--echo-schedule",
+        action="store_true",
+        help="echo backend: pieces keep a timetable; a late loop gets those due at once (benchmarks)",
+    )
+    s.add_argument(
         "--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'"
     )
     s.add_argument(
@@ -124,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=h.presence_tick,
         help="seconds a room collects joins/leaves for ?presence=batch members (default %(default)s)",
+    )
+    s.add_argument(
+        "--coalesce-chunks",
+        action="store_true",
+        help="merge the deltas a stream yields within one event-loop iteration into one ai_chunk frame",
     )
     s.add_argument(
         "--presence-rate",
@@ -339,6 +349,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         presence_tick=args.presence_tick,
         online_list_max=args.online_list_max,
         presence_rate=args.presence_rate,
+        coalesce_chunks=args.coalesce_chunks,
     )
     return ServerConfig(
         **security_from_args(args),
@@ -355,6 +366,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         echo_delay_ms=args.echo_delay_ms,
         echo_chunks=args.echo_chunks,
         echo_stamp=args.echo_stamp,
+        echo_schedule=args.echo_schedule,
         hub=hub,
         broker=args.broker,
         broker_heartbeat=args.broker_heartbeat,

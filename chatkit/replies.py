@@ -317,22 +317,49 @@ class ReplyPipeline:
             else:
                 handle = clock.call_later(remaining, watchdog)
 
+        def send(chunk: str) -> None:
+            reply.text += chunk
+            self._send(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+            if self.cluster is not None:
+                self.cluster.chunk(room, reply.id, chunk, reply.sender)
+
+        # Coalescing: the deltas a stream yields in one go (one read from the model's
+        # socket can hold several) leave as one frame, at the end of this loop iteration.
+        pending: list[str] = []
+        flush: asyncio.Handle | None = None
+
+        def flush_pending() -> None:
+            nonlocal flush
+            flush = None
+            if pending:
+                text = "".join(pending)
+                pending.clear()
+                send(text)
+
+        coalesce = self.config.coalesce_chunks
+        loop = asyncio.get_running_loop()
         handle = clock.call_later(idle, watchdog)
         stream = self.streamer.stream(messages)
         try:
             async for chunk in stream:
                 last = clock.time()
-                if chunk:
-                    reply.text += chunk
-                    self._send(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
-                    if self.cluster is not None:
-                        self.cluster.chunk(room, reply.id, chunk, reply.sender)
+                if not chunk:
+                    continue
+                if coalesce:
+                    pending.append(chunk)
+                    if flush is None:
+                        flush = loop.call_soon(flush_pending)
+                else:
+                    send(chunk)
         except asyncio.CancelledError:
             if timed_out and task.uncancel() == 0:
                 raise LLMError(f"the model sent nothing for {idle:g} s", code="llm_timeout") from None
             raise
         finally:
             handle.cancel()
+            if flush is not None:  # what the stream gave goes out before anything that ends the reply
+                flush.cancel()
+                flush_pending()
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def _finish(self, room: Room, reply: ActiveReply, status: str) -> None:

@@ -44,6 +44,9 @@ class HubConfig:
     max_text: int = protocol.DEFAULT_MAX_TEXT
     ai_user: str = AI_USER
     welcome: str = "Connected to the chat."
+    coalesce_chunks: bool = False
+    """Merge the deltas a stream yields within one event-loop iteration into one ``ai_chunk``
+    frame (a late loop reading a burst from the model sends one frame, not one per delta)."""
     presence_tick: float = 0.1
     """Seconds a room collects joins and leaves for its ``?presence=batch`` members
     before sending them one ``presence`` frame (so n joins cost O(n) frames, not O(n²))."""

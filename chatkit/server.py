@@ -77,6 +77,7 @@ class ServerConfig:
     echo_delay_ms: float = 0.0
     echo_chunks: int | None = None
     echo_stamp: bool = False
+    echo_schedule: bool = False
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = field(default_factory=ping_interval_from_env)
     """Seconds between keepalive pings (``None``: off); default from ``CHATKIT_PING_INTERVAL``, else 20."""
@@ -150,6 +151,7 @@ class ChatServer:
             echo_delay_ms=cfg.echo_delay_ms,
             echo_chunks=cfg.echo_chunks,
             echo_stamp=cfg.echo_stamp,
+            echo_schedule=cfg.echo_schedule,
         )
         # With a broker, replies left streaming belong to live processes: the reply lease decides.
         store = self.store = await open_store(cfg.db, recover=cfg.broker is None, writer=self._store_writer())

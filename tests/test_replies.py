@@ -187,3 +187,25 @@ async def test_no_reply_task_is_left_behind(make_hub):
     if worker is not None:  # finishing: the worker ends right after ai_complete
         await asyncio.wait_for(worker, TIMEOUT)
     assert hub.rooms["r"].worker is None
+
+
+async def test_deltas_yielded_in_one_go_leave_as_one_frame_when_coalescing(make_hub, store):
+    """``coalesce_chunks``: what a stream yields without waiting is one ``ai_chunk``; a member
+    joining between two flushes gets the text so far once (the snapshot), then only what follows."""
+    gate, end = Gate(), Gate()
+    hub = make_hub(ScriptedStreamer(["Hel", "", "lo", gate, " wor", "ld", end, "!"]), coalesce_chunks=True)
+    ann, ann_sink = await join(hub, "ann")
+    posted = await hub.post("r", "ann", "hi")
+    await gate.wait_reached()
+    first = await ann_sink.until("ai_chunk")
+    assert first["chunk"] == "Hello"
+    gate.open()
+    await end.wait_reached()
+    _, late = await join(hub, "bob", after=posted.message.id)  # the pending " world" not sent yet, or sent
+    end.open()
+    done = await ann_sink.until("ai_complete")
+    assert [f["chunk"] for f in ann_sink.of("ai_chunk")] == ["Hello", " world", "!"]
+    assert done["message"] == "Hello world!"
+    await late.until("ai_complete")
+    assert "".join(f["chunk"] for f in late.of("ai_chunk")) == "Hello world!"  # nothing twice
+    assert (await store.get(done["id"])).content == "Hello world!"

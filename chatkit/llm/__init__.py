@@ -51,19 +51,22 @@ def make_streamer(
     echo_delay_ms: float = 0.0,
     echo_chunks: int | None = None,
     echo_stamp: bool = False,
+    echo_schedule: bool = False,
     **openai_options: Any,
 ) -> Streamer:
     """Build the streamer called ``name`` (see :data:`BACKENDS`).
 
     ``first_token_ms`` and ``tokens_per_s`` pace the offline tutor;
-    ``echo_delay_ms``, ``echo_chunks`` and ``echo_stamp`` shape the echo streamer
+    ``echo_delay_ms``, ``echo_chunks``, ``echo_stamp`` and ``echo_schedule`` shape the echo streamer
     (the benchmarks' zero-delay, fixed-size, time-stamped replies).
     """
     backend = resolve_backend(name)
     if backend == "offline":
         return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s)
     if backend == "echo":
-        return EchoStreamer(delay=echo_delay_ms / 1000, chunks=echo_chunks, stamp=echo_stamp)
+        return EchoStreamer(
+            delay=echo_delay_ms / 1000, chunks=echo_chunks, stamp=echo_stamp, schedule=echo_schedule
+        )
     from .openai import OpenAIStreamer
 
     return OpenAIStreamer(**openai_options)

@@ -24,9 +24,15 @@ class EchoStreamer:
 
     name = "echo"
 
-    def __init__(self, *, chunks: int | None = None, delay: float = 0.0, stamp: bool = False) -> None:
+    def __init__(
+        self, *, chunks: int | None = None, delay: float = 0.0, stamp: bool = False, schedule: bool = False
+    ) -> None:
         self.chunks = chunks
         self.delay = delay
+        self.schedule = schedule
+        """With ``schedule``, piece i is due ``i × delay`` after the start: when the loop is late the
+        pieces already due are yielded without waiting (a burst, as from a model's socket) —
+        ``benchmarks/capacity.py`` measures chunk coalescing with it."""
         self.stamp = stamp
         """With ``stamp``, each piece is ``time.monotonic()`` at the moment it is yielded
         (the benchmarks measure the server's added latency per chunk from it)."""
@@ -37,8 +43,15 @@ class EchoStreamer:
             pieces = _WORD.findall(text)
         else:
             pieces = [f"{text}#{i} " for i in range(self.chunks)]
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for piece in pieces:
             # Yield to the loop between pieces even with no delay, as a network
             # stream would, so a stop or a new message can be handled mid-reply.
-            await asyncio.sleep(self.delay)
+            # With ``schedule`` the pieces keep their timetable, like a model producing
+            # at its own pace: a late reader gets the pieces already due at once.
+            due += self.delay
+            wait = due - loop.time() if self.schedule else self.delay
+            if wait > 0 or not self.schedule:
+                await asyncio.sleep(max(0.0, wait))
             yield f"{time.monotonic():.6f} " if self.stamp else piece
