@@ -309,6 +309,10 @@ class Store:
         self._closed = False
         self._on_loop = False
         """Statements run on the event loop's thread (``writer="loop"``), not the store's."""
+        self._checkpointer: sqlite3.Connection | None = None
+        """With ``writer="loop"``: the thread's connection that checkpoints the WAL."""
+        self._checkpointing: asyncio.Future[Any] | None = None
+        self._since_checkpoint = 0
 
     @classmethod
     async def open(
@@ -343,6 +347,15 @@ class Store:
             raise
         store = cls(con, executor, path)
         store._on_loop = writer == "loop"
+        if store._on_loop and path != ":memory:":
+            # The loop's connection never checkpoints (the fsyncs of a checkpoint would stall the
+            # loop on a busy disk); the store's thread checkpoints the WAL with a connection of its own.
+            con.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                store._checkpointer = await loop.run_in_executor(executor, _connect, path)
+            except BaseException:
+                await store.close()
+                raise
         try:
             await store._run(_migrate)
             if recover:
@@ -380,6 +393,11 @@ class Store:
         if self._closed:
             return
         try:
+            if self._checkpointing is not None:
+                await asyncio.wait([self._checkpointing])  # its failure is logged by its callback
+            if self._checkpointer is not None:
+                checkpointer, self._checkpointer = self._checkpointer, None
+                await asyncio.get_running_loop().run_in_executor(self._executor, checkpointer.close)
             await self._run(lambda con: con.close())
         finally:
             self._closed = True
@@ -417,6 +435,8 @@ class Store:
                 try:
                     results = await self._run(partial(run_batch, ops=[op for op, _ in batch]))
                     self.batches += 1
+                    if self._checkpointer is not None:
+                        self._maybe_checkpoint(len(batch))
                 except BaseException as exc:  # the whole transaction failed (disk full, closed)
                     if isinstance(exc, asyncio.CancelledError):
                         for _, future in batch:
@@ -443,6 +463,30 @@ class Store:
                         future.set_result(result)
         finally:
             self._writer = None
+
+    CHECKPOINT_WRITES = 500
+    """With ``writer="loop"``: writes between two checkpoints of the WAL on the store's thread."""
+
+    def _maybe_checkpoint(self, writes: int) -> None:
+        """Start a PASSIVE checkpoint on the store's thread every :attr:`CHECKPOINT_WRITES` writes
+        (one at a time; it never blocks the loop's writes, which append to the WAL meanwhile)."""
+        self._since_checkpoint += writes
+        if self._since_checkpoint < self.CHECKPOINT_WRITES or self._checkpointing is not None:
+            return
+        self._since_checkpoint = 0
+        checkpointer = self._checkpointer
+        assert checkpointer is not None
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        )
+        self._checkpointing = future
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._checkpointing = None
+            if not f.cancelled() and f.exception() is not None:
+                logger.warning("store %s: WAL checkpoint failed: %s", self.path, f.exception())
+
+        future.add_done_callback(done)
 
     # -- writes --------------------------------------------------------------
 

@@ -344,3 +344,18 @@ async def test_the_loop_writer_stores_and_resumes_like_the_thread(tmp_path):
         ]
     async with await Store.open(tmp_path / "loop.db") as again:  # the file is the same for the thread writer
         assert await again.count("r") == 21
+
+
+async def test_the_loop_writer_checkpoints_the_wal_on_the_stores_thread(tmp_path):
+    """The loop's connection never checkpoints (a checkpoint's fsync would stall the loop): the
+    store's thread does, every CHECKPOINT_WRITES writes, so the database file itself grows."""
+    path = tmp_path / "wal.db"
+    async with await Store.open(path, writer="loop") as store:
+        store.CHECKPOINT_WRITES = 50
+        empty = path.stat().st_size
+        for i in range(0, 400, 40):
+            await asyncio.gather(*(store.append("r", "ann", "x" * 500 + str(i + k)) for k in range(40)))
+            if store._checkpointing is not None:
+                await store._checkpointing  # an event: the thread's checkpoint finished
+        assert path.stat().st_size > empty + 50 * 500  # pages copied from the WAL into the file
+        assert await store.count("r") == 400
