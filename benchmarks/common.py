@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("CHATKIT_BENCH_RESULTS") or HERE / "results")
+"""Where results (and profiles) are written; ``CHATKIT_BENCH_RESULTS`` moves them (scratch runs)."""
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -218,6 +219,8 @@ def environment() -> dict[str, Any]:
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        return
     print(f"\n{title}")
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
@@ -239,7 +242,7 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     env = environment()
     path.write_text(json.dumps({"environment": env, **payload}, indent=2))
     print(f"\nload average (1, 5, 15 min) at the end: {env['load_average']}; {env['cores']} cores")
-    print(f"written {path.relative_to(HERE.parent)}")
+    print(f"written {path}")
     return path
 
 

@@ -29,6 +29,7 @@ import time
 
 import httpx
 from common import (
+    RESULTS,
     CountingProxy,
     CpuMeter,
     ServerProcess,
@@ -300,6 +301,17 @@ async def main() -> None:
     parser.add_argument(
         "--stream-messages", type=int, default=5, help="replies streamed in the cost-at-scale run"
     )
+    parser.add_argument(
+        "--scale-only", action="store_true", help="only the cost-at-scale run (skip the conversation)"
+    )
+    parser.add_argument(
+        "--scale-transports",
+        default="chatkit WebSocket,chatkit SSE",
+        help="chatkit's transports in the cost-at-scale run (with --profile: one, to profile it alone)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run chatkit under cProfile and print the top functions"
+    )
     args = parser.parse_args()
     raise_nofile(args.streams * 2 + 400)
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
@@ -308,10 +320,13 @@ async def main() -> None:
 
     http_port = free_port()
     rows = []
+    profile = str(RESULTS / "ws_vs_sse.prof") if args.profile else None
     with ServerProcess(
-        "chatkit", ["--echo-chunks", str(args.chunks), "--echo-stamp", "--http-port", str(http_port)]
+        "chatkit",
+        ["--echo-chunks", str(args.chunks), "--echo-stamp", "--http-port", str(http_port)],
+        profile=profile,
     ) as server:
-        for transport in ("WebSocket", "WebSocket+deflate", "SSE"):
+        for transport in () if args.scale_only else ("WebSocket", "WebSocket+deflate", "SSE"):
             row = await run(server, http_port, transport, args)
             rows.append(row)
             print(
@@ -320,7 +335,7 @@ async def main() -> None:
             )
         scale = []
         if args.streams:
-            for transport in ("chatkit WebSocket", "chatkit SSE"):
+            for transport in args.scale_transports.split(","):
                 scale.append(
                     await scale_run(server, transport, http_port, args.streams, args.stream_messages)
                 )
@@ -350,7 +365,7 @@ async def main() -> None:
         ],
     )
     ratios = []
-    if scale:
+    if len(scale) == 3:
         ws, sse, base_ws = scale
         print_table(
             f"cost at scale: {args.streams} streams in one room, {args.stream_messages} replies of "
@@ -377,6 +392,11 @@ async def main() -> None:
         ]
         print_table("ratios (same run)", ratios, list(ratios[0]))
     write_results("ws_vs_sse", {"rows": rows, "scale": scale, "ratios": ratios, "args": vars(args)})
+    if profile:
+        import pstats
+
+        print("\nchatkit profile (internal time, top 25):")
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
