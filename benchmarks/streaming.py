@@ -100,7 +100,9 @@ async def main() -> None:
         "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--store-writer loop'"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="run chatkit under cProfile and print the top functions"
+        "--profile",
+        action="store_true",
+        help="run both servers under cProfile; print their function calls per frame and top functions",
     )
     args = parser.parse_args()
     raise_nofile()
@@ -108,7 +110,7 @@ async def main() -> None:
     rows = []
     options = ["--echo-chunks", str(args.chunks), "--echo-stamp"]
     for kind in ("baseline", "chatkit"):
-        profile = str(RESULTS / "streaming.prof") if args.profile and kind == "chatkit" else None
+        profile = str(RESULTS / f"streaming-{kind}.prof") if args.profile else None
         extra = args.chatkit_options.split() if kind == "chatkit" else []
         with ServerProcess(kind, options + extra, profile=profile) as server:
             for rooms in map(int, args.rooms.split(",")):
@@ -160,8 +162,12 @@ async def main() -> None:
     if args.profile:
         import pstats
 
-        print("\nchatkit profile (internal time, top 30):")
-        pstats.Stats(str(RESULTS / "streaming.prof")).sort_stats("tottime").print_stats(30)
+        for kind, top in (("baseline", 15), ("chatkit", 30)):
+            stats = pstats.Stats(str(RESULTS / f"streaming-{kind}.prof"))
+            frames = sum(r["frames"] for r in rows if r["server"] == kind)
+            calls = stats.total_calls  # type: ignore[attr-defined]
+            print(f"\n{kind}: {calls:,} function calls (start-up included), {calls / frames:.1f} per frame")
+            stats.sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":
