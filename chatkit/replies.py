@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
-from .clock import Clock, Timer
+from .clock import Clock, LoopClock, Timer
 from .errors import ChatkitError, LLMError
 from .llm.base import ChatMessage, Streamer
 from .protocol import StoredMessage
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ReplyPipeline"]
 
 logger = logging.getLogger("chatkit.hub")
+_BY_ID = operator.attrgetter("id")
 
 
 class _Done(Exception):
@@ -257,7 +259,7 @@ class ReplyPipeline:
                         room.context = collections.deque(history, maxlen=self.config.context_messages)
             recent = room.context
         messages: list[ChatMessage] = [{"role": "system", "content": self.config.system_prompt}]
-        for msg in sorted((m for m in recent if m.id <= prompt.id and m.content), key=lambda m: m.id):
+        for msg in sorted([m for m in recent if m.id <= prompt.id and m.content], key=_BY_ID):
             messages.append({"role": "user" if msg.is_user else "assistant", "content": msg.content})
         return messages
 
@@ -301,6 +303,7 @@ class ReplyPipeline:
         not a timeout per chunk: the hot path only notes the time of each chunk.
         """
         clock = self.clock
+        now = asyncio.get_running_loop().time if isinstance(clock, LoopClock) else clock.time
         idle = self.config.llm_idle_timeout
         task = asyncio.current_task()
         assert task is not None
@@ -318,8 +321,15 @@ class ReplyPipeline:
                 handle = clock.call_later(remaining, watchdog)
 
         def send(chunk: str) -> None:
+            # The hot path of a reply, once per chunk: _send's steps inlined (the encoded
+            # frame built directly, the reply's target groups reused while membership holds).
             reply.text += chunk
-            self._send(room, reply, protocol.ai_chunk_frame(reply.id, chunk))
+            if room.presence_changes:  # presence first, as in every fan-out
+                room.flush_presence()
+            groups = reply.groups if reply.targets_version == room.version else self._targets(room, reply)
+            frame = Outgoing("ai_chunk", reply.id, protocol.encode(protocol.ai_chunk_frame(reply.id, chunk)))
+            for cls, sinks in groups:
+                cls.send_many(sinks, frame)
             if self.cluster is not None:
                 self.cluster.chunk(room, reply.id, chunk, reply.sender)
 
@@ -342,7 +352,7 @@ class ReplyPipeline:
         stream = self.streamer.stream(messages)
         try:
             async for chunk in stream:
-                last = clock.time()
+                last = now()
                 if not chunk:
                     continue
                 if coalesce:

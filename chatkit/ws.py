@@ -92,7 +92,9 @@ class WebSocketSink(Sink):
         wire: bytes | None = None
         extended: list[ServerConnection] = []
         for sink in sinks:
-            if not sink._writable():
+            if sink.closing or (
+                sink.ws.transport.get_write_buffer_size() > sink.limit and not sink._writable()
+            ):
                 continue
             ws = sink.ws
             protocol_ = ws.protocol
