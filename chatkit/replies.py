@@ -227,9 +227,9 @@ class ReplyPipeline:
         if reply.targets_version != room.version:
             if self.config.ai_replies == "sender":
                 reply.targets = [m for m in room.members if m.user == reply.sender]
+                reply.groups = group_sinks(reply.targets)
             else:
-                reply.targets = list(room.members)
-            reply.groups = group_sinks(reply.targets)
+                reply.groups = room.groups()  # the room's, shared by every reply until a join or leave
             reply.targets_version = room.version
         return reply.groups
 

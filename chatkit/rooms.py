@@ -131,10 +131,14 @@ class Room:
         if exclude is not None:
             fanout(list(self.members), frame, exclude)
             return
-        if self._groups_version != self.version:  # regrouped only when membership changed
+        send_groups(self.groups(), frame)
+
+    def groups(self) -> Groups:
+        """Every member's sink grouped by class, regrouped only when membership changed."""
+        if self._groups_version != self.version:
             self._groups = group_sinks(self.members)
             self._groups_version = self.version
-        send_groups(self._groups, frame)
+        return self._groups
 
     def flush_presence(self) -> None:
         """Send the collected joins and leaves to the batch members as one ``presence`` frame.
