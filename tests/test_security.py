@@ -526,6 +526,19 @@ async def test_tls_serves_wss_and_https_on_both_ports(servers, ca, tmp_path):
             pass
 
 
+@pytest.mark.parametrize("port", ["ws", "http"])
+async def test_a_tls_handshake_that_never_comes_meets_the_head_deadline(servers, ca, port):
+    """Before its TLS handshake a connection is not counted yet: the head's deadline bounds it."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    srv = await servers(http_port=0, ssl=server_ctx, limits=Limits(head_timeout=0.5))
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port if port == "ws" else srv.http_port)
+    try:
+        assert await read_all(reader) == b""  # closed by the server long before read_all's limit
+    finally:
+        writer.close()
+
+
 # -- delete ------------------------------------------------------------------------------
 
 
