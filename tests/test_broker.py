@@ -91,7 +91,7 @@ async def test_lease_is_exclusive_fenced_renewed_and_expires(redis_service):
         # b dies holding it: the lease expires by itself
         async with asyncio.timeout(WAIT):
             while (third := await a.acquire("r")) is None:
-                await asyncio.sleep(FAST.heartbeat)
+                await asyncio.sleep(FAST.heartbeat)  # the lease's expiry in Redis is what is tested
         assert third.fence > second.fence and await b.renew(second) is False
     finally:
         await a.close()
@@ -108,7 +108,7 @@ async def test_redis_restart_reconnects_resubscribes_and_reports_it(redis_servic
         assert b.outages == 1
         async with asyncio.timeout(WAIT):
             while not a.connected or not await a.reclaim(lease):  # the holder takes it back
-                await asyncio.sleep(FAST.heartbeat)
+                await asyncio.sleep(FAST.heartbeat)  # retried at the heartbeat, as the hub's renewal does
         assert await b.holder("r") == lease.token
         a.publish("r", {"kind": "msg", "id": 1})
         await ib.until(lambda: any(e.get("id") == 1 for _, e in ib.events))
