@@ -134,7 +134,8 @@ def redis_service():
 @pytest.fixture
 def chatkit_serve():
     """Start ``chatkit serve`` processes: ``proc = await chatkit_serve("--db", db, …, http=True)``
-    (``port=``/``http_port=``: given ports; ``http``: an SSE/HTTP server on a free port).
+    (``port=``/``http_port=``: given ports; ``http``: an SSE/HTTP server on a free port;
+    ``log``: a file its stderr is appended to).
 
     Each one runs in a process group of its own and dies with the test run; every
     process started is stopped (its whole group) at the end of the test, whether it
@@ -145,9 +146,13 @@ def chatkit_serve():
     started: list[ChatkitProcess] = []
 
     async def start(
-        *options: str, http: bool = False, port: int | None = None, http_port: int | None = None
+        *options: str,
+        http: bool = False,
+        port: int | None = None,
+        http_port: int | None = None,
+        log: str | None = None,
     ) -> ChatkitProcess:
-        process = ChatkitProcess(list(options))
+        process = ChatkitProcess(list(options), log=log)
         if port is not None:
             process.port = port
         if http or http_port is not None:

@@ -269,13 +269,24 @@ class ChatkitProcess:
     http_port: int | None = None
     """The SSE/HTTP port; ``None``: ``--http-port -1`` (no HTTP server)."""
     proc: subprocess.Popen | None = None
+    log: str | None = None
+    """Append the process's stderr (its log) to this file; ``None``: the test's stderr."""
 
     def launch(self) -> ChatkitProcess:
         argv = [sys.executable, "-m", "chatkit", "serve", "--port", str(self.port)]
         argv += ["--http-port", str(self.http_port if self.http_port is not None else -1), *self.options]
-        self.proc = subprocess.Popen(
-            die_with_parent(argv), stdout=subprocess.PIPE, text=True, start_new_session=True
-        )
+        stderr = open(self.log, "a") if self.log else None  # noqa: SIM115 (the child holds it)
+        try:
+            self.proc = subprocess.Popen(
+                die_with_parent(argv),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
         return self
 
     def wait_ready(self) -> ChatkitProcess:

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 
 from chatkit.client import ChatClient, ExponentialBackoff
 
@@ -25,56 +20,7 @@ PER_USER = 6
 WORDS = " ".join(f"w{i}" for i in range(12))  # an echo reply of 13 pieces, 20 ms apart
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, db: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chatkit",
-            "serve",
-            "--port",
-            str(port),
-            "--http-port",
-            "-1",
-            "--db",
-            db,
-            "--llm",
-            "echo",
-            "--echo-delay-ms",
-            "20",
-            "--rate-limit",
-            "100",
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return until_listening(proc)
-
-
-def until_listening(proc: subprocess.Popen) -> subprocess.Popen:
-    """Return ``proc`` once ``chatkit serve`` has printed its banner (it is printed when it listens)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Press Ctrl+C"):
-            return proc
-    proc.wait()
-    proc.stdout.close()
-    raise RuntimeError(f"chatkit serve exited with {proc.returncode} before listening")
-
-
-def kill9(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+OPTIONS = ["--llm", "echo", "--echo-delay-ms", "20", "--rate-limit", "100", "--log-level", "WARNING"]
 
 
 def replies(events: list[dict]) -> list[int]:
@@ -92,15 +38,15 @@ def user_messages(events: list[dict]) -> list[int]:
     return [e["id"] for e in events if e["type"] == "message" and e["is_user"]]
 
 
-async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
-    port = free_port()
+async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path, chatkit_serve):
     db = str(tmp_path / "chaos.db")
-    url = f"ws://127.0.0.1:{port}/ws/chat/chaos/"
-    proc = await asyncio.to_thread(start_server, port, db)
+    proc = await chatkit_serve("--db", db, *OPTIONS)  # (tests/services.py: stopped whatever happens)
+    port = proc.port
+    url = proc.url("chaos")
     events: dict[str, list[dict]] = {u: [] for u in USERS}
     kills = []
+    clients = [ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4)) for u in USERS]
     try:
-        clients = [ChatClient(url, user=u, policy=ExponentialBackoff(initial=0.05, cap=0.4)) for u in USERS]
         changed = asyncio.Event()  # set by every event any client sees
 
         def record(user: str, event: dict) -> None:
@@ -125,14 +71,14 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
             nonlocal proc
             # 1. mid-conversation: once a few messages are stored
             await until(lambda: sum(len(user_messages(e)) for e in events.values()) >= 6)
-            kill9(proc)
+            proc.kill()
             kills.append("mid-conversation")
-            proc = await asyncio.to_thread(start_server, port, db)
+            proc = await chatkit_serve("--db", db, *OPTIONS, port=port)
             # 2. mid-reply: right when the newest thing a client saw is an ai_chunk
             await until(lambda: bool(events["ann"]) and events["ann"][-1]["type"] == "ai_chunk")
-            kill9(proc)
+            proc.kill()
             kills.append("mid-reply")
-            proc = await asyncio.to_thread(start_server, port, db)
+            proc = await chatkit_serve("--db", db, *OPTIONS, port=port)
 
         async with asyncio.timeout(4 * TIMEOUT):
             async with asyncio.TaskGroup() as tg:
@@ -168,11 +114,9 @@ async def test_sigkill_twice_loses_and_duplicates_nothing(tmp_path):
         result = settled()
         assert result is not None
         db_users, db_done = result
+    finally:
         for client in clients:
             await client.close()
-    finally:
-        proc.kill()
-        proc.wait()
 
     assert kills == ["mid-conversation", "mid-reply"]
     assert clients[0].connections >= 3 and all(c.connections >= 2 for c in clients)  # all came back

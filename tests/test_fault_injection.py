@@ -21,8 +21,6 @@ import functools
 import os
 import random
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -31,35 +29,9 @@ from chatkit.errors import ClientError
 
 from .browser import CHROMIUM_ARGS, chromium_path
 from .conftest import TIMEOUT
-from .test_chaos import free_port, kill9, until_listening
 
-
-def start_server(port: int, db: str) -> subprocess.Popen:
-    """``chatkit serve`` with its default limits (no --rate-limit), echo replies."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chatkit",
-            "serve",
-            "--port",
-            str(port),
-            "--http-port",
-            "-1",
-            "--db",
-            db,
-            "--llm",
-            "echo",
-            "--echo-delay-ms",
-            "20",
-            "--log-level",
-            "INFO",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(db + ".log", "a"),
-        text=True,
-    )
-    return until_listening(proc)
+OPTIONS = ["--llm", "echo", "--echo-delay-ms", "20", "--log-level", "INFO"]
+"""``chatkit serve`` with its default limits (no --rate-limit), echo replies."""
 
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,15 +80,15 @@ PAGE_HOOK = """() => {
 }"""
 
 
-async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
+async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path, chatkit_serve):
     seed = int(os.environ.get("CHATKIT_FAULT_SEED") or random.randrange(2**32))
     print(f"CHATKIT_FAULT_SEED={seed}")
     rng = random.Random(seed)
-    port = free_port()
     db = str(tmp_path / "faults.db")
     room = "faults"
-    url = f"ws://127.0.0.1:{port}/ws/chat/{room}/"
-    proc = await asyncio.to_thread(start_server, port, db)
+    proc = await chatkit_serve("--db", db, *OPTIONS, log=db + ".log")  # stopped whatever happens
+    port = proc.port
+    url = proc.url(room)
     events: dict[str, list[dict]] = {u: [] for u in CLIENTS}
     outcomes: dict[str, list[object]] = {u: [] for u in CLIENTS}
     kills: list[str] = []
@@ -190,14 +162,14 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
                 nonlocal proc
                 # 1. mid-message: a few messages stored (ann saw them), some sends still unacknowledged
                 await until(lambda: len(user_ids(events["ann"])) >= 6 and any(c.outbox for c in clients))
-                kill9(proc)
+                proc.kill()
                 kills.append("mid-message")
-                proc = await asyncio.to_thread(start_server, port, db)
+                proc = await chatkit_serve("--db", db, *OPTIONS, port=port, log=db + ".log")
                 # 2. mid-reply: right when the newest thing ann saw is an ai_chunk
                 await until(lambda: bool(events["ann"]) and events["ann"][-1]["type"] == "ai_chunk")
-                kill9(proc)
+                proc.kill()
                 kills.append("mid-reply")
-                proc = await asyncio.to_thread(start_server, port, db)
+                proc = await chatkit_serve("--db", db, *OPTIONS, port=port, log=db + ".log")
 
             phase = "running"
 
@@ -264,7 +236,6 @@ async def test_every_send_resolves_and_nothing_is_lost_or_doubled(tmp_path):
             await browser.close()
     finally:
         proc.kill()
-        proc.wait()
 
     assert kills == ["mid-message", "mid-reply"]
     assert page_errors == []

@@ -189,13 +189,19 @@ async def test_processes_share_one_store_and_resume_never_skips(store_url):
         seen: list[int] = []
         cursor = 0
         running = True
-        while running:
-            running = any(p.returncode is None for p in procs)  # read once more after they exit
-            batch = await reader.messages_after("shared", cursor)
-            seen += [m.id for m in batch]
-            cursor = seen[-1] if seen else cursor
-            if running:
-                await asyncio.sleep(0)  # poll as fast as possible: the window to catch is small
+        try:
+            while running:
+                running = any(p.returncode is None for p in procs)  # read once more after they exit
+                batch = await reader.messages_after("shared", cursor)
+                seen += [m.id for m in batch]
+                cursor = seen[-1] if seen else cursor
+                if running:
+                    await asyncio.sleep(0)  # poll as fast as possible: the window to catch is small
+        finally:  # a failed read leaves no writer behind
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
         assert [p.returncode for p in procs] == [0, 0, 0]
         stored = [m.id for m in await reader.messages_after("shared", 0)]
         assert seen == stored, "the resuming reader skipped or repeated an id"
