@@ -182,7 +182,13 @@ class Cluster:
             self._spawn(self.broker.drop_presence(room_id, [user]))
 
     def relay(self, room_id: str, frame: dict[str, Any], exclude_user: str | None = None) -> None:
-        """Pass an ephemeral frame (typing, read receipt) to the room's members on other processes."""
+        """Pass an ephemeral frame (typing, read receipt) to the room's members on other processes.
+        A ``reaction`` frame is stored state, not ephemeral: it goes the way of :meth:`reacted`."""
+        if frame.get("type") == "reaction":
+            room = self.hub.rooms.get(room_id)
+            if room is not None:
+                self.reacted(room, frame)
+                return
         self.broker.publish(room_id, {"kind": "frame", "frame": frame, "exclude": exclude_user})
 
     def stop(self, room_id: str) -> None:

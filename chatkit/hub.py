@@ -496,7 +496,7 @@ class Hub:
                     message_id, toggled.reactions, user=user, emoji=emoji, added=toggled.added
                 )
                 room.fanout(Outgoing.encode(frame))
-                if self.cluster is not None:
+                if self.cluster is not None:  # ordered, and re-read from the store by the receivers
                     self.cluster.reacted(room, frame)
         finally:
             room.pending -= 1
