@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .test_chaos import free_port
+from .services import free_port
 
 
 def test_help_lists_every_option():

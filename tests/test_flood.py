@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from .conftest import TIMEOUT
-from .test_chaos import free_port
+from .services import free_port
 
 T = 2 * TIMEOUT  # generous: the machine is shared and loaded
 FLOOD = 300

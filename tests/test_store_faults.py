@@ -25,7 +25,7 @@ from chatkit.store import Store, run_batch
 from chatkit.widgets import ChatPane
 
 from .conftest import peer
-from .test_chaos import free_port, kill9, start_server
+from .test_chaos import OPTIONS
 
 WAIT = 5.0
 BIG = "x" * 200_000  # needs new pages: refused once the page budget is spent
@@ -223,12 +223,12 @@ def test_an_unusable_database_file_is_one_line_at_start_up(tmp_path, case):
         assert "readonly" in lines[0]
 
 
-async def test_replies_waiting_at_a_crash_are_stored_as_interrupted(tmp_path):
+async def test_replies_waiting_at_a_crash_are_stored_as_interrupted(tmp_path, chatkit_serve):
     """Issue 13, item 5: a SIGKILL with one reply streaming and two waiting; after the
     restart every prompt has its reply, marked ``interrupted``, and a pane shows it so."""
-    port = free_port()
     db = str(tmp_path / "crash.db")
-    proc = await asyncio.to_thread(start_server, port, db)  # echo replies, 20 ms per piece
+    proc = await chatkit_serve("--db", db, *OPTIONS)  # echo replies, 20 ms per piece
+    port = proc.port
     try:
         async with peer(f"ws://127.0.0.1:{port}/ws/chat/crash/?user=ann") as ann:
             await ann.until("connection")
@@ -238,8 +238,8 @@ async def test_replies_waiting_at_a_crash_are_stored_as_interrupted(tmp_path):
             assert all(isinstance(p.get("reply_id"), int) for p in prompts)  # each names its reply
             while not (await ann.until("ai_chunk"))["chunk"]:
                 pass
-            kill9(proc)
-        proc = await asyncio.to_thread(start_server, port, db)
+            proc.kill()
+        proc = await chatkit_serve("--db", db, *OPTIONS, port=port)
         con = sqlite3.connect(db)
         rows = con.execute("SELECT id, is_user, status FROM messages ORDER BY id").fetchall()
         con.close()
@@ -255,4 +255,3 @@ async def test_replies_waiting_at_a_crash_are_stored_as_interrupted(tmp_path):
             await pane.aclose()
     finally:
         proc.kill()
-        proc.wait()
