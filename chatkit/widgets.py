@@ -60,6 +60,7 @@ LABELS = {
         "status_cancelled": "cancelled",
         "status_error": "error",
         "status_interrupted": "interrupted",
+        "react": "react {emoji} to the newest message",
     },
     "ko": {
         "connected": "연결됨",
@@ -80,6 +81,7 @@ LABELS = {
         "status_cancelled": "취소됨",
         "status_error": "오류",
         "status_interrupted": "중단됨",
+        "react": "가장 최근 메시지에 {emoji} 반응 달기",
     },
 }
 
@@ -354,7 +356,7 @@ class ChatPane(widgets.VBox):
         self.reaction_buttons = [
             widgets.Button(
                 description=e,
-                tooltip=f"react {e} to the newest message",
+                tooltip=self.labels["react"].format(emoji=e),
                 layout=widgets.Layout(width="auto", padding="0 6px"),
             )
             for e in QUICK_REACTIONS

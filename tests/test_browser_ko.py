@@ -151,3 +151,42 @@ async def test_ime_composition_sends_the_whole_message_once(browser, servers):  
     # Messages on one socket arrive in order: had an earlier Enter sent anything, it is stored by now.
     stored = [m.content for m in await srv.store.history(ROOM) if m.is_user]
     assert stored == ["안녕하세요"] and texts == ["안녕하세요"]
+
+
+async def test_sign_in_errors_and_the_teachers_delete_button_in_korean(browser, servers):  # noqa: F811
+    from chatkit.auth import Authenticator
+
+    srv = await servers(
+        http_port=0, auth=Authenticator.from_options(join_code="blue-42", teacher_code="staff-7")
+    )
+    async with open_page(browser, srv.url, "ko-KR") as page:
+        await page.wait_for_selector("#code-label:not([hidden])", timeout=WAIT)
+        assert await page.text_content("#code-label span") == "입장 코드"
+        await page.fill("#room", ROOM)
+        await page.fill("#user", "김 선생님")
+        await page.fill("#code", "wrong")
+        await page.click("#join button[type=submit]")
+        await page.wait_for_selector("#join-error >> text=입장 코드가 틀렸습니다.", timeout=WAIT)
+        assert await page.text_content("#join-error") == "⚠ 입장 코드가 틀렸습니다. (bad_join_code)"
+        await page.fill("#user", "AI")  # a reserved name: refused by code, shown in Korean
+        await page.fill("#code", "staff-7")
+        await page.click("#join button[type=submit]")
+        await page.wait_for_selector("#join-error >> text=(reserved_name)", timeout=WAIT)
+        assert "쓸 수 없는 이름입니다" in await page.text_content("#join-error")
+        await page.fill("#user", "김 선생님")
+        await page.click("#join button[type=submit]")
+        await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
+        await page.fill("#input", "지울 메시지")
+        await page.press("#input", "Enter")
+        mine = "#list .message.user:has-text('지울 메시지')"
+        await page.wait_for_selector(f"{mine} .delete", timeout=WAIT)
+        assert await page.text_content(f"{mine} .delete") == "삭제"
+        assert await page.get_attribute(f"{mine} .delete", "title") == "모두에게서 이 메시지 삭제"
+        assert await page.get_attribute(f"{mine} .add-reaction", "title") == "반응 달기"
+        await page.select_option("#lang", "en")  # a switch re-labels buttons already shown
+        assert await page.text_content(f"{mine} .delete") == "delete"
+        assert await page.get_attribute(f"{mine} .add-reaction", "title") == "react"
+        await page.select_option("#lang", "ko")
+        await page.screenshot(path=screenshot_path("ko_teacher"))
+        await page.click(f"{mine} .delete")
+        await page.wait_for_selector(mine, state="detached", timeout=WAIT)

@@ -4,6 +4,7 @@ locale formatting with Babel; the ChatPane in Korean."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -122,8 +123,68 @@ def test_pane_renders_korean_status_times_receipts_and_errors():
         m.apply({"type": "state", "state": "open", "attempt": 0, "delay": None})
         pane._render_now({"status"})
         assert "연결됨" in pane.status.value
+        m.apply({"type": "error", "code": "expired_token", "message": "the token has expired; sign in again"})
+        pane._render_now({"status"})
+        assert "토큰이 만료되었습니다. 다시 로그인하세요. (expired_token)" in pane.error_line.value
+        assert pane.reaction_buttons[0].tooltip == "가장 최근 메시지에 👍 반응 달기"
     finally:
         pane.close()
+
+
+def _page_strings() -> dict[str, dict[str, str]]:
+    """The string tables of chatkit/web/i18n.js (one ``"key": "text",`` per line)."""
+    import re
+    from pathlib import Path
+
+    source = (Path(i18n.__file__).parent / "web" / "i18n.js").read_text(encoding="utf-8")
+    tables = {}
+    for lang, body in re.findall(r"^    (\w+): \{\n(.*?)^    \},", source, re.M | re.S):
+        tables[lang] = dict(re.findall(r'^\s*"([\w.]+)": "((?:[^"\\]|\\.)*)",', body, re.M))
+    return tables
+
+
+def test_every_page_string_is_in_english_and_korean():
+    tables = _page_strings()
+    assert set(tables) == set(i18n.SUPPORTED) and len(tables["en"]) >= 30
+    labels = {
+        lang: {k for k in table if not k.startswith("error.") or k == "error.line"}
+        for lang, table in tables.items()
+    }
+    assert labels["en"] - labels["ko"] == set(), "no Korean in chatkit/web/i18n.js for these keys"
+    assert labels["ko"] - labels["en"] == set(), (
+        "Korean keys that English lacks (the page falls back to English)"
+    )
+    # Server error codes: English shows the server's own text; Korean translates every code it knows,
+    # and the pane (chatkit.i18n) says the same as the page.
+    ko_errors = {k.removeprefix("error."): v for k, v in tables["ko"].items() if k.startswith("error.")}
+    del ko_errors["line"]
+    assert ko_errors == i18n._ERRORS["ko"]
+    for code in (
+        "auth_required",
+        "bad_token",
+        "expired_token",
+        "bad_join_code",
+        "login_disabled",
+        "forbidden",
+    ):
+        assert code in ko_errors
+    for table in tables.values():  # placeholders are the same in both languages
+        assert {k: sorted(re.findall(r"\{(\w+)\}", v)) for k, v in table.items() if k in labels["en"]} == {
+            k: sorted(re.findall(r"\{(\w+)\}", v)) for k, v in tables["en"].items() if k in labels["en"]
+        }
+
+
+def test_every_pane_label_is_in_english_and_korean():
+    import string
+
+    from chatkit.widgets import LABELS
+
+    assert set(LABELS) == set(i18n.SUPPORTED)
+
+    def fields(text):
+        return {f[1] for f in string.Formatter().parse(text) if f[1]}
+
+    assert {k: fields(v) for k, v in LABELS["ko"].items()} == {k: fields(v) for k, v in LABELS["en"].items()}
 
 
 async def test_korean_pane_against_a_server(servers):

@@ -303,7 +303,7 @@
       body: JSON.stringify({ name, code }),
     });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.message || body.code);
+    if (!response.ok) throw Object.assign(new Error(body.message || body.code), { code: body.code });
     return body; // { name, role, expires } (and the token, which the page does not keep)
   }
 
@@ -379,9 +379,10 @@
     content.append(el("div", "reactions"));
     if (msg.is_user && msg.user === ui.user) content.append(el("div", "receipt"));
     if (ui.role === "teacher") {
-      const remove = el("button", "delete link", "delete");
+      const remove = el("button", "delete link", t("message.delete"));
       remove.type = "button";
-      remove.title = "delete this message for everyone";
+      remove.title = t("message.delete_title");
+      Object.assign(remove.dataset, { i18n: "message.delete", i18nTitle: "message.delete_title" }); // a switch re-labels it
       remove.addEventListener("click", () => ui.service.remove(msg.id));
       content.append(remove);
     }
@@ -703,7 +704,7 @@
         node.dataset.clientId = frame.client_id;
         node.append(el("div", "avatar", "⚠"));
         const content = el("div", "content");
-        content.append(el("div", "meta", `not sent · ${frame.code}: ${frame.message}`));
+        content.append(el("div", "meta", t("message.not_sent", { code: frame.code, message: i18n.errorMessage(frame.code, frame.message) })));
         if (frame.attachment) content.append(el("div", "attachment-name", String(frame.attachment.name || "")));
         content.append(el("span", "text", frame.text));
         node.append(content);
@@ -761,7 +762,8 @@
       ui.role = who.role;
       join(room, who.name, transport, true);
     } catch (error) {
-      $("join-error").textContent = `⚠ ${error.message}`;
+      $("join-error").textContent = error.code ? i18n.errorText(error.code, error.message) // in the page's language
+        : t("signin.unreachable", { error: error.message });
     }
   });
   $("send-form").addEventListener("submit", (event) => {

@@ -47,6 +47,11 @@
       "upload.image_too_large": "{name} has too many pixels",
       "upload.empty_file": "{name} is empty",
       "attachment.audio": "voice message {name}",
+      "message.delete": "delete",
+      "message.delete_title": "delete this message for everyone",
+      "message.not_sent": "not sent · {code}: {message}",
+      "reaction.add": "react",
+      "signin.unreachable": "⚠ the server did not answer the sign-in ({error})",
     },
     ko: {
       "page.title": "chatkit 채팅",
@@ -90,6 +95,11 @@
       "upload.image_too_large": "이미지 픽셀 수가 너무 많습니다: {name}",
       "upload.empty_file": "빈 파일입니다: {name}",
       "attachment.audio": "음성 메시지 {name}",
+      "message.delete": "삭제",
+      "message.delete_title": "모두에게서 이 메시지 삭제",
+      "message.not_sent": "전송되지 않음 · {message} ({code})",
+      "reaction.add": "반응 달기",
+      "signin.unreachable": "⚠ 서버가 로그인 요청에 응답하지 않았습니다 ({error})",
       // The server's error codes (docs/protocol.md); an unknown code shows the server's own text.
       "error.bad_json": "올바른 JSON이 아닙니다.",
       "error.not_an_object": "프레임은 JSON 객체여야 합니다.",
@@ -110,6 +120,40 @@
       "error.llm_unreachable": "AI 모델 서버에 연결할 수 없습니다.",
       "error.llm_stream_dropped": "AI 응답 스트림이 중간에 끊겼습니다.",
       "error.llm_error": "AI 모델에서 오류가 발생했습니다.",
+      "error.binary_frame": "프레임은 바이너리가 아니라 텍스트(UTF-8 JSON)로 보내야 합니다.",
+      "error.outbox_full": "보내지 못한 메시지가 너무 많습니다. 연결이 돌아오면 다시 보내세요.",
+      "error.duplicate_client_id": "같은 메시지가 이미 전송을 기다리고 있습니다.",
+      "error.too_many_reactions": "이 메시지에는 반응을 더 달 수 없습니다 (한 사람당 20개까지).",
+      "error.reserved_name": "쓸 수 없는 이름입니다 (예약된 이름).",
+      "error.name_mismatch": "로그인한 이름과 다릅니다. 이름은 토큰에 적힌 것을 씁니다.",
+      "error.bad_request": "잘못된 요청입니다.",
+      "error.not_found": "찾을 수 없습니다.",
+      "error.method_not_allowed": "허용되지 않는 요청 방식입니다.",
+      "error.too_large": "보낸 데이터가 너무 큽니다.",
+      "error.unsupported_media_type": "요청 형식(Content-Type)이 올바르지 않습니다.",
+      "error.store_full": "서버의 디스크가 가득 찼습니다. 잠시 후 다시 보내세요.",
+      "error.store_error": "서버의 데이터베이스에 문제가 생겼습니다. 잠시 후 다시 보내세요.",
+      "error.store_readonly": "서버의 데이터베이스가 읽기 전용이라 저장할 수 없습니다.",
+      "error.store_closed": "서버의 데이터베이스가 닫혀 있습니다.",
+      "error.store_unavailable": "서버의 데이터베이스에 연결할 수 없습니다.",
+      "error.too_many_connections": "서버에 연결이 너무 많습니다. 잠시 후 다시 시도하세요.",
+      "error.too_many_rooms": "이 주소에서 새 채팅방을 너무 많이 만들었습니다. 잠시 후 다시 시도하세요.",
+      "error.too_many_streams": "이 주소에서 연 이벤트 스트림이 너무 많습니다.",
+      // Sign-in (docs/protocol.md, "Sign-in, roles and refusals").
+      "error.auth_required": "로그인이 필요합니다 (이 서버는 토큰을 요구합니다).",
+      "error.bad_token": "토큰이 올바르지 않습니다. 다시 로그인하세요.",
+      "error.expired_token": "토큰이 만료되었습니다. 다시 로그인하세요.",
+      "error.bad_join_code": "입장 코드가 틀렸습니다.",
+      "error.login_disabled": "이 서버는 입장 코드로 로그인하지 않습니다. 선생님께 토큰을 받으세요.",
+      "error.forbidden": "이 작업을 할 권한이 없습니다.",
+      "error.origin_not_allowed": "이 페이지의 출처(Origin)에서는 이 서버를 쓸 수 없습니다.",
+      // Files (uploads and attachments).
+      "error.unsupported_type": "지원하지 않는 파일 형식입니다 (이미지, 음성, PDF만 올릴 수 있습니다).",
+      "error.bad_image": "이미지 파일을 읽을 수 없습니다.",
+      "error.image_too_large": "이미지의 픽셀 수가 너무 많습니다.",
+      "error.empty_file": "빈 파일입니다.",
+      "error.bad_attachment": "첨부 파일을 찾을 수 없습니다. 다시 올려 주세요.",
+      "error.unknown_file": "없는 파일입니다.",
     },
   };
   const SUPPORTED = Object.keys(STRINGS);
@@ -142,10 +186,13 @@
   }
 
   // A server error in the page's language: a known code is translated, otherwise its own text.
-  function errorText(code, message) {
+  function errorMessage(code, message) {
     const key = `error.${code}`;
-    const translated = key in STRINGS[language] ? STRINGS[language][key] : message;
-    return t("error.line", { code, message: translated });
+    return key in STRINGS[language] ? STRINGS[language][key] : message;
+  }
+
+  function errorText(code, message) {
+    return t("error.line", { code, message: errorMessage(code, message) });
   }
 
   function formatTime(iso) {
@@ -178,7 +225,7 @@
   }
 
   window.chatkitI18n = {
-    t, errorText, formatTime, formatList, apply, setLanguage, SUPPORTED, STRINGS,
+    t, errorText, errorMessage, formatTime, formatList, apply, setLanguage, SUPPORTED, STRINGS,
     get language() { return language; },
   };
 

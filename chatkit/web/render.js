@@ -130,7 +130,8 @@
     add.type = "button";
     add.className = "add-reaction";
     add.textContent = "+";
-    add.title = "react";
+    add.title = window.chatkitI18n ? window.chatkitI18n.t("reaction.add") : "react";
+    add.dataset.i18nTitle = "reaction.add"; // i18n.js re-labels it when the language changes
     const palette = document.createElement("span");
     palette.className = "palette";
     palette.hidden = true;
