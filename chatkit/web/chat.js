@@ -468,7 +468,7 @@
                     upload_failed: "upload.failed" };
     const message = code in known
       ? t(known[code], { name, max: body.max ? formatSize(body.max) : "?" })
-      : (body.message || error.message);
+      : i18n.errorMessage(code, body.message || error.message); // e.g. expired_token, in the page's language
     return t("error.line", { code, message });
   }
 
