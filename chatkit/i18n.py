@@ -7,7 +7,7 @@ checkers' feedback is, in order of precedence:
 1. what :func:`set_language` set in this process;
 2. the ``CHATKIT_LANG`` environment variable (``ko``, ``ko_KR.UTF-8`` and ``ko-KR`` all mean Korean);
 3. ``lang`` in a ``chatkit.toml`` file in the current directory — the Korean course keeps
-   one in ``notebooks/ko/`` (a notebook's kernel runs in the notebook's folder, under
+   one in ``notebooks/ko/`` and one in ``notebooks/ko/solutions/`` (a notebook's kernel runs in the notebook's folder, under
    JupyterLab and nbval alike), so its code cells are exactly the English edition's;
 4. English.
 
