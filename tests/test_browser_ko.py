@@ -4,6 +4,7 @@ Chrome DevTools Protocol's real composition events) is sent whole, once."""
 
 from __future__ import annotations
 
+import re
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
@@ -101,7 +102,8 @@ async def test_reconnect_countdown_and_errors_in_korean(browser, servers):  # no
         await srv.stop()
         await page.wait_for_selector("#status[data-state='reconnecting']", timeout=WAIT)
         status = await page.text_content("#status")
-        assert "초 후 재연결 (시도 1회)" in status
+        # the countdown in Korean; on a loaded machine the first attempt may already have failed
+        assert re.fullmatch(r"\d+초 후 재연결 \(시도 \d+회\)", status.strip()), status
         await page.screenshot(path=screenshot_path("ko_reconnecting"))
 
 
