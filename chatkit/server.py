@@ -81,6 +81,8 @@ class ServerConfig:
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = field(default_factory=ping_interval_from_env)
     """Seconds between keepalive pings (``None``: off); default from ``CHATKIT_PING_INTERVAL``, else 20."""
+    ping_timeout: float | None = 20.0
+    """Seconds to wait for the pong before closing the connection with 1011 (``None``: wait forever)."""
     auth: Authenticator | None = None
     """Sign-in policy (``None``: no sign-in). See :mod:`chatkit.auth`."""
     ssl: ssl_module.SSLContext | None = None
@@ -184,6 +186,7 @@ class ChatServer:
                 max_message_bytes=cfg.max_message_bytes,
                 max_buffer_bytes=cfg.max_buffer_bytes,
                 ping_interval=cfg.ping_interval,
+                ping_timeout=cfg.ping_timeout,
                 guard=self.guard,
                 ssl=cfg.ssl,
             ).start()

@@ -184,6 +184,7 @@ class WebSocketServer:
         max_message_bytes: int = 64 * 1024,
         max_buffer_bytes: int = 1024 * 1024,
         ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
         guard: Guard | None = None,
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
@@ -197,6 +198,7 @@ class WebSocketServer:
         self.max_message_bytes = max_message_bytes
         self.max_buffer_bytes = max_buffer_bytes
         self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -208,6 +210,7 @@ class WebSocketServer:
             process_request=self._process_request,
             max_size=self.max_message_bytes,
             ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
             logger=logging.getLogger("chatkit.websockets"),
             ssl=self.ssl,
             open_timeout=self.guard.limits.head_timeout,  # the whole handshake, not per read
