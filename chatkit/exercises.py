@@ -496,19 +496,53 @@ def check_message_frame(make_frame: Callable[..., str], *, lang: str | None = No
 
 
 def check_room_names(is_valid_room: Callable[[str], bool], *, lang: str | None = None) -> bool | None:
-    """``is_valid_room(name)`` → True for 1 to 64 characters, each an ASCII letter, digit, ``_`` or ``-``."""
-    cases = [(n, True) for n in ("demo", "a", "A_b-9", "x" * 64)] + [
-        (n, False) for n in ("", "x" * 65, "a b", "a/b", "방", "a.b", "demo\n")
+    """``is_valid_room(name)`` → would the server accept this room name? The expected answers are the
+    server's own (:func:`chatkit.protocol.validate_session_id`): after NFC, 1 to 64 characters and at
+    most 192 UTF-8 bytes of Unicode letters, decimal digits, ``_`` and ``-`` (combining marks after a
+    letter), no control, format or invisible characters."""
+    from .protocol import ProtocolError, validate_session_id
+
+    def server_accepts(name: str) -> bool:
+        try:
+            validate_session_id(name)
+        except ProtocolError:
+            return False
+        return True
+
+    jamo_han = "\u1112\u1161\u11ab"  # 한 typed as three conjoining jamo: one character after NFC
+    cases = [  # (case key, name, hint key when the answer is wrong)
+        ("rooms.case.ascii", "demo", "rooms.hint_letters"),
+        ("rooms.case.ascii_marks", "A_b-9", "rooms.hint_letters"),
+        ("rooms.case.hangul", "방", "rooms.hint_unicode"),
+        ("rooms.case.korean_words", "한국어-방", "rooms.hint_unicode"),
+        ("rooms.case.arabic_digit", "room٣", "rooms.hint_digit"),
+        ("rooms.case.marks", "नमस्ते", "rooms.hint_mark"),
+        ("rooms.case.max_chars", "x" * 64, "rooms.hint_length"),
+        ("rooms.case.max_bytes", "한" * 64, "rooms.hint_bytes"),
+        ("rooms.case.jamo", jamo_han * 30, "rooms.hint_nfc"),
+        ("rooms.case.empty", "", "rooms.hint_length"),
+        ("rooms.case.too_long", "x" * 65, "rooms.hint_length"),
+        ("rooms.case.too_many_bytes", "𝐀" * 64, "rooms.hint_bytes"),
+        ("rooms.case.space", "a b", "rooms.hint_letters"),
+        ("rooms.case.slash", "a/b", "rooms.hint_letters"),
+        ("rooms.case.dot", "a.b", "rooms.hint_letters"),
+        ("rooms.case.newline", "demo\n", "rooms.hint_newline"),
+        ("rooms.case.zero_width", "te\u200bst", "rooms.hint_invisible"),
+        ("rooms.case.bidi", "ab\u202ecd", "rooms.hint_invisible"),
+        ("rooms.case.filler", "a\u3164b", "rooms.hint_filler"),
+        ("rooms.case.superscript", "x²", "rooms.hint_digit"),
+        ("rooms.case.emoji", "chat🙂", "rooms.hint_letters"),
+        ("rooms.case.mark_after_underscore", "_\u0301", "rooms.hint_mark"),
     ]
 
     def body(s: _Session) -> None:
-        for name, want in cases:
-            case = s.t("rooms.valid" if want else "rooms.invalid")
+        for key, name, hint in cases:
+            want = server_accepts(name)
+            case = s.t(key)
             got = s.call(is_valid_room, name, case=case, given=name, expected=want)
             if got is not True and got is not False and bool(got) == want:
                 raise _Failure(case, want, got, s.t("rooms.hint_bool"), name)
-            hint = s.t("rooms.hint_newline") if name.endswith("\n") else s.t("rooms.hint_rule")
-            s.expect(got, want, case=case, given=name, hint=hint)
+            s.expect(got, want, case=case, given=name, hint=s.t(hint))
 
     return _run_cases("room_names", len(cases), lang, body)
 
@@ -640,21 +674,31 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
             "reaction.camel",
             '{"type": "reaction", "messageId": 4, "emoji": "👍"}',
             {"message_id": 4, "emoji": "👍"},
+            "reaction.hint_valid",
         ),
         (
             "reaction.snake",
             '{"type": "reaction", "message_id": 9, "emoji": "🎉"}',
             {"message_id": 9, "emoji": "🎉"},
+            "reaction.hint_valid",
         ),
         (
             "reaction.skin_tone",
             '{"type": "reaction", "messageId": 2, "emoji": "👍🏽"}',
             {"message_id": 2, "emoji": "👍🏽"},
+            "reaction.hint_emoji",
         ),
         (
             "reaction.zwj",
             '{"type": "reaction", "messageId": 3, "emoji": "👨‍👩‍👧"}',
             {"message_id": 3, "emoji": "👨‍👩‍👧"},
+            "reaction.hint_emoji",
+        ),
+        (
+            "reaction.flag",
+            '{"type": "reaction", "messageId": 5, "emoji": "🇰🇷"}',
+            {"message_id": 5, "emoji": "🇰🇷"},
+            "reaction.hint_emoji",
         ),
     ]
     bad = [
@@ -664,6 +708,7 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
         ("reaction.bool_id", '{"type": "reaction", "messageId": true, "emoji": "👍"}', "reaction.hint_bool"),
         ("reaction.float_id", '{"type": "reaction", "messageId": 2.5, "emoji": "👍"}', "reaction.hint_float"),
         ("reaction.negative_id", '{"type": "reaction", "messageId": -1, "emoji": "👍"}', "reaction.hint_id"),
+        ("reaction.zero_id", '{"type": "reaction", "messageId": 0, "emoji": "👍"}', "reaction.hint_id"),
         ("reaction.empty_emoji", '{"type": "reaction", "messageId": 1, "emoji": ""}', "reaction.hint_emoji"),
         ("reaction.letter", '{"type": "reaction", "messageId": 1, "emoji": "x"}', "reaction.hint_emoji"),
         (
@@ -675,9 +720,13 @@ def check_reaction(decode_reaction: Callable[[str], dict], *, lang: str | None =
     refused = "ValueError"
 
     def body(s: _Session) -> None:
-        for key, raw, want in good:
-            got = s.call(decode_reaction, raw, case=s.t(key), given=raw, expected=want)
-            s.expect(got, want, case=s.t(key), given=raw, hint=s.t("reaction.hint_valid"))
+        for key, raw, want, hint in good:
+            try:
+                got = s.call(decode_reaction, raw, case=s.t(key), given=raw, expected=want)
+            except _Failure as failure:  # a valid frame refused: say which rule was too strict
+                failure.hint = failure.hint or s.t(hint)
+                raise
+            s.expect(got, want, case=s.t(key), given=raw, hint=s.t(hint))
         for key, raw, hint in bad:
             case = s.t(key)
             try:

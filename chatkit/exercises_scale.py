@@ -1,8 +1,8 @@
 """Checkers for notebook 07 · Scaling out (the rules that make several processes one chat).
 
 Same reports as :mod:`chatkit.exercises` (✅ / ❌ with the first failing case and a hint / ⏳ while
-the scaffold still raises ``NotImplementedError``); the English sentences are added to the shared
-catalog under ``scale.*`` keys, so a language that translates them (``"ko"``) picks them up.
+the scaffold still raises ``NotImplementedError``); the sentences are in the shared catalog
+(:mod:`chatkit.exercise_messages`) under ``scale.*`` keys, so a language that translates them picks them up.
 """
 
 from __future__ import annotations
@@ -10,37 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .exercise_messages import CATALOGS
 from .exercises import _run_cases, _Session
 
 __all__ = ["check_next_step", "check_online", "check_fenced_finish"]
-
-MESSAGES: dict[str, str] = {
-    "scale.next_step": "next step for a remote row",
-    "scale.next_step.next": "the very next id",
-    "scale.next_step.old": "an id already delivered",
-    "scale.next_step.same": "the last id again",
-    "scale.next_step.jump": "an id further on",
-    "scale.next_step.hint_dup": "an id ≤ last_id was delivered already: 'duplicate'",
-    "scale.next_step.hint_next": "last_id + 1 cannot hide a gap: 'deliver' at once",
-    "scale.next_step.hint_fill": "any other larger id may hide rows of this room (ids are global): 'fill' from the store",
-    "scale.online": "online list across processes",
-    "scale.online.local": "only this process",
-    "scale.online.union": "members on two processes",
-    "scale.online.expired": "a dead process's entry expired",
-    "scale.online.both": "a user on two processes",
-    "scale.online.hint_union": "the list is this process's users plus every remote user, once each, sorted",
-    "scale.online.hint_expiry": "an entry whose expiry is not after `now` belongs to a process that stopped refreshing: leave it out",
-    "scale.online.hint_split": "entries are 'node\\x1fuser': keep the part after the separator",
-    "scale.fenced": "fenced finish",
-    "scale.fenced.streaming": "finish a reply still streaming",
-    "scale.fenced.finished": "a late finish after a takeover",
-    "scale.fenced.unknown": "an id that is not in the store",
-    "scale.fenced.hint_only_streaming": "write only when the row is still 'streaming' — otherwise return False and change nothing",
-    "scale.fenced.hint_return": "return True when you wrote the row, False when you did not",
-}
-for _key, _text in MESSAGES.items():
-    CATALOGS["en"].setdefault(_key, _text)
 
 
 def check_next_step(next_step: Callable[[int, int], str], *, lang: str | None = None) -> bool | None:

@@ -5,7 +5,8 @@
 - :func:`check_bucket` — a token bucket keyed on who you are, not on what you call yourself.
 
 Each runs the learner's function on named cases and prints ✅, ❌ with the first failing case
-(input, expected, got, hint), or ⏳ while the body still raises ``NotImplementedError``.
+(input, expected, got, hint), or ⏳ while the body still raises ``NotImplementedError``. The sentences
+are in the shared catalog (:mod:`chatkit.exercise_messages`) under ``sec.*`` keys.
 """
 
 from __future__ import annotations
@@ -13,44 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .exercise_messages import CATALOGS
-from .exercises import _run_cases, _Session, _t
+from .exercises import _run_cases, _Session
 
 __all__ = ["check_origin_allowed", "check_valid_name", "check_bucket"]
-
-_EN = {
-    "sec.origin_allowed": "origin policy",
-    "sec.origin.none": "no Origin header (a script, curl, the openai client)",
-    "sec.origin.own": "the server's own page",
-    "sec.origin.own_other_port": "the server's page on its other port",
-    "sec.origin.evil_site": "a page on another site",
-    "sec.origin.evil_port": "a page on another local port (same site, other origin)",
-    "sec.origin.null": "a sandboxed page or a file:// page (Origin: null)",
-    "sec.origin.hint_none": "a request without Origin is not from a browser page: allow it (the token still applies)",
-    "sec.origin.hint_port": "an origin is scheme + host + port: http://127.0.0.1:9 is not http://127.0.0.1:8765",
-    "sec.origin.hint_null": "'null' is a real Origin value (sandboxed iframes, file://) and must not be trusted",
-    "sec.valid_name": "user names",
-    "sec.name.plain": "an ordinary name",
-    "sec.name.korean": "a Korean name",
-    "sec.name.decomposed": "é written as e + a combining accent (NFC makes it one character)",
-    "sec.name.ai": "the reserved name AI",
-    "sec.name.ai_width": "AI in full-width letters",
-    "sec.name.rlo": "a RIGHT-TO-LEFT OVERRIDE inside (U+202E)",
-    "sec.name.zwsp": "a ZERO WIDTH SPACE inside (U+200B)",
-    "sec.name.empty": "an empty name",
-    "sec.name.long": "33 characters",
-    "sec.name.hint_nfc": "normalize first: unicodedata.normalize('NFC', name)",
-    "sec.name.hint_reserved": "compare unicodedata.normalize('NFKC', name).casefold() with the reserved names",
-    "sec.name.hint_category": "refuse characters whose unicodedata.category() starts with 'C' (Cc, Cf...)",
-    "sec.take": "rate limit per key",
-    "sec.take.burst": "a burst of 3 from one key (burst 2)",
-    "sec.take.keys": "another key has its own bucket",
-    "sec.take.refill": "half a second later at 2 per second",
-    "sec.take.hint_shared": "one bucket per key: a dict from key to (tokens, last time)",
-    "sec.take.hint_refill": "add (now - last) * rate tokens, at most burst, before taking one",
-}
-for _key, _text in _EN.items():
-    CATALOGS["en"].setdefault(_key, _text)
 
 
 def check_origin_allowed(
@@ -73,8 +39,9 @@ def check_origin_allowed(
 
     def body(s: _Session) -> None:
         for key, origin, want, hint in cases:
-            got = s.call(is_allowed, origin, set(own), case=s.t(key), given=origin, expected=want)
-            s.expect(got, want, case=s.t(key), given=origin, hint=s.t(hint) if hint else "")
+            given = (origin, sorted(own))  # (origin, own): None is shown too
+            got = s.call(is_allowed, origin, set(own), case=s.t(key), given=given, expected=want)
+            s.expect(got, want, case=s.t(key), given=given, hint=s.t(hint) if hint else "")
 
     return _run_cases("sec.origin_allowed", len(cases), lang, body)
 
@@ -124,7 +91,11 @@ def check_bucket(
             for _ in range(3)
         ]
         s.expect(
-            got, [True, True, False], case=s.t("sec.take.burst"), given="3 × take('token:ann', now=10.0)"
+            got,
+            [True, True, False],
+            case=s.t("sec.take.burst"),
+            given="3 × take('token:ann', now=10.0)",
+            hint=s.t("sec.take.hint_burst"),
         )
         got2 = s.call(take, buckets, "token:bob", 10.0, rate, burst, case=s.t("sec.take.keys"), expected=True)
         s.expect(
@@ -154,8 +125,25 @@ def check_bucket(
             given="2 × take('token:ann', now=10.5)",
             hint=s.t("sec.take.hint_refill"),
         )
+        got4 = [
+            s.call(
+                take,
+                buckets,
+                "token:bob",
+                20.0,
+                rate,
+                burst,
+                case=s.t("sec.take.cap"),
+                expected=[True, True, False],
+            )
+            for _ in range(3)
+        ]
+        s.expect(
+            got4,
+            [True, True, False],
+            case=s.t("sec.take.cap"),
+            given="3 × take('token:bob', now=20.0)",
+            hint=s.t("sec.take.hint_cap"),
+        )
 
-    return _run_cases("sec.take", 3, lang, body)
-
-
-_ = _t  # the catalog helper is shared with chatkit.exercises
+    return _run_cases("sec.take", 4, lang, body)

@@ -12,6 +12,7 @@ import html
 import json
 import random
 import re
+import unicodedata
 from pathlib import Path
 
 import nbformat
@@ -67,9 +68,14 @@ def test_stub_reports_not_done(capsys):
 def test_every_key_used_by_a_checker_is_in_the_english_catalog():
     import inspect
 
-    source = inspect.getsource(exercises)
+    from chatkit import exercises_scale, exercises_security
+
+    source = "".join(inspect.getsource(m) for m in (exercises, exercises_scale, exercises_security))
     used = set(re.findall(r'(?:s\.t|_t|_run_cases|_arun_cases)\(\s*"([a-z_.0-9]+)"', source))
     assert used, "no keys found"
+    # keys named in case tables ("scale.online.expired", ...) and looked up later by variable
+    namespaces = {key.split(".")[0] for key in EN if "." in key}
+    used |= {k for k in re.findall(r'"([a-z_]+\.[a-z_.0-9]+)"', source) if k.split(".")[0] in namespaces}
     assert used <= EN.keys(), sorted(used - EN.keys())
 
 
@@ -291,29 +297,93 @@ def test_message_frame(capsys):
     )
 
 
-def test_room_names(capsys):
-    assert_passes(
+FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0"}
+
+
+def _room_rule(name, *, nfc=True, count_bytes=True, marks=True):
+    """The server's room-name rule written out (the solution), with switches for the usual slips."""
+    if nfc:
+        name = unicodedata.normalize("NFC", name)
+    if not 1 <= len(name) <= 64 or (count_bytes and len(name.encode("utf-8")) > 192):
+        return False
+    previous = ""
+    for c in name:
+        category = unicodedata.category(c)
+        if c in "_-" or ((category[0] == "L" or category == "Nd") and c not in FILLERS):
+            previous = category
+        elif not (marks and category in ("Mn", "Mc") and previous.startswith("L")):
+            return False
+    return True
+
+
+def test_room_names_expect_what_the_server_accepts(capsys):
+    assert_passes(*run(exercises.check_room_names, _room_rule, capsys))
+    # the unusual right answer: ask the server's own validator
+    from chatkit.protocol import ProtocolError, validate_session_id
+
+    def ask_the_server(name):
+        try:
+            validate_session_id(name)
+        except ProtocolError:
+            return False
+        return True
+
+    assert_passes(*run(exercises.check_room_names, ask_the_server, capsys))
+
+
+def test_room_names_wrong_answers(capsys):
+    # the old ASCII-only rule: Korean rooms are valid now
+    assert_fails(
         *run(
             exercises.check_room_names,
-            lambda name: (
-                0 < len(name) <= 64
-                and all(c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-" for c in name)
-            ),
+            lambda name: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) is not None,
             capsys,
-        )
+        ),
+        "'방'",
+        "every script",
     )
+    # counting before normalizing: jamo typed one by one are three code points per syllable
+    assert_fails(*run(exercises.check_room_names, lambda name: _room_rule(name, nfc=False), capsys), "NFC")
+    # characters only, no byte limit
     assert_fails(
-        *run(exercises.check_room_names, lambda name: bool(re.match(r"^[A-Za-z0-9_-]{1,64}$", name)), capsys),
-        "trailing newline",
+        *run(exercises.check_room_names, lambda name: _room_rule(name, count_bytes=False), capsys),
+        "192 bytes",
     )
+    # isalnum(): '²' and the Hangul filler pass, marks fail
     assert_fails(
-        *run(exercises.check_room_names, lambda name: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name), capsys),
+        *run(
+            exercises.check_room_names,
+            lambda name: 0 < len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name),
+            capsys,
+        ),
+        "combining mark",
+    )
+    # no marks allowed at all: Hindi needs them
+    assert_fails(*run(exercises.check_room_names, lambda name: _room_rule(name, marks=False), capsys), "'Mn'")
+    # a match object instead of a bool
+    assert_fails(
+        *run(exercises.check_room_names, lambda name: re.fullmatch(r"[\w-]{1,64}", name), capsys),
         "not a match object",
     )
-    assert_fails(
-        *run(exercises.check_room_names, lambda name: bool(re.fullmatch(r"[\w-]{1,64}", name)), capsys),
-        "ASCII letter",
-    )
+
+
+def test_room_names_checker_agrees_with_the_server():
+    """The checker's expected answers come from the validator: a case that flips when the server's rule changes
+    flips in the checker too, and the cases cover both answers."""
+    from chatkit.protocol import ProtocolError, validate_session_id
+
+    answers = []
+
+    def spy(name):
+        try:
+            validate_session_id(name)
+            answers.append(True)
+        except ProtocolError:
+            answers.append(False)
+        return answers[-1]
+
+    assert exercises.check_room_names(spy, lang="en") is True
+    assert answers.count(True) >= 8 and answers.count(False) >= 10
 
 
 async def _room_server_right(websocket, rooms={}):  # noqa: B006 - the unusual right answer keeps its rooms here
@@ -775,3 +845,73 @@ def test_every_exercise_has_its_solution(notebook, solutions):
         _exercise_cells(notebook, after_try_it=True)
     )
     assert len(PAIRS) >= 7
+
+
+# -- 09 rich messages --------------------------------------------------------------------
+
+
+def _decode_reaction(raw):
+    import emoji
+
+    obj = json.loads(raw)  # JSONDecodeError is a ValueError
+    if not isinstance(obj, dict) or obj.get("type") != "reaction":
+        raise ValueError("not a reaction frame")
+    message_id = obj.get("messageId", obj.get("message_id"))
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id <= 0:
+        raise ValueError("messageId must be a positive integer")
+    value = obj.get("emoji")
+    if not isinstance(value, str) or not emoji.is_emoji(value):
+        raise ValueError("emoji must be exactly one emoji")
+    return {"message_id": message_id, "emoji": value}
+
+
+def test_reaction_right_answers(capsys):
+    assert_passes(*run(exercises.check_reaction, _decode_reaction, capsys))
+
+    # the unusual right answer: let the server's own decoder judge, and translate its answer
+    from chatkit.protocol import ProtocolError, Reaction, decode
+
+    def by_the_server(raw):
+        try:
+            frame = decode(raw)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        if not isinstance(frame, Reaction):
+            raise ValueError("not a reaction")
+        return {"message_id": frame.message_id, "emoji": frame.emoji}
+
+    assert_passes(*run(exercises.check_reaction, by_the_server, capsys))
+
+
+def test_reaction_wrong_answers(capsys):
+    def counting_characters(raw):  # len() == 1: a skin tone is two code points
+        obj = json.loads(raw)
+        if obj.get("type") != "reaction" or len(obj.get("emoji", "")) != 1:
+            raise ValueError("bad")
+        return {"message_id": obj.get("messageId", obj.get("message_id")), "emoji": obj["emoji"]}
+
+    assert_fails(*run(exercises.check_reaction, counting_characters, capsys), "emoji.is_emoji")
+
+    def bool_is_an_int(raw):  # isinstance(True, int) is True in Python
+        import emoji
+
+        obj = json.loads(raw)
+        message_id = obj.get("messageId", obj.get("message_id"))
+        if obj.get("type") != "reaction" or not isinstance(message_id, int) or message_id <= 0:
+            raise ValueError("bad frame")
+        if not emoji.is_emoji(obj.get("emoji", "")):
+            raise ValueError("bad emoji")
+        return {"message_id": message_id, "emoji": obj["emoji"]}
+
+    assert_fails(*run(exercises.check_reaction, bool_is_an_int, capsys), "bool subclasses int")
+
+    def any_type(raw):  # a message frame is not a reaction
+        return _decode_reaction(raw.replace('"type": "message"', '"type": "reaction"'))
+
+    assert_fails(*run(exercises.check_reaction, any_type, capsys), 'obj.get("type") == "reaction"')
+
+    def key_error(raw):  # forgets the snake_case spelling: KeyError is not a refusal
+        obj = json.loads(raw)
+        return _decode_reaction(json.dumps({**obj, "messageId": obj["messageId"]}))
+
+    assert_fails(*run(exercises.check_reaction, key_error, capsys), "raised KeyError")
