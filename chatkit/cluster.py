@@ -205,10 +205,7 @@ class Cluster:
         row of the room committed by another process that this one has not delivered."""
         if room.last_id is None or before == room.last_id + 1 or before <= room.last_id:
             return
-        for msg in await self.store.messages_after(room.session_id, room.last_id):
-            if msg.id >= before:
-                break
-            self._deliver_row(room, msg)
+        self._deliver_rows(room, await self.store.messages_after(room.session_id, room.last_id), before)
 
     def posted(self, room: Room, msg: StoredMessage, reply: StoredMessage | None = None) -> None:
         """A row stored here; ``reply``: its reply's row, reserved in the same transaction."""
@@ -447,8 +444,23 @@ class Cluster:
         assert room.last_id is not None
         if upto is not None and upto <= room.last_id:
             return
-        for msg in await self.store.messages_after(room.session_id, room.last_id):
-            self._deliver_row(room, msg)
+        self._deliver_rows(room, await self.store.messages_after(room.session_id, room.last_id))
+
+    def _deliver_rows(self, room: Room, rows: list[StoredMessage], before: int | None = None) -> None:
+        """Deliver rows read from the store (those below ``before``), in order.
+
+        A row from the store does not say which reply was reserved with it: a prompt whose
+        next row in the room is its reserved reply (an AI row of the same transaction —
+        same ``created_at`` — still ``streaming``) names it (``reply_id``) as the relayed
+        frame would, so a member's resume cursor stays below that reply until it ends,
+        whichever way it reaches the member afterwards (snapshot, chunks, or the row).
+        """
+        for i, msg in enumerate(rows):
+            if before is not None and msg.id >= before:
+                break
+            nxt = rows[i + 1] if i + 1 < len(rows) else None
+            reserved = nxt is not None and _reserved_with(msg, nxt)
+            self._deliver_row(room, msg, reply_id=nxt.id if reserved and nxt is not None else None)
 
     async def _recheck(self, room: Room, view: _RoomView) -> None:
         """Re-read remote replies whose completion may have been lost (outage, takeover)."""
@@ -593,6 +605,16 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         logger.warning(
             "task %s did not end %g s after being cancelled; left behind", task.get_name(), CANCEL_GRACE
         )
+
+
+def _reserved_with(prompt: StoredMessage, row: StoredMessage) -> bool:
+    """``row`` (the room's next row after ``prompt``) is the reply reserved with it, not ended yet."""
+    return (
+        prompt.is_user
+        and not row.is_user
+        and row.status == "streaming"
+        and row.created_at == prompt.created_at
+    )
 
 
 def _row_dict(msg: StoredMessage) -> dict[str, Any]:
