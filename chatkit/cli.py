@@ -274,6 +274,12 @@ def _add_security_options(s: argparse.ArgumentParser) -> None:
         help="WebSocket handshakes and SSE streams per second per token or address (default %(default)s)",
     )
     g.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=lim.max_upload_bytes,
+        help="largest file upload (POST /files) in bytes (default %(default)s); past it: 413",
+    )
+    g.add_argument(
         "--rooms-per-ip",
         type=int,
         default=lim.rooms_per_ip,
@@ -317,6 +323,7 @@ def security_from_args(args: argparse.Namespace) -> dict:
         v1_max_tokens=args.v1_max_tokens,
         handshake_rate=args.handshake_rate,
         rooms_per_ip=args.rooms_per_ip,
+        max_upload_bytes=args.max_upload_bytes,
     )
     return {"auth": authenticator, "ssl": ssl_context, "limits": limits}
 

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from . import protocol
 from .broker import Broker, Lease
-from .protocol import StoredMessage
+from .protocol import Attachment, StoredMessage
 from .rooms import HubConfig, Room
 from .sinks import Outgoing, fanout
 
@@ -627,8 +627,10 @@ def _row_dict(msg: StoredMessage) -> dict[str, Any]:
         "status": msg.status,
         "client_id": msg.client_id,
         "created_at": msg.created_at,
+        "attachment": msg.attachment.to_object() if msg.attachment is not None else None,
     }
 
 
 def _row_from(data: dict[str, Any]) -> StoredMessage:
-    return StoredMessage(**data)
+    attachment = data.get("attachment")
+    return StoredMessage(**{**data, "attachment": Attachment.from_object(attachment) if attachment else None})

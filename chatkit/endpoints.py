@@ -103,6 +103,8 @@ class Endpoints:
     """The server's :class:`~chatkit.origins.OriginPolicy`; CORS follows it when set."""
     sign_in: str | None = None
     """``"join_code"`` (the page asks for a name and the code), ``"token"`` or ``None`` (off)."""
+    max_upload_bytes: int | None = None
+    """The largest file ``POST /files`` accepts (the page checks a file before sending it)."""
 
     def cors(self, origin: str | None) -> Headers:
         if self.origins is not None:
@@ -173,6 +175,7 @@ class Endpoints:
             "llm": self.backend,
             "max_text": self.max_text,
             "sign_in": self.sign_in,
+            "max_upload_bytes": self.max_upload_bytes,
         }
 
     def static(self, path: str) -> HTTPResponse | None:

@@ -189,10 +189,13 @@ class Guard:
 
     def page_headers(self, host: str | None) -> Headers:
         """Content-Security-Policy and friends for the chat page's files."""
-        connect = " ".join(self.origins.connect_sources(host))
+        sources = self.origins.connect_sources(host)
+        connect = " ".join(sources)
+        # Attachments (pictures, voice messages) are downloaded from the HTTP port's /files.
+        files = " ".join(s for s in sources if not s.startswith(("ws:", "wss:")))
         csp = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            f"media-src 'self' blob:; connect-src {connect}; frame-ancestors 'self'; "
+            f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {files} data: blob:; "
+            f"media-src {files} blob:; connect-src {connect}; frame-ancestors 'self'; "
             "base-uri 'none'; form-action 'self'; object-src 'none'"
         )
         return [("Content-Security-Policy", csp), ("X-Frame-Options", "SAMEORIGIN")]

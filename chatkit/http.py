@@ -10,6 +10,8 @@ handlers. Routes:
 - ``GET  /api/chat/<id>/messages``    history pages (``before``, ``limit``)
 - ``GET  /v1/models``, ``POST /v1/chat/completions``   an OpenAI-compatible API answered by the server's streamer
 - ``POST /auth/login``                sign in with a name and the join code: a token (and an ``HttpOnly`` cookie)
+- ``POST /files?room=<id>``           upload a file (raw body): 201 with its id, type, size, thumbnail
+- ``GET  /files/<sha256>[/thumb]``    download a file (or an image's thumbnail), never as a document
 - ``GET  /health``
 
 Every request passes the server's :class:`~chatkit.guard.Guard` first (origin,
@@ -36,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
-from . import protocol
+from . import files, protocol
 from .auth import COOKIE_NAME
 from .endpoints import HISTORY_PATH, Endpoints, HTTPResponse, error_response, json_response
 from .errors import ChatkitError, LLMError, ProtocolError
@@ -61,12 +63,21 @@ KEEPALIVE_IDLE_S = 30.0
 _SSE_ROOM = re.compile(r"/sse/chat/(?P<sid>[^/]+)/")
 _SSE_POST = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/?")
 _SSE_MESSAGE = re.compile(r"/sse/chat/(?P<sid>[^/]+)/messages/(?P<mid>[1-9][0-9]{0,17})")
+_FILE = re.compile(r"/files/(?P<id>[^/]+)(?P<thumb>/thumb)?")
+FILE_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "default-src 'none'; sandbox"),
+    ("Cross-Origin-Resource-Policy", "same-site"),
+    ("Referrer-Policy", "no-referrer"),
+]
+"""Sent with every file: never sniffed, never run as a document even if opened directly."""
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.extra = extra
 
 
 def _openai_error(status: int, code: str, message: str, headers: list[tuple[str, str]]) -> HTTPResponse:
@@ -347,6 +358,9 @@ class HTTPServer:
                     return  # an idle keep-alive connection is closed without a word
                 if isinstance(request, h11.ConnectionClosed) or not isinstance(request, h11.Request):
                     return
+                max_body = self._max_body(request)
+                if max_body > MAX_BODY and conn.they_are_waiting_for_100_continue:
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
                 body = bytearray()
                 try:
                     async with asyncio.timeout(limits.body_timeout):
@@ -354,8 +368,10 @@ class HTTPServer:
                             event = await self._next_event(conn, reader, None)
                             if isinstance(event, h11.Data):
                                 body += event.data
-                                if len(body) > MAX_BODY:
-                                    raise HTTPError(413, "too_large", f"request body over {MAX_BODY} bytes")
+                                if len(body) > max_body:
+                                    raise HTTPError(
+                                        413, "too_large", f"request body over {max_body} bytes", max=max_body
+                                    )
                             elif isinstance(event, h11.EndOfMessage):
                                 break
                             elif isinstance(event, h11.ConnectionClosed):
@@ -373,10 +389,16 @@ class HTTPServer:
             except HTTPError as exc:
                 logger.info("refused request from %s: %s", peer, exc.message)
                 if conn.our_state is h11.SEND_RESPONSE or conn.our_state is h11.IDLE:
+                    answer = protocol.error_frame(exc.code, exc.message) | exc.extra
                     try:
-                        await self._respond(conn, writer, error_response(exc.status, exc.code, exc.message))
+                        # The connection ends after this answer: say so, or a client would reuse it.
+                        await self._respond(
+                            conn, writer, json_response(exc.status, answer, [("Connection", "close")])
+                        )
                     except h11.LocalProtocolError:
                         pass
+                    if exc.status == 413:
+                        await self._discard_body(conn, reader)
                 return
             method = request.method.decode("ascii", "replace")
             target = request.target.decode("utf-8", "replace")
@@ -388,6 +410,36 @@ class HTTPServer:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    def _max_body(self, request: h11.Request) -> int:
+        """The body a request may have: a file upload's limit on ``POST /files``, else
+        :data:`MAX_BODY`. A declared ``Content-Length`` over it is refused before reading."""
+        limit = MAX_BODY
+        if request.method == b"POST" and urlsplit(request.target.decode("utf-8", "replace")).path == "/files":
+            limit = self.guard.limits.max_upload_bytes
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > limit:  # h11 checked it is digits
+                raise HTTPError(
+                    413, "too_large", f"request body of {int(value)} bytes; the limit is {limit}", max=limit
+                )
+        return limit
+
+    async def _discard_body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+        """After an early ``413``, read what the client is still sending (briefly, a bounded
+        amount) before closing: closing with unread data resets the connection, and the client
+        would see a reset instead of the answer."""
+        if conn.their_state is not h11.SEND_BODY:
+            return
+        left = 4 * self.guard.limits.max_upload_bytes
+        try:
+            async with asyncio.timeout(self.guard.limits.body_timeout):
+                while left > 0:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    left -= len(data)
+        except (TimeoutError, ConnectionError):
+            pass
 
     async def _respond(
         self,
@@ -426,6 +478,18 @@ class HTTPServer:
 
         try:
             self.guard.origins.check(origin, headers.get("host"))  # one policy for every route
+            if path == "/files" and method != "OPTIONS":
+                self._require(method, "POST")
+                uploaded = await self._upload(url.query, headers, body, admit(), cors)
+                await self._respond(conn, writer, uploaded)
+                return False
+            if (m := _FILE.fullmatch(path)) is not None and method != "OPTIONS":
+                if method not in ("GET", "HEAD"):
+                    raise HTTPError(405, "method_not_allowed", "use GET")
+                admit()
+                download = await self._download(m["id"], m["thumb"] is not None, headers, cors)
+                await self._respond(conn, writer, download, head=method == "HEAD")
+                return False
             if method == "HEAD":  # answered like GET, without a body (no stream is opened)
                 if HISTORY_PATH.fullmatch(path) is not None:
                     admit()
@@ -440,7 +504,10 @@ class HTTPServer:
                         cors
                         + [
                             ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
-                            ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
+                            (
+                                "Access-Control-Allow-Headers",
+                                "Content-Type, Authorization, Last-Event-ID, X-Filename",
+                            ),
                             ("Access-Control-Max-Age", "600"),
                             ("Content-Length", "0"),
                         ],
@@ -505,6 +572,11 @@ class HTTPServer:
                 self.guard.rate(self.guard.completions, admitted, "completions")
                 return await self._completions(conn, writer, body, cors)
             raise HTTPError(404, "not_found", f"no route for {path}")
+        except files.UploadRefused as exc:
+            logger.info("refused upload from %s: %s %s: %s", address, exc.status, exc.code, exc.message)
+            refusal = protocol.error_frame(exc.code, exc.message) | exc.extra
+            await self._respond(conn, writer, json_response(exc.status, refusal, cors))
+            return False
         except (HTTPError, ChatkitError) as exc:
             level = logging.WARNING if getattr(exc, "status", 400) in (401, 403) else logging.INFO
             logger.log(
@@ -534,6 +606,88 @@ class HTTPServer:
         if not await self.hub.delete(sid, message_id, name):
             raise Refused(404, "unknown_message", "no such message in this room")
         return json_response(200, protocol.message_deleted_frame(message_id, name), cors)
+
+    # -- files ---------------------------------------------------------------
+
+    async def _upload(
+        self,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        admitted: Admitted,
+        cors: list[tuple[str, str]],
+    ) -> HTTPResponse:
+        """``POST /files?room=<id>``: the raw body is the file (see :mod:`chatkit.files`).
+
+        The request must not be one a cross-site page can send without a preflight
+        (``multipart/form-data``, ``text/plain``, a form, or untyped: 415), so the origin
+        policy covers uploads as it covers every other state-changing route.
+        """
+        files.check_request_type(headers.get("content-type"))
+        room = parse_qs(query).get("room", [""])[-1]
+        if not room:
+            raise HTTPError(400, "missing_field", "name the room: POST /files?room=<room id>")
+        try:
+            session_id = protocol.validate_session_id(room)
+        except ProtocolError as exc:
+            raise HTTPError(400, exc.code, exc.message) from None
+        self.guard.rate(self.guard.messages, admitted, "uploads")
+        limits = self.guard.limits
+        upload = await asyncio.to_thread(
+            files.inspect_upload,
+            body,
+            headers.get("x-filename"),
+            max_bytes=limits.max_upload_bytes,
+            max_pixels=limits.max_image_pixels,
+        )
+        a = upload.attachment
+        try:
+            created = await self.hub.store.put_file(session_id, a, upload.data, upload.thumb)
+        except ChatkitError as exc:  # the store's fault (full, read-only): try again later
+            logger.warning("upload room=%s not stored: %s", session_id, exc.message)
+            raise Refused(503, exc.code, exc.message, retry_after=self.guard.limits.retry_after_s) from None
+        logger.info(
+            "upload room=%s id=%s type=%s size=%d %s",
+            session_id,
+            a.id[:12],
+            a.type,
+            a.size,
+            "stored" if created else "known already",
+        )
+        return json_response(201, a.to_object(), cors)
+
+    async def _download(
+        self, file_id: str, thumb: bool, headers: dict[str, str], cors: list[tuple[str, str]]
+    ) -> HTTPResponse:
+        """``GET /files/<sha256>[/thumb]``: the bytes with the sniffed type, never as a document."""
+        stored = None
+        if protocol.FILE_ID.fullmatch(file_id) is not None:
+            stored = await self.hub.store.file_data(file_id, thumb=thumb)
+        if stored is None:
+            raise HTTPError(404, "unknown_file", "no such file" + (" thumbnail" if thumb else ""))
+        a = stored.attachment
+        etag = f'"{a.id}{"-thumb" if thumb else ""}"'
+        common = (
+            [
+                ("ETag", etag),
+                ("Cache-Control", "private, max-age=31536000, immutable"),  # content-addressed: never changes
+            ]
+            + FILE_HEADERS
+            + cors
+        )
+        if etag in (value.strip() for value in headers.get("if-none-match", "").split(",")):
+            return HTTPResponse(304, common, b"")
+        content_type = files.THUMB_TYPE if thumb else a.type
+        return HTTPResponse(
+            200,
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(stored.data))),
+                ("Content-Disposition", files.content_disposition(a)),
+            ]
+            + common,
+            stored.data,
+        )
 
     def _login(self, admitted: Admitted, body: bytes, cors: list[tuple[str, str]]) -> HTTPResponse:
         """``POST /auth/login {"name", "code"}``: a token, also set as an ``HttpOnly`` cookie."""
@@ -728,7 +882,9 @@ class HTTPServer:
             client_id = frame.client_id
             self.guard.rate(self.guard.messages, admitted, "messages")
             self.guard.new_room(admitted, sid in hub.rooms)
-            posted = await hub.post(sid, user, frame.text, client_id=frame.client_id)
+            posted = await hub.post(
+                sid, user, frame.text, client_id=frame.client_id, attachment=frame.attachment
+            )
         except REFUSALS as exc:
             exc.client_id = client_id  # type: ignore[union-attr]  # the answer names the message
             raise
@@ -748,7 +904,7 @@ class HTTPServer:
                 extra.append(("Retry-After", str(max(1, -(-payload["retry_after_ms"] // 1000)))))
             return json_response(status, payload, extra)
         payload = posted.message.to_frame()
-        if posted.created and not posted.queued:
+        if posted.created and not posted.queued and posted.asks_reply:
             payload["warning"] = {"code": "busy", "message": BUSY_MESSAGE}
         return json_response(201 if posted.created else 200, payload, cors)
 

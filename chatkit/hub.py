@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import protocol
 from .clock import Clock, LoopClock
 from .errors import ChatkitError, ProtocolError
+from .files import clean_name
 from .llm.base import Streamer
 from .protocol import StoredMessage
 from .ratelimit import TokenBucket
@@ -51,6 +52,8 @@ class Posted:
     """``False`` when the ``client_id`` was already stored: nothing was broadcast or replied again."""
     queued: bool
     """``False`` when it gets no AI reply (the room's reply queue was full, or it was a re-send)."""
+    asks_reply: bool = True
+    """``False`` for a message that asks for no AI reply (an attachment without a caption)."""
 
 
 class Hub:
@@ -310,11 +313,15 @@ class Hub:
             if isinstance(frame, protocol.SendMessage):
                 self.check_rate(member.messages)
                 posted = await self.post(
-                    member.room.session_id, member.user, frame.text, client_id=frame.client_id
+                    member.room.session_id,
+                    member.user,
+                    frame.text,
+                    client_id=frame.client_id,
+                    attachment=frame.attachment,
                 )
                 if not posted.created:  # a re-send: answer the sender with the stored message
                     member.send(posted.message.to_frame())
-                elif not posted.queued:
+                elif not posted.queued and posted.asks_reply:
                     raise ProtocolError(BUSY_MESSAGE, code="busy")
             elif isinstance(frame, protocol.Typing):
                 self.set_typing(member, frame.is_typing)
@@ -369,15 +376,36 @@ class Hub:
                 retry_after_ms=bucket.retry_after_ms(),
             )
 
-    async def post(self, session_id: str, user: str, text: str, *, client_id: str | None = None) -> Posted:
+    async def post(
+        self,
+        session_id: str,
+        user: str,
+        text: str,
+        *,
+        client_id: str | None = None,
+        attachment: protocol.AttachmentRef | None = None,
+    ) -> Posted:
         """Store a chat message, broadcast it (after COMMIT), and queue its AI reply.
 
         A re-sent ``client_id`` is neither broadcast nor replied to again
         (``created=False``); when the room's reply queue is full the message is
         stored and broadcast all the same, but gets no reply (``queued=False``).
+
+        ``attachment`` names an uploaded file (``bad_attachment`` if there is none with
+        that id); the message carries what it is (type, size, thumbnail). A file without
+        a caption asks for no AI reply (``asks_reply=False``); with one, the model sees the
+        caption only.
         """
         if self._closing:
             raise ProtocolError("the server is shutting down", code="shutting_down")
+        attached = None
+        if attachment is not None:
+            attached = await self.store.file_info(attachment.id)
+            if attached is None:
+                raise ProtocolError(f"no uploaded file has the id {attachment.id}", code="bad_attachment")
+            if attachment.name is not None:
+                attached = replace(attached, name=clean_name(attachment.name, attached.type))
+        asks_reply = bool(text.strip())
         room = self._room(session_id)
         room.pending += 1
         try:
@@ -387,10 +415,12 @@ class Hub:
                 # after the message, a crash leaves it to be marked "interrupted" on the
                 # next start, and the broadcast names it (``reply_id``) so that a client's
                 # resume cursor stays below a reply it has not seen end.
-                reserve = self.replies.accepts(room)
+                reserve = asks_reply and self.replies.accepts(room)
                 # With a cluster, prompts wait for their reply in the store (any process answers),
                 # their reply's row reserved with them all the same.
-                wanted = await self.replies.admits(room) if self.cluster is not None else None
+                wanted = (
+                    await self.replies.admits(room) if self.cluster is not None and asks_reply else None
+                )
                 stored = await self.store.append_with_reply(
                     session_id,
                     user,
@@ -398,6 +428,7 @@ class Hub:
                     client_id=client_id,
                     reply_user=self.config.ai_user if reserve or wanted else None,
                     wants_reply=bool(wanted),
+                    attachment=attached,
                 )
                 msg = stored.message
                 if stored.created:
@@ -417,6 +448,9 @@ class Hub:
             self._maybe_drop(room)
             return Posted(msg, created=False, queued=False)
         self._clear_typing(room, user, announce=True)
+        if not asks_reply:
+            self._maybe_drop(room)
+            return Posted(msg, created=True, queued=False, asks_reply=False)
         if not self.replies.enqueue(room, msg, stored.reply, wanted=wanted):
             if stored.reply is not None:  # the server began to close meanwhile
                 await self.replies.abandon(room, stored.reply)

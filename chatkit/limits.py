@@ -92,6 +92,10 @@ class Limits:
     asyncio accepts up to this many connections in one go before any is counted, so the
     backlog of both ports must fit in what ``max_connections`` leaves of the descriptors
     (else a flood meets ``EMFILE``, and asyncio stops accepting for a second)."""
+    max_upload_bytes: int = 5 * 1024 * 1024
+    """Largest file upload (``POST /files``), in bytes (``--max-upload-bytes``); past it: ``413 too_large``."""
+    max_image_pixels: int = 40_000_000
+    """Largest uploaded image, width × height (``413 image_too_large``: refused before it is decoded)."""
 
     def __post_init__(self) -> None:
         if self.max_connections_per_ip <= 0:

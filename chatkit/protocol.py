@@ -35,6 +35,10 @@ __all__ = [
     "SESSION_ID_MAX_CHARS",
     "SESSION_ID_MAX_BYTES",
     "SendMessage",
+    "Attachment",
+    "AttachmentRef",
+    "FILE_ID",
+    "MAX_FILE_NAME",
     "Typing",
     "ReadReceipt",
     "Stop",
@@ -126,17 +130,43 @@ _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # seed's field names; ``decode(frame.encode()) == frame`` for every valid frame.
 
 
+FILE_ID = re.compile(r"[0-9a-f]{64}")
+"""A file's id: the SHA-256 of its bytes, in lower-case hex (files are content-addressed)."""
+MAX_FILE_NAME = 255
+"""Longest file name a message may state, in characters (the server shortens stored names further)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """A file a chat message refers to: ``{"id": "<sha256>"}``, optionally with the ``name`` to show
+    (default: the name it was uploaded under). The file must have been uploaded (``POST /files``)."""
+
+    id: str
+    name: str | None = None
+
+    def to_object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"id": self.id}
+        if self.name is not None:
+            obj["name"] = self.name
+        return obj
+
+
 @dataclass(frozen=True, slots=True)
 class SendMessage:
-    """A chat message: ``{"message": "text"}`` (``type`` and ``client_id`` optional)."""
+    """A chat message: ``{"message": "text"}`` (``type``, ``client_id`` and ``attachment`` optional).
+
+    With an ``attachment`` the text (a caption) may be empty or absent."""
 
     text: str
     client_id: str | None = None
+    attachment: AttachmentRef | None = None
 
     def to_object(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"type": "message", "message": self.text}
         if self.client_id is not None:
             obj["client_id"] = self.client_id
+        if self.attachment is not None:
+            obj["attachment"] = self.attachment.to_object()
         return obj
 
     def encode(self) -> str:
@@ -306,7 +336,7 @@ def decode(data: str | bytes, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFram
 
     Raises :class:`~chatkit.errors.ProtocolError` with a stable ``code``:
     ``bad_json``, ``not_an_object``, ``unknown_type``, ``missing_field``,
-    ``bad_field``, ``empty_message`` or ``too_long``.
+    ``bad_field``, ``bad_attachment``, ``empty_message`` or ``too_long``.
     """
     return decode_object(parse_json(data), max_text=max_text)
 
@@ -350,13 +380,14 @@ def decode_object(obj: Any, *, max_text: int = DEFAULT_MAX_TEXT) -> ClientFrame:
 
 
 def _decode_message(obj: dict[str, Any], max_text: int) -> SendMessage:
-    if "message" not in obj:
+    attachment = _decode_attachment(obj["attachment"]) if obj.get("attachment") is not None else None
+    if "message" not in obj and attachment is None:
         raise ProtocolError("missing field 'message'", code="missing_field")
-    text = obj["message"]
+    text = obj.get("message", "")
     if not isinstance(text, str):
         raise ProtocolError("field 'message' must be a string", code="bad_field")
     check_text(text, "message")
-    if not text.strip():
+    if not text.strip() and attachment is None:
         raise ProtocolError("message is empty", code="empty_message")
     if len(text) > max_text:
         raise ProtocolError(f"message is {len(text)} characters; the limit is {max_text}", code="too_long")
@@ -368,7 +399,27 @@ def _decode_message(obj: dict[str, Any], max_text: int) -> SendMessage:
                 code="bad_field",
             )
         check_text(client_id, "client_id")
-    return SendMessage(text, client_id)
+    return SendMessage(text, client_id, attachment)
+
+
+def _decode_attachment(value: Any) -> AttachmentRef:
+    """``{"id": "<sha256 hex>", "name"?: str}``; anything else is ``bad_attachment``."""
+    if not isinstance(value, dict):
+        raise ProtocolError('field \'attachment\' must be {"id": "<sha256>"}', code="bad_attachment")
+    file_id = value.get("id")
+    if not isinstance(file_id, str) or FILE_ID.fullmatch(file_id) is None:
+        raise ProtocolError(
+            "attachment 'id' must be a file's SHA-256 in lower-case hex", code="bad_attachment"
+        )
+    name = value.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME:
+            raise ProtocolError(
+                f"attachment 'name' must be a string of 1 to {MAX_FILE_NAME} characters",
+                code="bad_attachment",
+            )
+        check_text(name, "name")
+    return AttachmentRef(file_id, name)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -531,6 +582,70 @@ def utc_now() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A stored file as messages show it (the ``attachment`` of a ``message`` frame, and the
+    answer to an upload). ``type`` is what the server sniffed from the bytes; ``thumb``: whether
+    a thumbnail exists (images); ``width``/``height``: an image's size in pixels."""
+
+    id: str
+    name: str
+    type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    thumb: bool = False
+
+    @property
+    def url(self) -> str:
+        """Where the file is downloaded, on the HTTP (SSE) port."""
+        return f"/files/{self.id}"
+
+    @property
+    def thumb_url(self) -> str | None:
+        return f"/files/{self.id}/thumb" if self.thumb else None
+
+    @property
+    def is_image(self) -> bool:
+        return self.type.startswith("image/")
+
+    @property
+    def is_audio(self) -> bool:
+        return self.type.startswith("audio/")
+
+    def to_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "size": self.size,
+            "url": self.url,
+            "thumb": self.thumb_url,
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Attachment:
+        """The inverse of :meth:`to_object` (for what the store and the broker kept: trusted data)."""
+        return cls(
+            id=obj["id"],
+            name=obj["name"],
+            type=obj["type"],
+            size=int(obj["size"]),
+            width=obj.get("width"),
+            height=obj.get("height"),
+            thumb=bool(obj.get("thumb")),
+        )
+
+    def to_json(self) -> str:
+        return encode(self.to_object())
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Attachment | None:
+        return None if not text else cls.from_object(json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One row of the message store, as every transport shows it."""
 
@@ -542,6 +657,8 @@ class StoredMessage:
     status: str
     client_id: str | None
     created_at: str
+    attachment: Attachment | None = None
+    """The file this message carries (a picture, a voice message…), if any."""
 
     def to_frame(self) -> dict[str, Any]:
         """The ``message`` frame for this row (also used for AI replies on replay)."""
@@ -630,6 +747,8 @@ def message_frame(msg: StoredMessage) -> dict[str, Any]:
         frame["status"] = msg.status
     if msg.status == "deleted":
         frame["deleted"] = True  # a tombstone: the text is gone, the id stays (resume cursors)
+    elif msg.attachment is not None:
+        frame["attachment"] = msg.attachment.to_object()
     return frame
 
 

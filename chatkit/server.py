@@ -173,6 +173,7 @@ class ChatServer:
             store, self.backend, allowed_origins=cfg.allowed_origins, max_text=cfg.hub.max_text
         )
         self.endpoints.origins = self.guard.origins
+        self.endpoints.max_upload_bytes = cfg.limits.max_upload_bytes
         self.endpoints.sign_in = (
             "join_code" if self.guard.auth.join_code else ("token" if self.guard.sign_in else None)
         )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .protocol import ReactionCount, StoredMessage
-from .store import Appended, HistoryPage, Toggled
+from .protocol import Attachment, ReactionCount, StoredMessage
+from .store import Appended, HistoryPage, StoredFile, Toggled
 
 __all__ = ["ChatStore", "open_store", "is_postgres_url"]
 
@@ -32,6 +32,7 @@ class ChatStore(Protocol):
         is_user: bool = True,
         client_id: str | None = None,
         status: str = "complete",
+        attachment: Attachment | None = None,
     ) -> Appended: ...
     async def append_with_reply(
         self,
@@ -44,6 +45,7 @@ class ChatStore(Protocol):
         status: str = "complete",
         reply_user: str | None = None,
         wants_reply: bool = False,
+        attachment: Attachment | None = None,
     ) -> Appended: ...
     async def start_reply(self, session_id: str, user: str = ...) -> StoredMessage: ...
     async def claim_reply(self, session_id: str, prompt_id: int, user: str = ...) -> StoredMessage | None: ...
@@ -74,6 +76,12 @@ class ChatStore(Protocol):
     ) -> dict[int, list[ReactionCount]]: ...
     async def touch_reactions(self, session_id: str, message_ids: list[int], room_last_id: int) -> None: ...
     async def count(self, session_id: str | None = None) -> int: ...
+    async def put_file(
+        self, session_id: str, attachment: Attachment, data: bytes, thumb: bytes | None
+    ) -> bool: ...
+    async def file_info(self, file_id: str) -> Attachment | None: ...
+    async def file_data(self, file_id: str, *, thumb: bool = False) -> StoredFile | None: ...
+    async def file_count(self) -> int: ...
 
 
 def is_postgres_url(db: str) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from .errors import StoreError
-from .protocol import ReactionCount, StoredMessage, utc_now
+from .protocol import Attachment, ReactionCount, StoredMessage, utc_now
 
 __all__ = [
     "AI_USER",
@@ -38,6 +38,7 @@ __all__ = [
     "Appended",
     "HistoryPage",
     "Store",
+    "StoredFile",
     "Toggled",
     "reaction_counts",
     "run_batch",
@@ -101,10 +102,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reaction_changes_by_room ON reaction_changes(session_id, room_last_id);
     """,
+    # 3 -> 4: attachments. Files are kept in the database, content-addressed (the SHA-256 of the
+    # bytes is the key: the same bytes uploaded twice are stored once), with an image's thumbnail;
+    # a message names its file in `attachment` (the file's JSON as messages show it, with the name
+    # its sender gave). See docs/architecture.md for why the database and not the disk.
+    """
+    CREATE TABLE files (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        width       INTEGER,
+        height      INTEGER,
+        data        BLOB NOT NULL,
+        thumb       BLOB,
+        session_id  TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    ALTER TABLE messages ADD COLUMN attachment TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "id, session_id, user, is_user, content, status, client_id, created_at"
+_COLUMNS = "id, session_id, user, is_user, content, status, client_id, created_at, attachment"
+_FILE_COLUMNS = "id, name, type, size, width, height, thumb IS NOT NULL"
 _INSERT_SESSION = "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)"
 
 
@@ -144,6 +165,19 @@ def reaction_counts(rows: list[Any]) -> dict[int, list[ReactionCount]]:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A stored file's bytes (or its thumbnail's) and what messages show of it."""
+
+    attachment: Attachment
+    data: bytes
+
+
+def file_attachment(row: Any) -> Attachment:
+    """A ``files`` row (``_FILE_COLUMNS``) as an :class:`~chatkit.protocol.Attachment`."""
+    return Attachment(row[0], row[1], row[2], int(row[3]), row[4], row[5], bool(row[6]))
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     """One page of history, oldest first, and whether older messages remain."""
 
@@ -161,6 +195,7 @@ def _row(row: Any) -> StoredMessage:
         status=row[5],
         client_id=row[6],
         created_at=row[7],
+        attachment=Attachment.from_json(row[8]),
     )
 
 
@@ -507,6 +542,7 @@ class Store:
         is_user: bool = True,
         client_id: str | None = None,
         status: str = "complete",
+        attachment: Attachment | None = None,
     ) -> Appended:
         """Store a message.
 
@@ -515,7 +551,13 @@ class Store:
         message never becomes a duplicate.
         """
         return await self.append_with_reply(
-            session_id, user, content, is_user=is_user, client_id=client_id, status=status
+            session_id,
+            user,
+            content,
+            is_user=is_user,
+            client_id=client_id,
+            status=status,
+            attachment=attachment,
         )
 
     async def append_with_reply(
@@ -529,6 +571,7 @@ class Store:
         status: str = "complete",
         reply_user: str | None = None,
         wants_reply: bool = False,
+        attachment: Attachment | None = None,
     ) -> Appended:
         """Like :meth:`append`; with ``reply_user``, also reserve the AI reply's row
         (status ``streaming``) in the same transaction — one write fewer per reply.
@@ -540,6 +583,7 @@ class Store:
         """
         created_at = utc_now()
         known = session_id in self._sessions
+        attached = attachment.to_json() if attachment is not None else None
 
         def op(con: sqlite3.Connection) -> Any:
             if not known:
@@ -548,9 +592,19 @@ class Store:
             # client_id into "no row returned" instead of a duplicate.
             cur = con.execute(
                 "INSERT INTO messages (session_id, user, is_user, content, status, client_id, created_at,"
-                " wants_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " wants_reply, attachment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
-                (session_id, user, int(is_user), content, status, client_id, created_at, int(wants_reply)),
+                (
+                    session_id,
+                    user,
+                    int(is_user),
+                    content,
+                    status,
+                    client_id,
+                    created_at,
+                    int(wants_reply),
+                    attached,
+                ),
             )
             row = cur.fetchone()
             cur.close()
@@ -578,7 +632,9 @@ class Store:
         if isinstance(result, StoredMessage):
             return Appended(result, created=False)
         msg_id, reply_id = result
-        msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
+        msg = StoredMessage(
+            msg_id, session_id, user, is_user, content, status, client_id, created_at, attachment
+        )
         reply = None
         if reply_id is not None:
             reply = StoredMessage(
@@ -677,7 +733,7 @@ class Store:
 
         def op(con: sqlite3.Connection) -> bool:
             cur = con.execute(
-                "UPDATE messages SET content = '', status = 'deleted' "
+                "UPDATE messages SET content = '', status = 'deleted', attachment = NULL "
                 "WHERE id = ? AND session_id = ? AND status != 'deleted'",
                 (message_id, session_id),
             )
@@ -790,6 +846,44 @@ class Store:
             ).close()
 
         await self._write(op)
+
+    # -- files ---------------------------------------------------------------
+
+    async def put_file(
+        self, session_id: str, attachment: Attachment, data: bytes, thumb: bytes | None
+    ) -> bool:
+        """Keep a file under its SHA-256 (``attachment.id``); ``False`` when those bytes are
+        stored already (nothing is written: one copy however often it is uploaded)."""
+        a, now = attachment, utc_now()
+
+        def op(con: sqlite3.Connection) -> bool:
+            cur = con.execute(
+                "INSERT INTO files (id, name, type, size, width, height, data, thumb, session_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (a.id, a.name, a.type, a.size, a.width, a.height, data, thumb, session_id, now),
+            )
+            cur.close()
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
+    async def file_info(self, file_id: str) -> Attachment | None:
+        """What messages show of a stored file (the name it was first uploaded under), or ``None``."""
+        row = await self._select_one(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", file_id)
+        return None if row is None else file_attachment(row)
+
+    async def file_data(self, file_id: str, *, thumb: bool = False) -> StoredFile | None:
+        """A stored file's bytes, or its thumbnail's (``None``: no such file, or no thumbnail)."""
+        column = "thumb" if thumb else "data"
+        row = await self._select_one(f"SELECT {_FILE_COLUMNS}, {column} FROM files WHERE id = ?", file_id)
+        if row is None or row[7] is None:
+            return None
+        return StoredFile(file_attachment(row), bytes(row[7]))
+
+    async def file_count(self) -> int:
+        """How many files are stored (for tests: an upload of known bytes adds none)."""
+        (n,) = await self._select_one("SELECT COUNT(*) FROM files")
+        return int(n)
 
     # -- reads ---------------------------------------------------------------
 

@@ -25,8 +25,18 @@ from typing import Any
 import asyncpg
 
 from .errors import StoreError
-from .protocol import ReactionCount, StoredMessage, utc_now
-from .store import AI_USER, MAX_PAGE, MAX_REACTIONS_PER_USER, Appended, HistoryPage, Toggled, reaction_counts
+from .protocol import Attachment, ReactionCount, StoredMessage, utc_now
+from .store import (
+    AI_USER,
+    MAX_PAGE,
+    MAX_REACTIONS_PER_USER,
+    Appended,
+    HistoryPage,
+    StoredFile,
+    Toggled,
+    file_attachment,
+    reaction_counts,
+)
 
 __all__ = ["PostgresStore", "PG_SCHEMA_VERSION", "PG_MIGRATIONS"]
 
@@ -79,10 +89,27 @@ PG_MIGRATIONS: list[str] = [
     );
     CREATE INDEX reaction_changes_by_room ON reaction_changes(session_id, room_last_id);
     """,
+    # 3 -> 4: attachments, content-addressed in the database (see chatkit/store.py's migration 4).
+    """
+    CREATE TABLE files (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        width       INTEGER,
+        height      INTEGER,
+        data        BYTEA NOT NULL,
+        thumb       BYTEA,
+        session_id  TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    ALTER TABLE messages ADD COLUMN attachment TEXT;
+    """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
-_COLUMNS = 'id, session_id, "user", is_user, content, status, client_id, created_at'
+_COLUMNS = 'id, session_id, "user", is_user, content, status, client_id, created_at, attachment'
+_FILE_COLUMNS = "id, name, type, size, width, height, thumb IS NOT NULL"
 _INSERT_SESSION = "INSERT INTO sessions (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _INSERT_MESSAGE = (
     'INSERT INTO messages (session_id, "user", is_user, content, status, client_id, created_at)'
@@ -103,6 +130,7 @@ def _row(row: Any) -> StoredMessage:
         status=row[5],
         client_id=row[6],
         created_at=row[7],
+        attachment=Attachment.from_json(row[8]),
     )
 
 
@@ -254,9 +282,16 @@ class PostgresStore:
         is_user: bool = True,
         client_id: str | None = None,
         status: str = "complete",
+        attachment: Attachment | None = None,
     ) -> Appended:
         return await self.append_with_reply(
-            session_id, user, content, is_user=is_user, client_id=client_id, status=status
+            session_id,
+            user,
+            content,
+            is_user=is_user,
+            client_id=client_id,
+            status=status,
+            attachment=attachment,
         )
 
     async def append_with_reply(
@@ -270,17 +305,19 @@ class PostgresStore:
         status: str = "complete",
         reply_user: str | None = None,
         wants_reply: bool = False,
+        attachment: Attachment | None = None,
     ) -> Appended:
         """Store a message (and, with ``reply_user``, reserve its reply's row) in one transaction."""
         created_at = utc_now()
         known = session_id in self._sessions
+        attached = attachment.to_json() if attachment is not None else None
 
         async def op(con: asyncpg.Connection) -> Any:
             if not known:
                 await con.execute(_INSERT_SESSION, session_id, created_at)
             msg_id = await con.fetchval(
                 'INSERT INTO messages (session_id, "user", is_user, content, status, client_id, created_at,'
-                " wants_reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " wants_reply, attachment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 " ON CONFLICT (session_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
                 session_id,
                 user,
@@ -290,6 +327,7 @@ class PostgresStore:
                 client_id,
                 created_at,
                 wants_reply,
+                attached,
             )
             if msg_id is None:
                 row = await con.fetchrow(
@@ -317,7 +355,9 @@ class PostgresStore:
         if isinstance(result, StoredMessage):
             return Appended(result, created=False)
         msg_id, reply_id = result
-        msg = StoredMessage(msg_id, session_id, user, is_user, content, status, client_id, created_at)
+        msg = StoredMessage(
+            msg_id, session_id, user, is_user, content, status, client_id, created_at, attachment
+        )
         reply = None
         if reply_id is not None:
             reply = StoredMessage(
@@ -409,7 +449,7 @@ class PostgresStore:
 
         async def op(con: asyncpg.Connection) -> bool:
             done = await con.execute(
-                "UPDATE messages SET content = '', status = 'deleted' "
+                "UPDATE messages SET content = '', status = 'deleted', attachment = NULL "
                 "WHERE id = $1 AND session_id = $2 AND status != 'deleted'",
                 message_id,
                 session_id,
@@ -521,6 +561,47 @@ class PostgresStore:
             )
 
         await self._write(session_id, op)
+
+    # -- files ---------------------------------------------------------------
+
+    async def put_file(
+        self, session_id: str, attachment: Attachment, data: bytes, thumb: bytes | None
+    ) -> bool:
+        """Keep a file under its SHA-256; ``False`` when those bytes are stored already."""
+        a, now = attachment, utc_now()
+
+        async def op(con: asyncpg.Connection) -> bool:
+            done = await con.execute(
+                "INSERT INTO files (id, name, type, size, width, height, data, thumb, session_id, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                a.id,
+                a.name,
+                a.type,
+                a.size,
+                a.width,
+                a.height,
+                data,
+                thumb,
+                session_id,
+                now,
+            )
+            return done == "INSERT 0 1"
+
+        return await self._write(None, op)
+
+    async def file_info(self, file_id: str) -> Attachment | None:
+        row = await self._pool.fetchrow(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = $1", file_id)
+        return None if row is None else file_attachment(row)
+
+    async def file_data(self, file_id: str, *, thumb: bool = False) -> StoredFile | None:
+        column = "thumb" if thumb else "data"
+        row = await self._pool.fetchrow(f"SELECT {_FILE_COLUMNS}, {column} FROM files WHERE id = $1", file_id)
+        if row is None or row[7] is None:
+            return None
+        return StoredFile(file_attachment(row), bytes(row[7]))
+
+    async def file_count(self) -> int:
+        return int(await self._pool.fetchval("SELECT COUNT(*) FROM files"))
 
     # -- reads ---------------------------------------------------------------
 
