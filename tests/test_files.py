@@ -17,10 +17,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from chatkit import files, protocol
+from chatkit import ChatServer, files, protocol
 from chatkit.auth import Authenticator
 from chatkit.errors import ProtocolError
 from chatkit.limits import Limits
+from chatkit.llm import EchoStreamer
 from chatkit.storage import open_store
 
 from .conftest import TIMEOUT, peer
@@ -445,3 +446,28 @@ async def test_store_keeps_files_content_addressed(store_url):
         assert (await store.get(msg.id)).to_frame().get("attachment") is None
     finally:
         await store.close()
+
+
+async def test_a_file_sent_on_one_process_is_shown_and_served_by_another(redis_service, store_url, http):
+    """Two processes of a cluster share the database (no disk): the file uploaded to one is
+    relayed in the message frame to the other's members and downloaded from the other."""
+    one = ChatServer(port=0, http_port=0, db=store_url, broker=redis_service.url, streamer=EchoStreamer())
+    try:
+        await one.start()
+        two = await ChatServer(
+            port=0, http_port=0, db=store_url, broker=redis_service.url, streamer=EchoStreamer()
+        ).start()
+        try:
+            pic = (await upload(http, one.http_url, image("WEBP"), name="p.webp", room="c")).json()
+            async with peer(one.ws_url("c", user="ann")) as ann, peer(two.ws_url("c", user="bob")) as bob:
+                await ann.until("connection")
+                await bob.until("connection")
+                await ann.send({"message": "", "attachment": {"id": pic["id"]}})
+                relayed = await bob.until("message", user="ann")
+                assert relayed["attachment"] == pic
+            got = await http.get(f"{two.http_url}files/{pic['id']}/thumb")
+            assert got.status_code == 200 and got.headers["content-type"] == "image/webp"
+        finally:
+            await two.stop()
+    finally:
+        await one.stop()
