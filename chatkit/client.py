@@ -22,6 +22,8 @@ every message exactly once, in id order, across drops and server restarts:
   ``retry_after_ms``.
 - **Deduplication** by id: replays overlap what was already seen; the client
   drops what it has already delivered.
+- **Files**: :meth:`ChatClient.send_file` uploads a picture, a voice message or a PDF
+  to the server's HTTP port (``POST /files``) and sends a message that carries it.
 
 Events are plain dicts — the server's frames, plus ``{"type": "state", ...}``
 connection-state events — delivered through ``async for event in client`` and
@@ -34,19 +36,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from . import protocol
 from .errors import ClientClosed, ClientError, HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
-from .protocol import Limits, Reaction, ReadReceipt, SendMessage, Stop, Typing, apply_presence
+from .protocol import AttachmentRef, Limits, Reaction, ReadReceipt, SendMessage, Stop, Typing, apply_presence
 from .resume import Acknowledged, Outbox, Refused, ResumeState
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "ExponentialBackoff",
     "FixedDelay",
     "NON_RETRYABLE",
+    "upload_file",
 ]
 
 logger = logging.getLogger("chatkit.client")
@@ -121,6 +127,46 @@ class ConnectionState:
         }
 
 
+FileSource = bytes | str | os.PathLike[str]
+"""What :meth:`ChatClient.send_file` takes: the file's bytes, or a path to read them from."""
+
+
+async def upload_file(
+    http: httpx.AsyncClient,
+    base_url: str,
+    room: str,
+    file: FileSource,
+    *,
+    name: str | None = None,
+    content_type: str | None = None,
+) -> dict[str, Any]:
+    """Upload ``file`` for ``room`` to the server whose HTTP (SSE) port is ``base_url``
+    (``POST /files``, the raw bytes); returns the server's answer: ``{"id", "name", "type",
+    "size", "url", "thumb", "width", "height"}``. The server decides the type from the bytes;
+    ``content_type`` is only a claim. Raises :class:`~chatkit.errors.MessageRefused` with the
+    server's code (``too_large``, ``unsupported_type``, ``bad_image``…)."""
+    if not isinstance(file, bytes):
+        path = Path(file)
+        name = name if name is not None else path.name
+        file = await asyncio.to_thread(path.read_bytes)
+    headers = {"Content-Type": content_type or "application/octet-stream"}
+    if name:
+        headers["X-Filename"] = quote(name, safe="")
+    response = await http.post(
+        f"{base_url.rstrip('/')}/files", params={"room": room}, content=file, headers=headers
+    )
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 201 or not isinstance(body, dict):
+        raise MessageRefused(
+            str(body.get("message", f"upload refused ({response.status_code})")),
+            code=str(body.get("code", "upload_refused")),
+        )
+    return body
+
+
 class ChatClient:
     """Connect to a chatkit room and keep the conversation exactly-once.
 
@@ -130,7 +176,9 @@ class ChatClient:
     (``0`` = everything). ``send_timeout`` is the default deadline of :meth:`send`.
     ``presence="batch"`` (the default) asks the server for one ``presence`` frame per
     room per tick instead of a ``user_join``/``user_leave`` per change (``"each"``); both
-    kinds are applied to :attr:`online`. Extra keyword arguments go to ``websockets`` ``connect``.
+    kinds are applied to :attr:`online`. ``http_url`` is the server's HTTP (SSE) port, for
+    files (default: asked from the WebSocket port's ``/config.json`` on the first upload).
+    Extra keyword arguments go to ``websockets`` ``connect``.
     """
 
     def __init__(
@@ -146,11 +194,15 @@ class ChatClient:
         send_timeout: float = 60.0,
         token: str | None = None,
         presence: Literal["batch", "each"] = "batch",
+        http_url: str | None = None,
         **connect_options: Any,
     ) -> None:
         if presence not in ("batch", "each"):
             raise ValueError(f"presence must be 'batch' or 'each', not {presence!r}")
         self.presence = presence
+        self.http_url = http_url
+        """The server's HTTP (SSE) port, where files are uploaded and downloaded."""
+        self._token = token
         if token:  # sign-in: the server takes the name from the token (send no ?user=)
             headers = dict(connect_options.pop("additional_headers", None) or {})
             headers["Authorization"] = f"Bearer {token}"
@@ -274,8 +326,18 @@ class ChatClient:
 
     # -- sending -------------------------------------------------------------
 
-    async def send(self, text: str, *, client_id: str | None = None, timeout: float | None = None) -> Event:
+    async def send(
+        self,
+        text: str,
+        *,
+        client_id: str | None = None,
+        timeout: float | None = None,
+        attachment: AttachmentRef | None = None,
+    ) -> Event:
         """Send a chat message; return the server's ``message`` frame once it is stored.
+
+        With an ``attachment`` (a file uploaded already, see :meth:`upload`) the text is its
+        caption and may be empty.
 
         The message waits in the outbox while the client is offline and is
         re-sent after each reconnect until the server has it; the server keeps
@@ -288,12 +350,12 @@ class ChatClient:
         if self._closing:
             raise ClientClosed("the client is closed")
         client_id = client_id or uuid.uuid4().hex
-        frame = SendMessage(text, client_id)
+        frame = SendMessage(text, client_id, attachment)
         try:  # what the server would refuse for good is refused here, without a round trip
             protocol.decode_object(frame.to_object(), max_text=self.limits.max_text)
         except ProtocolError as exc:
             raise MessageRefused(exc.message, code=exc.code) from None
-        self._outbox.add(client_id, text)
+        self._outbox.add(client_id, text, attachment)
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._waiters[client_id] = future
         self._wake.set()
@@ -308,6 +370,58 @@ class ChatClient:
         finally:
             self._waiters.pop(client_id, None)
             self._outbox.remove(client_id)
+
+    async def upload(
+        self, file: FileSource, *, name: str | None = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Upload a file for this room (``POST /files`` on the server's HTTP port) and return
+        the server's answer (``id``, ``name``, ``type``, ``size``, ``url``, ``thumb``…); see
+        :func:`upload_file`. ``file``: bytes, or a path (its name is the default ``name``)."""
+        async with self._http() as http:
+            return await upload_file(
+                http, await self._http_base(http), self._room(), file, name=name, content_type=content_type
+            )
+
+    async def send_file(
+        self,
+        file: FileSource,
+        *,
+        name: str | None = None,
+        text: str = "",
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> Event:
+        """Upload ``file`` and send it as a message with the caption ``text``; returns the stored
+        ``message`` frame (its ``attachment`` says what the server made of the file). A file
+        without a caption asks for no AI reply."""
+        uploaded = await self.upload(file, name=name, content_type=content_type)
+        return await self.send(
+            text, attachment=AttachmentRef(uploaded["id"], uploaded["name"]), timeout=timeout
+        )
+
+    def _http(self) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        verify = self.connect_options.get("ssl") or True
+        return httpx.AsyncClient(trust_env=False, timeout=self.send_timeout, headers=headers, verify=verify)
+
+    def _room(self) -> str:
+        parsed = protocol.parse_chat_path(urlsplit(self.url).path)
+        if parsed is None:
+            raise ClientError(f"not a room URL: {self.url}", code="bad_url")
+        return parsed.session_id
+
+    async def _http_base(self, http: httpx.AsyncClient) -> str:
+        """The server's HTTP port: ``http_url``, else what its ``/config.json`` states."""
+        if self.http_url is None:
+            parts = urlsplit(self.url)
+            scheme = "https" if parts.scheme == "wss" else "http"
+            config = (await http.get(urlunsplit((scheme, parts.netloc, "/config.json", "", "")))).json()
+            if not config.get("http_port"):
+                raise ClientError("this server has no HTTP port for files", code="no_http_port")
+            host = parts.hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            self.http_url = f"{scheme}://{host}:{config['http_port']}/"
+        return self.http_url
 
     @property
     def outbox(self) -> list[str]:
@@ -351,7 +465,7 @@ class ChatClient:
             batch, wait = self._outbox.due(loop.time())
             try:
                 for pending in batch:
-                    await ws.send(SendMessage(pending.text, pending.client_id).encode())
+                    await ws.send(SendMessage(pending.text, pending.client_id, pending.attachment).encode())
             except ConnectionClosed:
                 return  # the session notices the drop; the outbox re-sends on the next connection
             if batch and wait is None:

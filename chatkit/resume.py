@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ClientError
-from .protocol import RETRY_CODES, Limits
+from .protocol import RETRY_CODES, AttachmentRef, Limits
 
 __all__ = [
     "ResumeState",
@@ -167,6 +167,8 @@ class Pending:
     not_before: float = 0.0
     """Earliest time to send it (again), after a retryable refusal."""
     attempts: int = 0
+    attachment: AttachmentRef | None = None
+    """The uploaded file the message carries, if any."""
 
 
 @dataclass(frozen=True)
@@ -225,13 +227,13 @@ class Outbox:
     def texts(self) -> list[str]:
         return [p.text for p in self._items.values()]
 
-    def add(self, client_id: str, text: str) -> Pending:
+    def add(self, client_id: str, text: str, attachment: AttachmentRef | None = None) -> Pending:
         """Queue a message (``outbox_full`` past ``limit``; ``duplicate_client_id`` if queued)."""
         if client_id in self._items:
             raise ClientError(f"client_id {client_id!r} is already waiting", code="duplicate_client_id")
         if len(self._items) >= self.limit:
             raise ClientError(f"outbox full ({self.limit} unsent messages)", code="outbox_full")
-        pending = self._items[client_id] = Pending(client_id, text)
+        pending = self._items[client_id] = Pending(client_id, text, attachment=attachment)
         return pending
 
     def remove(self, client_id: str) -> Pending | None:

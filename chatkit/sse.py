@@ -24,7 +24,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from . import protocol
-from .client import ExponentialBackoff, ReconnectPolicy
+from .client import ExponentialBackoff, FileSource, ReconnectPolicy, upload_file
 from .errors import HandshakeRefused, MessageRefused, ProtocolError, SendTimeout
 from .resume import DEFAULT_RETRY_MS, ResumeState
 
@@ -114,8 +114,28 @@ class SSEClient:
             attempt += 1
             await asyncio.sleep(self.policy.delay(attempt))
 
+    async def upload(
+        self, file: FileSource, *, name: str | None = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Upload a file for this room (``POST /files``); see :func:`chatkit.client.upload_file`."""
+        return await upload_file(
+            self._http, self.base_url, self.room, file, name=name, content_type=content_type
+        )
+
+    async def post_file(
+        self, file: FileSource, *, name: str | None = None, text: str = "", content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Upload ``file`` and post it as a message with the caption ``text``; returns the stored message."""
+        uploaded = await self.upload(file, name=name, content_type=content_type)
+        return await self.post(text, attachment=protocol.AttachmentRef(uploaded["id"], uploaded["name"]))
+
     async def post(
-        self, text: str, *, client_id: str | None = None, timeout: float | None = None
+        self,
+        text: str,
+        *,
+        client_id: str | None = None,
+        timeout: float | None = None,
+        attachment: protocol.AttachmentRef | None = None,
     ) -> dict[str, Any]:
         """Send a message; returns the stored message (201, or 200 for a known ``client_id``).
 
@@ -124,7 +144,7 @@ class SSEClient:
         within ``timeout`` seconds (default ``send_timeout``); 429 and 503 are
         retried after ``Retry-After`` with the same ``client_id`` (stored once).
         """
-        frame = protocol.SendMessage(text, client_id or uuid.uuid4().hex)
+        frame = protocol.SendMessage(text, client_id or uuid.uuid4().hex, attachment)
         try:
             protocol.decode_object(frame.to_object())
         except ProtocolError as exc:

@@ -8,7 +8,9 @@ drive it without a browser. :class:`ChatPane` renders it with ``HTML``
 widgets at most ~20 times a second however fast chunks arrive, and only a
 window of recent messages. Message text is Markdown, rendered and sanitized by
 :func:`chatkit.render.render_markdown` (raw HTML in a message is shown as
-text); every other piece of user text is escaped. The interface draws its
+text); every other piece of user text is escaped. A message's file shows as its
+thumbnail (fetched by the kernel and embedded, so it shows wherever the notebook
+does), an audio player, or a download link. The interface draws its
 status dot and avatars with CSS and inline SVG, so it needs no emoji font.
 
 Everything runs on the kernel's own event loop: the client's task sets traits,
@@ -18,9 +20,11 @@ timers are loop handles, and :meth:`ChatPane.close` stops them all.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import html
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,7 +34,7 @@ import traitlets
 
 from . import i18n
 from ._textbox import ChatInput
-from .client import ChatClient, ReconnectPolicy
+from .client import ChatClient, FileSource, ReconnectPolicy
 from .errors import ClientError
 from .protocol import apply_presence, session_id_to_path
 from .render import PYGMENTS_CSS, render_markdown
@@ -61,6 +65,7 @@ LABELS = {
         "status_error": "error",
         "status_interrupted": "interrupted",
         "react": "react {emoji} to the newest message",
+        "file": "file",
     },
     "ko": {
         "connected": "연결됨",
@@ -82,6 +87,7 @@ LABELS = {
         "status_error": "오류",
         "status_interrupted": "중단됨",
         "react": "가장 최근 메시지에 {emoji} 반응 달기",
+        "file": "파일",
     },
 }
 
@@ -122,6 +128,11 @@ CSS = (
 @keyframes ck-blink { 0%, 50% { opacity: 1; } 51%, 100% { opacity: 0; } }
 .chatkit-pane .typing { color: #777; font-style: italic; font-size: 12px; padding: 0 10px; min-height: 16px; }
 .chatkit-pane .error { color: #b00020; font-size: 12px; padding: 0 10px; }
+.chatkit-pane .attachment { margin-top: 4px; }
+.chatkit-pane .attachment img { display: block; max-width: 100%; height: auto; border-radius: 8px; }
+.chatkit-pane .attachment audio { display: block; max-width: 100%; }
+.chatkit-pane .attachment .file { font-size: 12px; }
+.chatkit-pane .message.user .attachment a { color: inherit; }
 """
     + PYGMENTS_CSS.replace(".ck-md", ".chatkit-pane .ck-md")
     + """
@@ -164,6 +175,8 @@ class ChatModel(traitlets.HasTraits):
     """message id (str) → its reactions: ``[{"emoji", "count", "users"}]``."""
     receipts = traitlets.Dict()
     """message id → users who read it."""
+    thumbs = traitlets.Dict()
+    """file id → its thumbnail as a ``data:`` URL, once the pane has fetched it."""
     state = traitlets.Unicode("closed")
     attempt = traitlets.Int(0)
     delay = traitlets.Float(None, allow_none=True)
@@ -194,6 +207,7 @@ class ChatModel(traitlets.HasTraits):
             "text": frame.get("message", ""),
             "timestamp": frame.get("timestamp", ""),
             "status": frame.get("status", "complete"),
+            "attachment": frame.get("attachment"),
         }
 
     def apply(self, event: dict[str, Any]) -> None:
@@ -299,11 +313,13 @@ class ChatPane(widgets.VBox):
         # ssl: an ``ssl.SSLContext`` trusting the server's CA, for wss:// and https:// (a private CA).
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._verify = ssl if ssl is not None else True
+        http_url = None
         if isinstance(url_or_server, str):
             base = url_or_server.rstrip("/")
             ws_url = f"{base}/ws/chat/{session_id_to_path(room)}/"
         else:
             ws_url = url_or_server.ws_url(room)
+            http_url = url_or_server.http_url
         self.room = room
         self.lang = i18n.get_language() if lang is None else (i18n.normalize_language(lang) or lang)
         self.labels = LABELS[self.lang]
@@ -313,6 +329,7 @@ class ChatPane(widgets.VBox):
             user=None if token else user,
             policy=policy,
             token=token,
+            http_url=http_url,
             **({"ssl": ssl} if ssl is not None else {}),
         )
         parts = urlsplit(ws_url)
@@ -338,6 +355,7 @@ class ChatPane(widgets.VBox):
         """True once a cell output showed the pane: only then does it send read receipts (they mean *read*)."""
         self._reconnect_at: float | None = None
         self._shown_upto = 0
+        self._fetching: set[str] = set()
         self.renders = 0
         """How many times the view was re-rendered (the throttling test counts them)."""
 
@@ -385,7 +403,7 @@ class ChatPane(widgets.VBox):
         box.add_class("chatkit-pane")
         super().__init__([widgets.HTML(CSS), box], layout=widgets.Layout(width="100%"))
         self.client.on_event(self._on_event)
-        self.model.observe(self._on_model, names=["messages", "receipts", "reactions"])
+        self.model.observe(self._on_model, names=["messages", "receipts", "reactions", "thumbs"])
         self.model.observe(lambda _: self._mark("stream"), names=["streaming"])
         self.model.observe(
             lambda _: self._mark("status"),
@@ -459,6 +477,14 @@ class ChatPane(widgets.VBox):
         self._stop_typing()
         task = self._spawn(self.client.send(text))
         task.add_done_callback(lambda done: self._sent(done, text))
+        return task
+
+    def send_file(self, file: FileSource, *, name: str | None = None, text: str = "") -> asyncio.Task:
+        """Upload ``file`` (bytes or a path) and send it with the caption ``text``; a refused file
+        (too large, not a picture, sound or PDF) is shown as not sent."""
+        task = self._spawn(self.client.send_file(file, name=name, text=text))
+        shown = name or (self.labels["file"] if isinstance(file, bytes) else Path(file).name)
+        task.add_done_callback(lambda done: self._sent(done, shown))
         return task
 
     def _sent(self, task: asyncio.Task, text: str) -> None:
@@ -568,7 +594,37 @@ class ChatPane(widgets.VBox):
         self._tick_handle = asyncio.get_running_loop().call_later(1.0, tick)
 
     def _on_model(self, change: dict) -> None:
+        if change.get("name") == "messages":
+            self._want_thumbnails()
         self._mark("log")
+
+    @property
+    def thumbs(self) -> dict[str, str]:
+        """File id → thumbnail (a ``data:`` URL) of the pictures this pane has fetched."""
+        return self.model.thumbs
+
+    def _want_thumbnails(self) -> None:
+        """Fetch the thumbnails of the pictures in view that the pane has not fetched yet."""
+        for msg in self.model.messages[-self.window :]:
+            attachment = msg.get("attachment") or {}
+            file_id, thumb = str(attachment.get("id")), attachment.get("thumb")
+            if thumb and file_id not in self.model.thumbs and file_id not in self._fetching:
+                self._fetching.add(file_id)
+                self._spawn(self._fetch_thumbnail(file_id, thumb))
+
+    async def _fetch_thumbnail(self, file_id: str, path: str) -> None:
+        try:
+            async with self.client._http() as http:
+                base = await self.client._http_base(http)
+                response = await http.get(base.rstrip("/") + path)
+            if response.status_code == 200 and response.headers.get("content-type", "").startswith("image/"):
+                data = base64.b64encode(response.content).decode("ascii")
+                url = f"data:{response.headers['content-type']};base64,{data}"
+                self.model.thumbs = {**self.model.thumbs, file_id: url}
+        except (httpx.HTTPError, ClientError, ValueError) as exc:  # shown as a link instead
+            self.model.error = f"{self.labels['file']}: {exc}"
+        finally:
+            self._fetching.discard(file_id)
 
     def _mark(self, part: str) -> None:
         self._dirty.add(part)
@@ -668,12 +724,37 @@ class ChatPane(widgets.VBox):
                 for r in self.model.reactions.get(str(msg["id"]), [])
             )
             reactions = f'<div class="reactions">{chips}</div>' if chips else ""
+            text = f'<div class="ck-md">{render_markdown(msg["text"])}</div>' if msg["text"] else ""
+            attached = self.render_attachment(msg["attachment"]) if msg.get("attachment") else ""
             rows.append(
                 f'<div class="message {cls}" data-id="{msg["id"]}"><div class="avatar">{avatar}</div>'
                 f'<div class="content"><div class="meta">{_esc(msg["user"])} · {_esc(when)}{status}</div>'
-                f'<div class="ck-md">{render_markdown(msg["text"])}</div>{reactions}{receipt}</div></div>'
+                f"{attached}{text}{reactions}{receipt}</div></div>"
             )
         return f'<div class="messages">{"".join(rows)}</div>'
+
+    def render_attachment(self, attachment: dict[str, Any]) -> str:
+        """A message's file: a picture's thumbnail (linked to the picture), an audio player, or a
+        link — every value from the server escaped, URLs only on the server's HTTP port."""
+        base = (self.client.http_url or "").rstrip("/")
+        name = str(attachment.get("name", ""))
+        url = _esc(base + str(attachment.get("url", ""))) if base else ""
+        size = attachment.get("size")
+        label = _esc(f"{name} · {_size(size)}" if isinstance(size, int) else name)
+        link = (
+            f'<a class="file" href="{url}" target="_blank" rel="noopener noreferrer">{label}</a>'
+            if url
+            else f'<span class="file">{label}</span>'
+        )
+        kind = str(attachment.get("type", ""))
+        thumb = self.model.thumbs.get(str(attachment.get("id")))
+        if kind.startswith("image/") and thumb is not None:
+            image = f'<img src="{_esc(thumb)}" alt="{_esc(name)}">'
+            shown = f'<a href="{url}" target="_blank" rel="noopener noreferrer">{image}</a>' if url else image
+            return f'<div class="attachment image">{shown}</div>'
+        if kind.startswith("audio/") and url:
+            return f'<div class="attachment audio"><audio controls preload="none" src="{url}"></audio>{link}</div>'
+        return f'<div class="attachment">{link}</div>'
 
     def render_streaming(self) -> str:
         """Replies in progress, their partial Markdown rendered, each with the blinking ▊ cursor."""
@@ -684,6 +765,15 @@ class ChatPane(widgets.VBox):
             for rid, text in sorted(self.model.streaming.items())
         ]
         return f'<div class="messages">{"".join(rows)}</div>' if rows else ""
+
+
+def _size(size: int) -> str:
+    """A file size for people: ``812 B``, ``48.2 KB``, ``1.5 MB``."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"
 
 
 def side_by_side(*panes: ChatPane) -> widgets.HBox:

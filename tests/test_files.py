@@ -471,3 +471,30 @@ async def test_a_file_sent_on_one_process_is_shown_and_served_by_another(redis_s
             await two.stop()
     finally:
         await one.stop()
+
+
+async def test_clients_send_files(servers, tmp_path):
+    """ChatClient finds the HTTP port in /config.json; SSEClient posts files too; refusals are coded."""
+    from chatkit.client import ChatClient
+    from chatkit.errors import MessageRefused
+    from chatkit.sse import SSEClient
+
+    srv = await servers(http_port=0)
+    path = tmp_path / "그림.gif"
+    path.write_bytes(image("GIF", (100, 50)))
+    async with ChatClient(srv.ws_url("send"), user="ann") as ann:
+        assert ann.http_url is None
+        stored = await ann.send_file(path, text="a *picture*")
+        assert ann.http_url == srv.http_url
+        assert stored["message"] == "a *picture*" and stored["user"] == "ann"
+        assert stored["attachment"]["name"] == "그림.gif" and stored["attachment"]["type"] == "image/gif"
+        assert (stored["attachment"]["width"], stored["attachment"]["height"]) == (100, 50)
+        with pytest.raises(MessageRefused) as info:
+            await ann.send_file(HTML, name="x.png", content_type="image/png")
+        assert info.value.code == "unsupported_type"
+        with pytest.raises(MessageRefused) as info:
+            await ann.send("", attachment=protocol.AttachmentRef("e" * 64))
+        assert info.value.code == "bad_attachment"
+    async with SSEClient(srv.http_url, "send", user="bob") as bob:
+        posted = await bob.post_file(ogg(), name="hi.ogg")
+        assert posted["attachment"]["type"] == "audio/ogg" and posted["message"] == ""

@@ -171,3 +171,32 @@ async def test_a_client_that_knows_only_messages_ignores_reactions(servers):
         assert (await old.until("message", user="old"))["message"] == "still works"
         seen = [f["type"] for f in old.seen]
         assert "reaction" in seen and all(f.get("id") is None for f in old.seen if f["type"] == "reaction")
+
+
+async def test_a_reaction_reaches_members_on_another_process(redis_service, tmp_path):
+    """With --broker, a reaction made on one process is shown on the others at once."""
+    from chatkit import ChatServer
+    from chatkit.llm import EchoStreamer
+
+    db = str(tmp_path / "shared.db")
+    one = await ChatServer(
+        port=0, http_port=-1, db=db, broker=redis_service.url, streamer=EchoStreamer()
+    ).start()
+    try:
+        two = await ChatServer(
+            port=0, http_port=-1, db=db, broker=redis_service.url, streamer=EchoStreamer()
+        ).start()
+        try:
+            async with peer(one.ws_url("x", user="ann")) as ann, peer(two.ws_url("x", user="bob")) as bob:
+                await ann.until("connection")
+                await bob.until("connection")
+                await ann.send({"message": "over there"})
+                msg = await bob.until("message", user="ann")
+                await bob.send({"type": "reaction", "messageId": msg["id"], "emoji": "🎉"})
+                frame = await ann.until("reaction")
+                assert frame["reactions"] == [{"emoji": "🎉", "count": 1, "users": ["bob"]}]
+                assert (frame["user"], frame["added"]) == ("bob", True)
+        finally:
+            await two.stop()
+    finally:
+        await one.stop()

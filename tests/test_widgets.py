@@ -350,3 +350,55 @@ async def test_reactions_between_two_panes_and_after_history(servers):
     finally:
         await ann.aclose()
         await bob.aclose()
+
+
+async def test_a_picture_and_a_voice_message_between_two_panes(servers):
+    import asyncio
+    import io
+    import wave
+
+    from PIL import Image
+
+    srv = await servers(http_port=0)
+    picture = io.BytesIO()
+    Image.new("RGB", (640, 480), "teal").save(picture, "PNG")
+    ann = await ChatPane(srv, "pics", user="ann", policy=FAST).start()
+    bob = await ChatPane(srv, "pics", user="bob", policy=FAST).start()
+    try:
+        sent = await ann.send_file(picture.getvalue(), name="sea & sky.png", text="the **sea**")
+        file_id = sent["attachment"]["id"]
+        await until_model(lambda: file_id in bob.thumbs, bob)
+        bob.flush()
+        html = bob.message_list.value
+        files = srv.http_url.rstrip("/")
+        assert f'<a href="{files}/files/{file_id}" target="_blank" rel="noopener noreferrer">' in html
+        assert '<img src="data:image/webp;base64,' in html and 'alt="sea &amp; sky.png"' in html
+        assert "<strong>sea</strong>" in html  # the caption is Markdown as usual
+        sound = io.BytesIO()
+        with wave.open(sound, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"\0\0" * 800)
+        voice = await bob.send_file(sound.getvalue(), name="hello.wav")
+        await until_model(lambda: any(m["id"] == voice["id"] for m in ann.model.messages), ann)
+        ann.flush()
+        assert f'<audio controls preload="none" src="{files}/files/{voice["attachment"]["id"]}">' in (
+            ann.message_list.value
+        )
+        assert "hello.wav · 1.6 KB" in ann.message_list.value
+        # A file the server refuses is shown as not sent, with its code.
+        refused = ann.send_file(b"<html><script>alert(1)</script></html>", name="cat.png")
+        await asyncio.gather(refused, return_exceptions=True)
+        assert "unsupported_type" in ann.model.error and "cat.png" in ann.model.error
+        # A pane that joins later shows the picture from the history page.
+        cat = await ChatPane(srv, "pics", user="cat", policy=FAST).start()
+        try:
+            await until_model(lambda: file_id in cat.thumbs, cat)
+            cat.flush()
+            assert '<img src="data:image/webp;base64,' in cat.message_list.value
+        finally:
+            await cat.aclose()
+    finally:
+        await ann.aclose()
+        await bob.aclose()
