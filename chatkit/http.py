@@ -67,7 +67,9 @@ _FILE = re.compile(r"/files/(?P<id>[^/]+)(?P<thumb>/thumb)?")
 FILE_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("Content-Security-Policy", "default-src 'none'; sandbox"),
-    ("Cross-Origin-Resource-Policy", "same-site"),
+    # cross-origin: the page (another port, often an IP address, which Chromium never counts as
+    # "same-site") embeds the files; the ids are unguessable and sign-in still gates them.
+    ("Cross-Origin-Resource-Policy", "cross-origin"),
     ("Referrer-Policy", "no-referrer"),
 ]
 """Sent with every file: never sniffed, never run as a document even if opened directly."""
@@ -334,6 +336,7 @@ class HTTPServer:
         peer = writer.get_extra_info("peername")
         limits = self.guard.limits
         slots = self.guard.connections["http"]
+        early_cors: list[tuple[str, str]] = []
         while True:
             try:
                 try:
@@ -358,6 +361,10 @@ class HTTPServer:
                     return  # an idle keep-alive connection is closed without a word
                 if isinstance(request, h11.ConnectionClosed) or not isinstance(request, h11.Request):
                     return
+                # A refusal before routing (a body too large) still carries CORS headers, so the page
+                # on the other port can read its code.
+                origin = next((v.decode("latin-1") for k, v in request.headers if k == b"origin"), None)
+                early_cors = self.endpoints.cors(origin)
                 max_body = self._max_body(request)
                 if max_body > MAX_BODY and conn.they_are_waiting_for_100_continue:
                     writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -393,7 +400,9 @@ class HTTPServer:
                     try:
                         # The connection ends after this answer: say so, or a client would reuse it.
                         await self._respond(
-                            conn, writer, json_response(exc.status, answer, [("Connection", "close")])
+                            conn,
+                            writer,
+                            json_response(exc.status, answer, early_cors + [("Connection", "close")]),
                         )
                     except h11.LocalProtocolError:
                         pass

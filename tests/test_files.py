@@ -199,6 +199,7 @@ async def test_upload_and_download_an_image_with_safe_headers(servers, store_url
         "inline; filename=\"__ 1.png\"; filename*=UTF-8''%EC%82%AC%EC%A7%84%201.png"
     )
     assert got.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert got.headers["cross-origin-resource-policy"] == "cross-origin"  # embedded by the page's port
     assert "immutable" in got.headers["cache-control"]
     assert got.headers["etag"] == f'"{sha}"'
     again = await http.get(f"{srv.http_url}files/{sha}", headers={"If-None-Match": f'"{sha}"'})
@@ -244,8 +245,10 @@ async def test_too_large_is_413_before_and_while_reading(servers, http):
     srv = await servers(http_port=0)  # the default limit: 5 MiB
     limit = Limits().max_upload_bytes
     big = image("PNG", (64, 64)) + b"\0" * limit
-    response = await upload(http, srv.http_url, big)  # Content-Length says it: refused from the head
+    page = f"http://127.0.0.1:{srv.port}"  # the page, on the other port, must be able to read the code
+    response = await upload(http, srv.http_url, big, Origin=page)  # Content-Length says it: refused at once
     assert response.status_code == 413
+    assert response.headers["access-control-allow-origin"] == page
     assert response.json() == {
         "type": "error",
         "code": "too_large",
