@@ -418,9 +418,7 @@ class Hub:
                 reserve = asks_reply and self.replies.accepts(room)
                 # With a cluster, prompts wait for their reply in the store (any process answers),
                 # their reply's row reserved with them all the same.
-                wanted = (
-                    await self.replies.admits(room) if self.cluster is not None and asks_reply else None
-                )
+                wanted = await self.replies.admits(room) if self.cluster is not None and asks_reply else None
                 stored = await self.store.append_with_reply(
                     session_id,
                     user,
