@@ -41,13 +41,16 @@ async def browser():
 
 
 @asynccontextmanager
-async def open_page(browser, url: str, init_script: str | None = None, frames: list[dict] | None = None):
-    context = await browser.new_context()
+async def open_page(
+    browser, url: str, init_script: str | None = None, frames: list[dict] | None = None, locale: str = "en-US"
+):
+    context = await browser.new_context(locale=locale)
     if init_script:
         await context.add_init_script(init_script)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: print(f"console {m.type}: {m.text}"))  # shown when a test fails (CSP…)
     if frames is not None:  # every WebSocket frame the page receives
         page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(json.loads(f))))
     await page.goto(url)
@@ -219,6 +222,18 @@ async def test_html_named_png_is_refused_and_nothing_renders(browser, servers):
             assert await page.locator("#list .attachment, #list img, #list iframe").count() == 0
             assert await page.evaluate("window.pwned") is False
         assert await bob.locator(MINE).count() == 1
+
+
+async def test_korean_page_names_the_buttons_and_the_refusal_in_korean(browser, servers):
+    srv = await servers(http_port=0, streamer=EchoStreamer())
+    async with open_page(browser, room_url(srv, "ko", "minji"), locale="ko-KR") as page:
+        assert await page.get_attribute("#attach", "title") == "파일 첨부"
+        assert await page.text_content("#record .sr-only") == "음성 메시지 녹음"
+        await attach(page, "고양이.png", b"<!doctype html><title>not an image</title>", "image/png")
+        status = await page.wait_for_selector("#upload-status[data-state='error']", timeout=WAIT)
+        assert await status.text_content() == (
+            "⚠ 보낼 수 없는 형식입니다: 고양이.png (이미지, 오디오, PDF만 가능) (unsupported_type)"
+        )
 
 
 async def test_paste_an_image_and_drop_a_pdf(browser, servers):

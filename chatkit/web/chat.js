@@ -476,7 +476,7 @@
   async function sendFile(blob, name, { caption = true } = {}) {
     if (!ui.service) return;
     name = String(name || "file").normalize("NFC");
-    if (blob.size > ui.maxUpload) { // config.json's max_upload_bytes: do not send it to learn that
+    if (ui.maxUpload && blob.size > ui.maxUpload) { // config.json's max_upload_bytes: do not send it to learn that
       uploadStatus(uploadErrorText({ code: "too_large", body: { max: ui.maxUpload } }, name), "error");
       return;
     }
