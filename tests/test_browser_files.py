@@ -55,7 +55,8 @@ async def open_page(
         page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(json.loads(f))))
     await page.goto(url)
     try:
-        await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
+        if "room=" in url:  # joins at once (no sign-in)
+            await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
         yield page
     finally:
         assert errors == [], errors
@@ -222,6 +223,31 @@ async def test_html_named_png_is_refused_and_nothing_renders(browser, servers):
             assert await page.locator("#list .attachment, #list img, #list iframe").count() == 0
             assert await page.evaluate("window.pwned") is False
         assert await bob.locator(MINE).count() == 1
+
+
+async def test_signed_in_pages_upload_and_see_files_with_their_cookie(browser, servers):
+    """With sign-in on, the upload and the downloads go with the HttpOnly cookie (no token in the page)."""
+    from chatkit.auth import Authenticator
+
+    srv = await servers(
+        http_port=0, streamer=EchoStreamer(), auth=Authenticator.from_options(join_code="blue-42")
+    )
+    async with open_page(browser, srv.url) as ann, open_page(browser, srv.url) as bob:
+        for page, name in ((ann, "ann"), (bob, "bob")):
+            await page.wait_for_selector("#code-label:not([hidden])", timeout=WAIT)
+            await page.fill("#room", "class")
+            await page.fill("#user", name)
+            await page.fill("#code", "blue-42")
+            await page.click("#join button[type='submit']")
+            await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
+        await attach(ann, "board.png", png((60, 40), "navy"), "image/png")
+        await image_loaded(bob, f"{MINE} .attachment img.thumb[alt='board.png'][src]")
+        src = await bob.get_attribute(f"{MINE} .attachment img.thumb", "src")
+        anonymous = await browser.new_context()  # no cookie: the file is not served
+        try:
+            assert (await anonymous.request.get(src)).status == 401
+        finally:
+            await anonymous.close()
 
 
 async def test_korean_page_names_the_buttons_and_the_refusal_in_korean(browser, servers):
