@@ -17,10 +17,11 @@ import pytest
 from chatkit.llm import EchoStreamer
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
+from .conftest import TIMEOUT
 
 pytestmark = pytest.mark.timeout(120)
 
-WAIT = 20_000  # ms: one constant for every wait on the page
+WAIT = int(2 * TIMEOUT * 1000)  # ms: one constant for every wait on the page
 # A fake microphone (a beeping tone) that needs no permission prompt.
 MEDIA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 MAX_UPLOAD = 5 * 1024 * 1024  # the server's default --max-upload-bytes (FILES-CONTRACT / protocol.md)
