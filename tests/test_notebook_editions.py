@@ -73,23 +73,40 @@ def test_english_notebook_has_a_korean_edition(en: Path):
     assert ko.exists(), f"{ko.relative_to(ROOT)} is missing"
 
 
+def _sync_tool():
+    spec = importlib.util.spec_from_file_location("sync_ko", ROOT / "tools" / "sync_ko.py")
+    sync = importlib.util.module_from_spec(spec)
+    sys.modules["sync_ko"] = sync  # dataclasses look their module up
+    spec.loader.exec_module(sync)
+    return sync
+
+
 def test_korean_prose_is_translated():
-    """Every Markdown cell of the Korean edition says which English text it translates, and none is
-    left as English marked "todo" (the sync tool marks new or changed English prose that way)."""
+    """Every Markdown cell of the Korean edition translates the English cell at its place (its metadata
+    holds the hash of that English text), and none is left as English marked "todo" (the sync tool marks
+    new or changed English prose that way). A translation of an English text that has since changed
+    fails here too, even if nobody ran the sync tool."""
+    sync = _sync_tool()
     todo = []
     for ko in KO_NOTEBOOKS:
-        for i, cell in enumerate(jupytext.read(ko.with_suffix(".md")).cells):
-            if cell.cell_type == "markdown" and (
-                cell.metadata.get("translate") == "todo" or "en" not in cell.metadata
+        en = EN / ko.relative_to(KO)
+        english = [
+            sync.en_hash(c.source)
+            for c in jupytext.read(en.with_suffix(".md")).cells
+            if c.cell_type == "markdown"
+        ]
+        korean = [c for c in jupytext.read(ko.with_suffix(".md")).cells if c.cell_type == "markdown"]
+        for i, cell in enumerate(korean):
+            if cell.metadata.get("translate") == "todo" or cell.metadata.get("en") != (
+                english[i] if i < len(english) else None
             ):
-                todo.append(f"{ko.relative_to(ROOT)} cell {i}")
-    if todo:
-        # English prose changes land first and are translated after (the code cells are already
-        # the same, so the Korean notebook runs); this reports them without blocking the English side.
-        pytest.xfail(
-            "prose waiting for translation (translate it in the .md, drop its "
-            '"translate": "todo", run `python tools/sync_ko.py`): ' + ", ".join(todo)
-        )
+                todo.append(f"{ko.relative_to(ROOT)} Markdown cell {i}")
+        if len(english) != len(korean):
+            todo.append(f"{ko.relative_to(ROOT)} ({len(korean)} Markdown cells, English has {len(english)})")
+    assert not todo, (
+        "prose waiting for translation (run `python tools/sync_ko.py`, translate the cells it lists in the "
+        '.md, drop their "translate": "todo", run it again): ' + ", ".join(todo)
+    )
 
 
 def test_korean_folder_selects_korean(monkeypatch):
@@ -106,10 +123,7 @@ def test_korean_folder_selects_korean(monkeypatch):
 
 
 def test_sync_tool_copies_code_and_reports_changed_prose():
-    spec = importlib.util.spec_from_file_location("sync_ko", ROOT / "tools" / "sync_ko.py")
-    sync = importlib.util.module_from_spec(spec)
-    sys.modules["sync_ko"] = sync  # dataclasses look their module up
-    spec.loader.exec_module(sync)
+    sync = _sync_tool()
     import nbformat
 
     en = nbformat.v4.new_notebook(
