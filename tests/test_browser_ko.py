@@ -13,6 +13,7 @@ import pytest
 from chatkit.llm import EchoStreamer
 
 from .browser import screenshot_path
+from .conftest import peer
 from .test_browser import browser  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,9 +97,14 @@ async def test_reconnect_countdown_and_errors_in_korean(browser, servers):  # no
     async with open_page(browser, room_url(srv, ROOM, "지민"), "ko-KR") as page:
         await page.wait_for_selector("#status[data-state='open']", timeout=WAIT)
         await page.evaluate("window.chatkit.service.sendFrame({message: ''})")  # refused: empty_message
-        await page.wait_for_selector(
-            "#typing >> text=빈 메시지는 보낼 수 없습니다. (empty_message)", timeout=WAIT
-        )
+        error_line = "#typing >> text=빈 메시지는 보낼 수 없습니다. (empty_message)"
+        await page.wait_for_selector(error_line, timeout=WAIT)
+        # Presence ticks (someone coming and going, not typing) must not wipe the error line.
+        async with peer(srv.ws_url(ROOM, user="민준")) as minjun:
+            await minjun.until("connection")
+            await page.wait_for_selector("#online >> text=민준", timeout=WAIT)
+        await page.wait_for_selector("#online:not(:has-text('민준'))", timeout=WAIT)
+        assert await page.is_visible(error_line)
         await srv.stop()
         await page.wait_for_selector("#status[data-state='reconnecting']", timeout=WAIT)
         status = await page.text_content("#status")

@@ -651,16 +651,21 @@
         break;
       case "user_leave":
         ui.online.delete(frame.username);
-        ui.typers.delete(frame.username);
         renderOnline();
-        renderTyping();
+        // The typing line also shows the last error: redraw it only if a typer really left.
+        if (ui.typers.delete(frame.username)) renderTyping();
         break;
-      case "presence": // ?presence=batch: a tick's joins and leaves in one frame, applied in order
+      case "presence": { // ?presence=batch: a tick's joins and leaves in one frame, applied in order
+        let typerLeft = false;
         for (const name of frame.joined || []) ui.online.add(name);
-        for (const name of frame.left || []) { ui.online.delete(name); ui.typers.delete(name); }
+        for (const name of frame.left || []) {
+          ui.online.delete(name);
+          if (ui.typers.delete(name)) typerLeft = true;
+        }
         renderOnline();
-        renderTyping();
+        if (typerLeft) renderTyping();
         break;
+      }
       case "message":
         addMessage(frame);
         break;
