@@ -291,8 +291,14 @@ class Cluster:
         ``False`` when one of them still shows signs of life (Redis lost the lease, not the holder)."""
         quiet = self.broker.config.lease_ttl
         now = time.monotonic()
+        # The replies tracked *before* the store is read: a prompt posted elsewhere meanwhile is
+        # delivered (its reserved reply tracked) during the read, yet missing from its answer —
+        # judged on that answer, its reply would be ended while its prompt waits, and the prompt's
+        # claim would then reserve a second reply. What is tracked now was committed before the
+        # read, so the read names every one of these whose prompt still waits.
+        tracked = list(view.replies.values())
         queued = await self.store.queued_replies(room.session_id)  # reserved, waiting: not dead
-        ended = [r for r in view.replies.values() if r.id not in queued]
+        ended = [r for r in tracked if r.id not in queued]
         if any(r.started and now - r.seen < quiet for r in ended):
             return False
         for reply in ended:

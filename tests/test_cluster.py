@@ -303,3 +303,43 @@ async def test_the_reply_row_is_reserved_with_the_prompt(cluster, store_url):
                 ]
                 after = ids[ids.index(prompt_id) + 1 :]
                 assert after and after[0] == reply.id, (prompt_id, reply.id, ids)
+
+
+async def test_a_takeover_never_interrupts_a_prompt_posted_while_it_looks(cluster, store_url):
+    """A takeover (this process holds the lease, a reply elsewhere looks dead) ends the
+    replies it tracks whose prompt is no longer waiting. A prompt another process posts
+    while the takeover reads the waiting ones from the store is waiting all the same: its
+    reserved reply must not be stored ``interrupted`` (its claim would then reserve a
+    second row: two replies to one prompt, seen in the chaos test on a loaded machine)."""
+    from chatkit.storage import open_store
+
+    one, two = await cluster(2)
+    async with (
+        ChatClient(one.ws_url("tk"), user="ann") as ann,
+        ChatClient(two.ws_url("tk"), user="bob") as bob,
+    ):
+        seen_ann = Seen(ann)
+        room, view = one.hub.rooms["tk"], one.cluster._view("tk")
+        queued_replies = one.hub.store.queued_replies
+        posted: list[dict] = []
+
+        async def queued_then_a_post(session_id: str) -> set[int]:
+            queued = await queued_replies(session_id)  # read before bob's prompt is stored
+            if not posted:
+                posted.append(await bob.send("posted during the takeover"))
+                # delivered here, its reserved reply tracked, before the takeover goes on
+                await seen_ann.until(lambda ev: posted[0]["id"] in seen_ann.ids("message"))
+                assert any(r.id > posted[0]["id"] and not r.started for r in view.replies.values())
+            return queued
+
+        one.hub.store.queued_replies = queued_then_a_post
+        try:
+            async with one.cluster.lease(room):  # the takeover runs with the lease in hand
+                pass
+        finally:
+            one.hub.store.queued_replies = queued_replies
+        await seen_ann.until(lambda ev: [e for e in completes(ev) if e["status"] == "complete"])
+    async with await open_store(store_url, recover=False) as store:
+        rows = await store.messages_after("tk", 0)
+    assert [(r.is_user, r.status) for r in rows] == [(True, "complete"), (False, "complete")], rows
+    assert rows[0].id == posted[0]["id"]
