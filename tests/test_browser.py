@@ -9,6 +9,7 @@ import pytest
 
 from chatkit.client import ChatClient
 from chatkit.llm import EchoStreamer, OfflineTutor
+from chatkit.rooms import HubConfig
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
 from .conftest import TIMEOUT, peer
@@ -154,6 +155,35 @@ async def test_page_works_behind_a_path_prefix(browser, servers):
                 await page.screenshot(path=screenshot_path(f"prefix_{transport}"))
         assert any(path.startswith("/ws/chat/pre-ws/") for path in proxy.requests)
         assert any(path.startswith("/sse/chat/pre-sse/") for path in proxy.requests)
+
+
+async def test_a_big_room_shows_the_first_names_and_how_many_more(browser, servers):
+    # A room bigger than --online-list-max (2 here): the page's `connection` frame lists the first
+    # names with `online_count`, and each `presence` frame's `count` keeps the number exact.
+    srv = await servers(http_port=0, hub=HubConfig(online_list_max=2))
+    batch = "&presence=batch"
+    async with (
+        peer(srv.ws_url("big", user="ann") + batch) as ann,
+        peer(srv.ws_url("big", user="bob") + batch) as bob,
+    ):
+        await ann.until("connection")
+        await bob.until("connection")
+        async with peer(srv.ws_url("big", user="cat") + batch) as cat:
+            await cat.until("connection")
+            async with open_page(browser, room_url(srv, "big", "zed")) as page:
+                await page.wait_for_selector("#status[data-state='open']")
+                # ann and bob listed, cat and zed counted; then the tick's presence frame
+                # names zed's own join: zed is listed, cat is still only counted
+                await page.wait_for_selector("#online >> text=online: ann, bob, zed and 1 more")
+        # cat and the first page left (their leaves may still be on their way): a new page
+        async with open_page(browser, room_url(srv, "big", "amy")) as page:
+            await page.wait_for_selector("#online >> text=online: amy, ann and 1 more")  # bob
+            async with peer(srv.ws_url("big", user="dan") + batch) as dan:
+                await dan.until("connection")
+                await page.wait_for_selector("#online >> text=online: amy, ann, dan and 1 more")
+            await page.wait_for_selector("#online >> text=online: amy, ann and 1 more")
+            await page.select_option("#lang", "ko")
+            assert await page.text_content("#online") == "접속 중: amy, ann 외 1명"
 
 
 async def test_disconnect_does_not_reconnect(browser, servers):

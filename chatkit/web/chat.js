@@ -309,7 +309,7 @@
 
   // --- the interface --------------------------------------------------------------------------
   const ui = {
-    service: null, user: "", older: null, online: new Set(), hasMore: true, receipts: new Map(), typers: new Set(),
+    service: null, user: "", older: null, online: new Set(), onlineCount: 0, hasMore: true, receipts: new Map(), typers: new Set(),
     streams: new Map(), countdown: null, deleted: new Set(), role: null, signIn: false, reactions: new Map(),
     state: { state: "closed", attempt: 0 }, composing: false, maxUpload: null,
   };
@@ -629,8 +629,17 @@
     if (!ui.streams.size) $("stop").hidden = true;
   }
 
+  // A big room's `connection` frame lists only the first names (`online_count` says how many are
+  // online) and each `presence` frame carries the exact `count`: the list stays a true subset, the
+  // line says how many it leaves out.
+  function setOnlineCount(count) {
+    ui.onlineCount = Number.isInteger(count) && count >= 0 ? count : ui.online.size;
+  }
+
   function renderOnline() {
-    $("online").textContent = t("room.online", { users: [...ui.online].sort().join(", ") });
+    const users = [...ui.online].sort().join(", ");
+    const more = ui.onlineCount - ui.online.size;
+    $("online").textContent = more > 0 ? t("room.online_more", { users, count: more }) : t("room.online", { users });
   }
 
   function renderTyping() {
@@ -643,14 +652,15 @@
     switch (frame.type) {
       case "connection":
         ui.online = new Set(frame.online);
+        setOnlineCount(frame.online_count);
         renderOnline();
         break;
-      case "user_join":
-        ui.online.add(frame.username);
+      case "user_join": // the seed's frame (and, with a broker, joins on other processes)
+        if (!ui.online.has(frame.username)) { ui.online.add(frame.username); ui.onlineCount += 1; }
         renderOnline();
         break;
       case "user_leave":
-        ui.online.delete(frame.username);
+        if (ui.online.delete(frame.username) || ui.onlineCount > ui.online.size) ui.onlineCount -= 1;
         renderOnline();
         // The typing line also shows the last error: redraw it only if a typer really left.
         if (ui.typers.delete(frame.username)) renderTyping();
@@ -662,6 +672,7 @@
           ui.online.delete(name);
           if (ui.typers.delete(name)) typerLeft = true;
         }
+        setOnlineCount(frame.count);
         renderOnline();
         if (typerLeft) renderTyping();
         break;
