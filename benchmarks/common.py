@@ -130,6 +130,11 @@ class ServerProcess:
                 "1000000",
                 "--rooms-per-ip",
                 "1000000",
+                # the baseline's listen backlog (asyncio's default): derived from the descriptor limit
+                # and --max-connections above, chatkit's would be 8, and a burst of handshakes would
+                # measure the kernel's SYN retries (1 s) instead of the server
+                "--backlog",
+                "100",
                 *self.options,
             ]
         else:
