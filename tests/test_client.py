@@ -54,16 +54,19 @@ async def test_client_asks_for_batched_presence_and_follows_it(server):
         seen: list[dict] = []
         ann.on_event(seen.append)
         async with ChatClient(url, user="bob", policy=FAST) as bob, ChatClient(url, user="cy", policy=FAST):
-            await ann.next_event("presence", timeout=5, count=3)
+            await ann.next_event("presence", timeout=TIMEOUT, count=3)
             assert ann.online == ["ann", "bob", "cy"] and bob.online == ["ann", "bob", "cy"]
             assert ann.online_count == bob.online_count == 3
-        await ann.next_event("presence", timeout=5, count=1)
+        await ann.next_event("presence", timeout=TIMEOUT, count=1)
         assert ann.online == ["ann"] and ann.online_count == 1
         assert not [e for e in seen if e["type"] in ("user_join", "user_leave")]  # batches only
     async with ChatClient(url, user="ann", policy=FAST, presence="each") as ann:
         assert "presence" not in ann._room_url()
         async with ChatClient(url, user="bob", policy=FAST):
-            assert await ann.next_event("user_join", timeout=5) == {"type": "user_join", "username": "bob"}
+            assert await ann.next_event("user_join", timeout=TIMEOUT) == {
+                "type": "user_join",
+                "username": "bob",
+            }
             assert ann.online == ["ann", "bob"]
     with pytest.raises(ValueError):
         ChatClient(url, presence="all")  # type: ignore[arg-type]
@@ -123,9 +126,9 @@ async def test_restart_resume_and_outbox(servers, db_path):
             await bob.until("connection")
             await bob.send({"message": "missed?"})
             await bob.until("ai_complete")
-        stored = await asyncio.wait_for(offline_send, 5)
+        stored = await asyncio.wait_for(offline_send, TIMEOUT)
         events = []
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(TIMEOUT):
             while len([e for e in events if is_reply(e)]) < 2:
                 events.append(await chat.next_event())
         texts = [e["message"] for e in events if e["type"] == "message" and e["is_user"]]
@@ -162,10 +165,10 @@ async def test_lost_broadcast_is_deduplicated_on_resend(servers):
         url = f"ws://127.0.0.1:{proxy.port}/ws/chat/cut/"
         async with ChatClient(url, user="ann", policy=FAST, compression=None) as chat:
             proxy.cut_on(b"precious-marker")  # the server commits, the broadcast never arrives
-            stored = await asyncio.wait_for(chat.send("precious-marker"), 5)
+            stored = await asyncio.wait_for(chat.send("precious-marker"), TIMEOUT)
             assert proxy.cuts == 1 and chat.connections == 2
             delivered = []
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(TIMEOUT):
                 async for event in chat:
                     if event["type"] == "message" and event["is_user"]:
                         delivered.append(event["id"])
