@@ -74,76 +74,28 @@ def check_bucket(
     """``take(buckets, key, now, rate, burst)`` → ``True`` and spend a token of ``key``'s bucket,
     or ``False`` when it is empty. ``buckets`` is the learner's own dict, kept between calls."""
 
+    # (key, now, what the calls return in a row, case, hint); the buckets carry over from step to step
+    steps = [
+        ("token:ann", 10.0, [True, True, False], "sec.take.burst", "sec.take.hint_burst"),
+        ("token:bob", 10.0, [True], "sec.take.keys", "sec.take.hint_shared"),
+        ("token:ann", 10.5, [True, False], "sec.take.refill", "sec.take.hint_refill"),
+        ("token:bob", 20.0, [True, True, False], "sec.take.cap", "sec.take.hint_cap"),
+    ]
+
     def body(s: _Session) -> None:
         buckets: dict = {}
         rate, burst = 2.0, 2
-        got = [
-            s.call(
-                take,
-                buckets,
-                "token:ann",
-                10.0,
-                rate,
-                burst,
-                case=s.t("sec.take.burst"),
-                expected=[True, True, False],
+        for key, now, calls, case, hint in steps:
+            # one call is shown as a value, several as the list of what they returned
+            want: Any = calls if len(calls) > 1 else calls[0]
+            got = [s.call(take, buckets, key, now, rate, burst, case=s.t(case), expected=want) for _ in calls]
+            given = f"take({key!r}, now={now})"
+            s.expect(
+                got if len(calls) > 1 else got[0],
+                want,
+                case=s.t(case),
+                given=f"{len(calls)} × {given}" if len(calls) > 1 else given,
+                hint=s.t(hint),
             )
-            for _ in range(3)
-        ]
-        s.expect(
-            got,
-            [True, True, False],
-            case=s.t("sec.take.burst"),
-            given="3 × take('token:ann', now=10.0)",
-            hint=s.t("sec.take.hint_burst"),
-        )
-        got2 = s.call(take, buckets, "token:bob", 10.0, rate, burst, case=s.t("sec.take.keys"), expected=True)
-        s.expect(
-            got2,
-            True,
-            case=s.t("sec.take.keys"),
-            given="take('token:bob', now=10.0)",
-            hint=s.t("sec.take.hint_shared"),
-        )
-        got3 = [
-            s.call(
-                take,
-                buckets,
-                "token:ann",
-                10.5,
-                rate,
-                burst,
-                case=s.t("sec.take.refill"),
-                expected=[True, False],
-            )
-            for _ in range(2)
-        ]
-        s.expect(
-            got3,
-            [True, False],
-            case=s.t("sec.take.refill"),
-            given="2 × take('token:ann', now=10.5)",
-            hint=s.t("sec.take.hint_refill"),
-        )
-        got4 = [
-            s.call(
-                take,
-                buckets,
-                "token:bob",
-                20.0,
-                rate,
-                burst,
-                case=s.t("sec.take.cap"),
-                expected=[True, True, False],
-            )
-            for _ in range(3)
-        ]
-        s.expect(
-            got4,
-            [True, True, False],
-            case=s.t("sec.take.cap"),
-            given="3 × take('token:bob', now=20.0)",
-            hint=s.t("sec.take.hint_cap"),
-        )
 
-    return _run_cases("sec.take", 4, lang, body)
+    return _run_cases("sec.take", len(steps), lang, body)
