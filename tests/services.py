@@ -254,6 +254,26 @@ READY_LINE = "Press Ctrl+C"
 """The last line of ``chatkit serve``'s banner, printed once it serves."""
 
 
+def cluster_options(db: str, broker: str, *, heartbeat: float = 0.3, log_level: str = "WARNING") -> list[str]:
+    """``chatkit serve`` options for one process of a cluster on ``db`` and the Redis ``broker``:
+    echo replies paced at 20 ms a piece (a kill lands mid-reply), a short heartbeat (a dead
+    process's members and lease expire after about three beats)."""
+    return [
+        "--db",
+        db,
+        "--broker",
+        broker,
+        "--broker-heartbeat",
+        str(heartbeat),
+        "--llm",
+        "echo",
+        "--echo-delay-ms",
+        "20",
+        "--log-level",
+        log_level,
+    ]
+
+
 @dataclass(eq=False)
 class ChatkitProcess:
     """One ``chatkit serve`` process on free ports, in a process group of its own.

@@ -18,33 +18,14 @@ import os
 from chatkit.client import ChatClient, ExponentialBackoff
 from chatkit.storage import open_store
 
+from .services import cluster_options
+
 ROOM = "chaos"
 PER_CLIENT = 5
 WORDS = " ".join(f"w{i}" for i in range(10))  # an echo reply of 11 pieces, 20 ms apart
 BEAT = 0.3  # heartbeat: a dead process's members and lease expire after ~1 s
 WAIT = 60.0
 TERMINAL = {"complete", "cancelled", "error", "interrupted"}
-
-
-def serve_options(db: str, broker: str) -> list[str]:
-    return [
-        "--db",
-        db,
-        "--broker",
-        broker,
-        "--broker-heartbeat",
-        str(BEAT),
-        "--llm",
-        "echo",
-        "--echo-delay-ms",
-        "20",
-        "--rate-limit",
-        "100",
-        "--reply-queue",
-        "100",
-        "--log-level",
-        os.environ.get("CHAOS_LOG", "WARNING"),
-    ]
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +49,10 @@ def user_messages(events: list[dict]) -> list[int]:
 
 
 async def run_chaos(store_url: str, redis_service, chatkit_serve) -> None:
-    options = serve_options(store_url, redis_service.url)
+    options = cluster_options(
+        store_url, redis_service.url, heartbeat=BEAT, log_level=os.environ.get("CHAOS_LOG", "WARNING")
+    )
+    options += ["--rate-limit", "100", "--reply-queue", "100"]
     procs = await asyncio.gather(*(chatkit_serve(*options) for _ in range(3)))
     urls = [p.url(ROOM) for p in procs]
     names = [f"u{i}" for i in range(6)]

@@ -20,7 +20,7 @@ import pytest
 from chatkit.client import ChatClient
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
-from .services import NginxService, free_port
+from .services import NginxService, cluster_options, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,23 +42,6 @@ def render_nginx(listen: int, prefix: str, backends: list[tuple[int, int]]) -> s
     return "master_process off;\n" + conf
 
 
-def serve_options(db: str, broker: str) -> list[str]:
-    return [
-        "--db",
-        db,
-        "--broker",
-        broker,
-        "--broker-heartbeat",
-        "0.3",
-        "--llm",
-        "echo",
-        "--echo-delay-ms",
-        "20",
-        "--log-level",
-        "WARNING",
-    ]
-
-
 def get(url: str) -> tuple[int, dict]:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
         return response.status, json.loads(response.read())
@@ -69,7 +52,7 @@ async def test_page_through_nginx_survives_its_process_being_killed(
     tmp_path, redis_service, chatkit_serve, transport
 ):
     executable = chromium_path()
-    options = serve_options(str(tmp_path / "lb.db"), redis_service.url)
+    options = cluster_options(str(tmp_path / "lb.db"), redis_service.url)
     # Both processes' ports are known up front (nginx's upstreams); only the first runs yet.
     second_ports = (free_port(), free_port())
     first = await chatkit_serve(*options, http=True)
