@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -22,6 +23,8 @@ from websockets.asyncio.client import connect
 
 from chatkit import exercises
 from chatkit.exercise_messages import CATALOGS, EN
+
+from . import feedback
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WRONG_ANSWER_TIMEOUT = exercises.TIMEOUT / 4
@@ -39,14 +42,9 @@ async def arun(checker, answer, capsys):
     return result, capsys.readouterr().out
 
 
-def assert_fails(result, out, *hints):
-    assert result is False, out
-    assert out.startswith("❌"), out
-    assert re.search(r"case \d+ of \d+ failed \(\d+ passed before it\)", out), out
-    assert "expected:" in out and "got:" in out, out
-    for hint in hints:
-        assert hint in out, f"missing {hint!r} in:\n{out}"
-    assert "Traceback" not in out
+# Notebooks 00–06's checkers run live exchanges (a room server, a stream, a reconnect): some
+# cases have no single input to print.
+assert_fails = functools.partial(feedback.assert_fails, shows_input=False)
 
 
 def assert_passes(result, out):
