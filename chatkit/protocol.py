@@ -67,6 +67,7 @@ __all__ = [
     "connection_frame",
     "message_frame",
     "ai_chunk_frame",
+    "encode_ai_chunk",
     "ai_complete_frame",
     "typing_frame",
     "user_join_frame",
@@ -432,6 +433,16 @@ def encode(frame: dict[str, Any]) -> str:
     ``JSONEncoder`` on every call, and this runs once per streamed chunk.
     """
     return _ENCODER.encode(frame)
+
+
+def encode_ai_chunk(reply_id: int, chunk: str) -> str:
+    """``encode(ai_chunk_frame(reply_id, chunk))``, the same text, built without the dict.
+
+    This runs once per streamed chunk (the hottest frame of all): only the chunk's
+    string goes through the JSON encoder (its C string escaper), the rest is fixed.
+    ``tests/test_protocol.py`` checks the text is identical for awkward strings.
+    """
+    return '{"type":"ai_chunk","chunk":' + _ENCODER.encode(chunk) + ',"id":' + str(reply_id) + "}"
 
 
 # ---------------------------------------------------------------------------

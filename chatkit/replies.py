@@ -327,7 +327,7 @@ class ReplyPipeline:
             if room.presence_changes:  # presence first, as in every fan-out
                 room.flush_presence()
             groups = reply.groups if reply.targets_version == room.version else self._targets(room, reply)
-            frame = Outgoing("ai_chunk", reply.id, protocol.encode(protocol.ai_chunk_frame(reply.id, chunk)))
+            frame = Outgoing("ai_chunk", reply.id, protocol.encode_ai_chunk(reply.id, chunk))
             for cls, sinks in groups:
                 cls.send_many(sinks, frame)
             if self.cluster is not None:

@@ -31,8 +31,24 @@ def test_help_lists_every_option():
         "--first-token-ms",
         "--tokens-per-s",
         "--ai-replies",
+        "--gc",
     ):
         assert option in out
+
+
+def test_tune_gc_freezes_what_start_up_left_and_collects_young_objects_less_often():
+    """What `chatkit serve` does once its ports are open (a fresh interpreter: the test's own
+    collector is left alone)."""
+    code = (
+        "import gc, json; from chatkit.cli import tune_gc, GC_THRESHOLD; "
+        "before = (gc.get_freeze_count(), gc.get_threshold()); tune_gc(); "
+        "print(json.dumps([before, [gc.get_freeze_count(), gc.get_threshold()], GC_THRESHOLD]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    (frozen_before, threshold_before), (frozen, threshold), wanted = json.loads(out)
+    assert frozen_before == 0 and threshold_before == [700, 10, 10]
+    assert frozen > 10_000  # chatkit's imports: the objects a full collection no longer walks
+    assert threshold == wanted and wanted[0] > threshold_before[0]
 
 
 async def test_sigterm_stores_the_partial_reply_and_closes_1001(tmp_path):

@@ -154,6 +154,37 @@ def test_encode_is_compact_utf8():
     assert protocol.encode({"type": "message", "message": "안녕"}) == '{"type":"message","message":"안녕"}'
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "",
+        "plain ",
+        'say "hi"\\n',
+        "\x00\x01\x1f\x7f",
+        "line\nbreak\ttab\r",
+        "\u2028\u2029",
+        "안녕하세요 ",
+        "🙂 e\u0301",
+        "\ud800 lone",
+        "</script>",
+    ],
+)
+@pytest.mark.parametrize("reply_id", [0, 1, protocol.MAX_ID])
+def test_encode_ai_chunk_is_the_encoded_frame(chunk, reply_id):
+    """The hot path's hand-built chunk text is byte for byte the generic encoding."""
+    assert protocol.encode_ai_chunk(reply_id, chunk) == protocol.encode(
+        protocol.ai_chunk_frame(reply_id, chunk)
+    )
+
+
+@given(st.text(), st.integers(min_value=0, max_value=protocol.MAX_ID))
+@settings(max_examples=300, deadline=None)
+def test_fuzz_encode_ai_chunk_is_the_encoded_frame(chunk, reply_id):
+    assert protocol.encode_ai_chunk(reply_id, chunk) == protocol.encode(
+        protocol.ai_chunk_frame(reply_id, chunk)
+    )
+
+
 def test_sse_event_encoding_multiline_and_ids():
     assert (
         protocol.sse_event("a\nb\r\nc", event="x", id=5) == b"event: x\nid: 5\ndata: a\ndata: b\ndata: c\n\n"
