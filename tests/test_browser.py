@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 
 import pytest
@@ -13,6 +12,7 @@ from chatkit.rooms import HubConfig
 
 from .browser import CHROMIUM_ARGS, chromium_path, screenshot_path
 from .conftest import TIMEOUT, peer
+from .fakes import Gate, ScriptedStreamer
 from .proxy import PrefixProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +53,11 @@ async def send(page, text: str) -> None:
 
 
 async def test_two_pages_chat_and_stream(browser, servers):
-    srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
+    # The model stops mid-reply until both pages have shown it streaming: Playwright polls the page
+    # (up to every 0.5 s), so a reply that streams for a moment could end between two looks.
+    midway = Gate()
+    words = ["hello ", "bob ", "this ", midway, "reply ", "streams ", "word ", "by ", "word"]
+    srv = await servers(http_port=0, streamer=ScriptedStreamer(words))
     async with (
         open_page(browser, room_url(srv, "duo", "ann")) as ann,
         open_page(browser, room_url(srv, "duo", "bob")) as bob,
@@ -61,13 +65,11 @@ async def test_two_pages_chat_and_stream(browser, servers):
         for page in (ann, bob):
             await page.wait_for_selector("#status[data-state='open']")
         assert await ann.text_content("#status") == "Connected"
-        # Both pages wait for the streaming reply from before it starts (no race with its end).
-        streaming = [
-            asyncio.ensure_future(bob.wait_for_selector(".message.ai.streaming .cursor")),
-            asyncio.ensure_future(ann.wait_for_selector(".message.ai.streaming")),
-        ]
         await send(ann, "hello bob this reply streams word by word")
-        await asyncio.gather(*streaming)  # the reply streams in both pages
+        await midway.wait_reached()
+        await bob.wait_for_selector(".message.ai.streaming .cursor")  # the reply streams in both pages
+        await ann.wait_for_selector(".message.ai.streaming .text >> text=hello bob this")
+        midway.open()
         for page in (ann, bob):
             await page.wait_for_selector(
                 "#list .message.ai .text >> text=hello bob this reply streams word by word"
@@ -280,15 +282,20 @@ async def test_markdown_renders_while_streaming_with_highlighted_code(browser, s
         "def accept(key):\n    return base64.b64encode(hashlib.sha1(key).digest())\n```\n"
         "See **RFC 6455** and [the spec](https://www.rfc-editor.org/rfc/rfc6455)."
     )
-    srv = await servers(http_port=0, streamer=EchoStreamer(delay=0.05))
+    # The model stops inside the code block (the fence still open) until the test has looked.
+    inside = text.index("def accept")
+    midway = Gate()
+    srv = await servers(http_port=0, streamer=ScriptedStreamer([text[:inside], midway, text[inside:]]))
     async with open_page(browser, room_url(srv, "md", "ann")) as page:
         await page.wait_for_selector("#status[data-state='open']")
         await send(page, text)
+        await midway.wait_reached()
         # mid-stream: the open fence is already a highlighted code block, the backticks are gone
         await page.wait_for_selector("#streams .message.ai.streaming pre code.hljs .hljs-keyword")
         streaming = await page.text_content("#streams .message.ai.streaming .text")
         assert "```" not in streaming
         node = await page.query_selector("#streams .message.ai.streaming")
+        midway.open()
         await page.wait_for_selector("#list .message.ai .text strong >> text=RFC 6455")
         assert (
             await node.evaluate("n => n.isConnected") is False
