@@ -403,7 +403,7 @@ def tune_gc(threshold: tuple[int, int, int] = GC_THRESHOLD) -> None:
     measured in a presence storm (``benchmarks/connections.py``), where such pauses stall
     every handshake in flight. This collects what start-up left, moves the survivors
     out of the collector's sight for good (:func:`gc.freeze`), and collects young objects
-    less often: in the storm, 80-110 ms of collection instead of 200-390 ms, and no
+    less often: over a storm run, 58-83 ms of collection instead of 343-429 ms, and no
     full collection at all (``benchmarks/README.md``). Reference counting frees almost
     everything anyway; cycles are still collected, later.
     """

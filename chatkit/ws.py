@@ -107,8 +107,9 @@ class WebSocketSink(Sink):
 
         A server's frames are not masked, so on a connection without extensions the
         bytes of a text frame are the same for every member: they are framed once
-        (:func:`text_frame`) and written into each open connection's transport. A connection with an extension (permessage-deflate compresses per
-        connection) goes through ``websockets.broadcast``. The transport buffer is
+        (:func:`text_frame`) and written into each open connection's transport. A
+        connection with an extension (permessage-deflate compresses per connection)
+        goes through ``websockets.broadcast``. The transport buffer is
         written at once either way; nothing awaits.
         """
         data = frame.text.encode("utf-8")
