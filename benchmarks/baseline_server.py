@@ -5,7 +5,8 @@ Same URL shape and the same frames (``connection``, ``message``, ``ai_chunk``,
 ``websockets.broadcast()``, ids from a counter, no store, no protocol layer,
 no validation. Replies are the echo streamer's: the user's words (or
 ``--echo-chunks`` pieces, optionally time-stamped), with ``asyncio.sleep(0)``
-(or ``--echo-delay-ms``) between pieces like chatkit's echo. Not part of the package.
+(or ``--echo-delay-ms``) between pieces like chatkit's echo, paced by the same shared-tick
+:class:`chatkit.pacing.Pacer` (``--pace-tick-ms``, the load source, not the server). Not part of the package.
 
     python benchmarks/baseline_server.py --port 9000 [--ai-replies sender]
 """
@@ -23,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import broadcast, serve
 
+from chatkit.pacing import Pacer
+
 WORD = re.compile(r"\S+\s*|\s+")
 
 
@@ -35,7 +38,9 @@ async def main() -> None:
     parser.add_argument("--echo-stamp", action="store_true")
     parser.add_argument("--echo-delay-ms", type=float, default=0.0, help="delay between pieces (pacing)")
     parser.add_argument("--echo-schedule", action="store_true", help="pieces keep a timetable (as chatkit's)")
+    parser.add_argument("--pace-tick-ms", type=float, default=2.0, help="shared pacing tick (as chatkit's)")
     args = parser.parse_args()
+    pacer = Pacer(args.pace_tick_ms / 1000)
     rooms: dict[str, set] = defaultdict(set)
     counter = 0
 
@@ -53,10 +58,11 @@ async def main() -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         for piece in pieces:
-            due += args.echo_delay_ms / 1000
-            wait = due - loop.time() if args.echo_schedule else args.echo_delay_ms / 1000
-            if wait > 0 or not args.echo_schedule:
-                await asyncio.sleep(max(0.0, wait))
+            due += args.echo_delay_ms / 1000  # as chatkit's echo streamer
+            if not args.echo_schedule:
+                await pacer.sleep(args.echo_delay_ms / 1000)
+            elif due > loop.time():
+                await pacer.until(due)
             if args.echo_stamp:
                 piece = f"{time.monotonic():.6f} "
             full.append(piece)

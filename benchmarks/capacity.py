@@ -283,6 +283,12 @@ async def main() -> None:
         help="both echo streamers keep a timetable: a late server gets the pieces due at once (bursts)",
     )
     parser.add_argument(
+        "--pace-tick-ms",
+        type=float,
+        default=2.0,
+        help="both echo streamers wake on a shared tick of this many ms (chatkit's default); 0 = a timer per piece",
+    )
+    parser.add_argument(
         "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--coalesce-chunks'"
     )
     args = parser.parse_args()
@@ -297,6 +303,8 @@ async def main() -> None:
         "--echo-delay-ms",
         str(1000 / args.tokens_per_s),
         *(["--echo-schedule"] if args.schedule else []),
+        "--pace-tick-ms",
+        str(args.pace_tick_ms),
     ]
     room_rows, size_rows = [], []
     for kind in args.servers.split(","):

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="echo backend: pieces keep a timetable; a late loop gets those due at once (benchmarks)",
     )
     s.add_argument(
+        "--pace-tick-ms",
+        type=float,
+        default=d.pace_tick_ms,
+        help="paced streamers (tutor, echo with a delay) wake on a shared tick of this many ms; 0 = a timer per piece",
+    )
+    s.add_argument(
         "--reply-queue", type=int, default=h.reply_queue, help="replies waiting per room before 'busy'"
     )
     s.add_argument(
@@ -383,6 +389,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         echo_chunks=args.echo_chunks,
         echo_stamp=args.echo_stamp,
         echo_schedule=args.echo_schedule,
+        pace_tick_ms=args.pace_tick_ms,
         hub=hub,
         broker=args.broker,
         broker_heartbeat=args.broker_heartbeat,

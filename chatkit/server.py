@@ -78,6 +78,9 @@ class ServerConfig:
     echo_chunks: int | None = None
     echo_stamp: bool = False
     echo_schedule: bool = False
+    pace_tick_ms: float = 2.0
+    """Paced streamers (the offline tutor, the echo with a delay) wake on a shared tick of this many ms
+    (``0``: a timer per piece) — :mod:`chatkit.pacing`."""
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = field(default_factory=ping_interval_from_env)
     """Seconds between keepalive pings (``None``: off); default from ``CHATKIT_PING_INTERVAL``, else 20."""
@@ -154,6 +157,7 @@ class ChatServer:
             echo_chunks=cfg.echo_chunks,
             echo_stamp=cfg.echo_stamp,
             echo_schedule=cfg.echo_schedule,
+            pace_tick_ms=cfg.pace_tick_ms,
         )
         # With a broker, replies left streaming belong to live processes: the reply lease decides.
         store = self.store = await open_store(cfg.db, recover=cfg.broker is None, writer=self._store_writer())

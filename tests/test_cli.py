@@ -32,6 +32,7 @@ def test_help_lists_every_option():
         "--tokens-per-s",
         "--ai-replies",
         "--gc",
+        "--pace-tick-ms",
     ):
         assert option in out
 

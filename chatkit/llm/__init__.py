@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..pacing import Pacer
 from .base import DEFAULT_SYSTEM_PROMPT, ChatMessage, Streamer, last_user_text
 from .echo import EchoStreamer
 from .offline import OfflineTutor
@@ -52,20 +53,27 @@ def make_streamer(
     echo_chunks: int | None = None,
     echo_stamp: bool = False,
     echo_schedule: bool = False,
+    pace_tick_ms: float = 2.0,
     **openai_options: Any,
 ) -> Streamer:
     """Build the streamer called ``name`` (see :data:`BACKENDS`).
 
     ``first_token_ms`` and ``tokens_per_s`` pace the offline tutor;
     ``echo_delay_ms``, ``echo_chunks``, ``echo_stamp`` and ``echo_schedule`` shape the echo streamer
-    (the benchmarks' zero-delay, fixed-size, time-stamped replies).
+    (the benchmarks' zero-delay, fixed-size, time-stamped replies). Both paced streamers wait on
+    one shared :class:`~chatkit.pacing.Pacer` with a tick of ``pace_tick_ms`` (``0``: a timer per piece).
     """
     backend = resolve_backend(name)
+    pacer = Pacer(pace_tick_ms / 1000)
     if backend == "offline":
-        return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s)
+        return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s, sleep=pacer.sleep)
     if backend == "echo":
         return EchoStreamer(
-            delay=echo_delay_ms / 1000, chunks=echo_chunks, stamp=echo_stamp, schedule=echo_schedule
+            delay=echo_delay_ms / 1000,
+            chunks=echo_chunks,
+            stamp=echo_stamp,
+            schedule=echo_schedule,
+            pacer=pacer,
         )
     from .openai import OpenAIStreamer
 

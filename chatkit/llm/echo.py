@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+from ..pacing import Pacer
 from .base import ChatMessage, last_user_text
 
 __all__ = ["EchoStreamer"]
@@ -25,10 +26,19 @@ class EchoStreamer:
     name = "echo"
 
     def __init__(
-        self, *, chunks: int | None = None, delay: float = 0.0, stamp: bool = False, schedule: bool = False
+        self,
+        *,
+        chunks: int | None = None,
+        delay: float = 0.0,
+        stamp: bool = False,
+        schedule: bool = False,
+        pacer: Pacer | None = None,
     ) -> None:
         self.chunks = chunks
         self.delay = delay
+        self.pacer = pacer or Pacer(0)
+        """Paces the pieces when ``delay`` is set: a shared-tick :class:`~chatkit.pacing.Pacer`, or
+        (the default, tick ``0``) a timer per piece."""
         self.schedule = schedule
         """With ``schedule``, piece i is due ``i × delay`` after the start: when the loop is late the
         pieces already due are yielded without waiting (a burst, as from a model's socket) —
@@ -44,14 +54,17 @@ class EchoStreamer:
         else:
             pieces = [f"{text}#{i} " for i in range(self.chunks)]
         loop = asyncio.get_running_loop()
+        pacer = self.pacer
         due = loop.time()
         for piece in pieces:
             # Yield to the loop between pieces even with no delay, as a network
             # stream would, so a stop or a new message can be handled mid-reply.
             # With ``schedule`` the pieces keep their timetable, like a model producing
             # at its own pace: a late reader gets the pieces already due at once.
+            # Without it each piece waits ``delay`` after the last: a late loop slows the stream.
             due += self.delay
-            wait = due - loop.time() if self.schedule else self.delay
-            if wait > 0 or not self.schedule:
-                await asyncio.sleep(max(0.0, wait))
+            if not self.schedule:
+                await pacer.sleep(self.delay)
+            elif due > loop.time():
+                await pacer.until(due)
             yield f"{time.monotonic():.6f} " if self.stamp else piece
