@@ -2,15 +2,19 @@
 
     python benchmarks/capacity.py                          # both ramps, chatkit and the baseline
     python benchmarks/capacity.py --rooms 50,100,200 --members 100,250 --duration 3
+    python benchmarks/capacity.py --tokens-per-frame 2 --chunks 150 --warmup 12 --duration 12   # 300-token replies
 
 **Rooms ramp.** One client per room sends a message and reads the reply —
 ``--chunks`` pieces paced at ``--tokens-per-s`` (50/s, the tutor's pace: the
-echo streamer with a 20 ms delay) — then sends the next, so every room streams
-all the time. For each number of rooms, after a warm-up, the report gives the
+echo streamer with a 20 ms delay; ``--tokens-per-frame 2``: a piece every 40 ms
+carrying two, as models that send several tokens per chunk do) — then sends the
+next, so every room streams all the time. Both echo streamers wait on a shared
+tick (``--pace-tick-ms``, chatkit's :class:`~chatkit.pacing.Pacer`; ``0``: a
+timer per piece). For each number of rooms, after a warm-up, the report gives the
 server's **added latency per chunk** (the streamer's yield, stamped with
 ``time.monotonic()`` in the server, to the client's receipt) p50/p99, chunks
 per second, the server's CPU % and CPU seconds per 1,000 frames, and the **pace**: the chunks
-delivered over ``rooms × tokens-per-s``. The ramp stops at the first step whose
+delivered over ``rooms × frames per second``. The ramp stops at the first step whose
 p99 is over ``--bound-ms`` (10 ms) *or* that does not keep the pace (below
 ``--min-pace``, 0.85): a saturated server makes every stream slower rather than
 each chunk later (the echo streamer sleeps after a late piece), which a latency
@@ -171,7 +175,7 @@ async def open_raw(server: ServerProcess, room: str, user: str, stats: Stats, on
 
 
 async def rooms_step(
-    server: ServerProcess, rooms: int, warmup: float, duration: float, tokens_per_s: float
+    server: ServerProcess, rooms: int, warmup: float, duration: float, frames_per_s: float
 ) -> dict:
     tag = time.monotonic_ns()
     stats = Stats()
@@ -198,7 +202,7 @@ async def rooms_step(
     return {
         "rooms": rooms,
         "chunks_per_s": stats.chunks / cpu.wall_s,
-        "pace": stats.chunks / cpu.wall_s / (rooms * tokens_per_s),
+        "pace": stats.chunks / cpu.wall_s / (rooms * frames_per_s),
         "added_p50_ms": percentile(stats.added, 50) * 1000,
         "added_p99_ms": percentile(stats.added, 99) * 1000,
         "cpu_s_per_1k": cpu_per_1k(cpu.server_s, stats.frames),
@@ -269,10 +273,16 @@ async def main() -> None:
     parser.add_argument("--rooms", default="50,100,200,300,400,500,600,800,1000,1200,1500,2000")
     parser.add_argument("--members", default="100,250,500,1000,1500,2000")
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
-    parser.add_argument("--chunks", type=int, default=50, help="pieces per reply")
+    parser.add_argument("--chunks", type=int, default=50, help="pieces (frames) per reply")
+    parser.add_argument(
+        "--tokens-per-frame",
+        type=int,
+        default=1,
+        help="tokens each piece carries (a model sending several per chunk): frames/s = tokens/s ÷ this",
+    )
     parser.add_argument("--bound-ms", type=float, default=10.0, help="p99 added latency per chunk allowed")
     parser.add_argument(
-        "--min-pace", type=float, default=0.85, help="chunks delivered over rooms × tokens/s required"
+        "--min-pace", type=float, default=0.85, help="chunks delivered over rooms × frames/s required"
     )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=4.0)
@@ -292,6 +302,12 @@ async def main() -> None:
         "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--coalesce-chunks'"
     )
     args = parser.parse_args()
+    frames_per_s = args.tokens_per_s / args.tokens_per_frame
+    if args.warmup < args.chunks / frames_per_s:
+        print(
+            f"note: replies last {args.chunks / frames_per_s:g} s, longer than --warmup {args.warmup:g} s: "
+            "the measured window may hold no reply's start or end (give --warmup at least a reply's length)"
+        )
     steps = [int(x) for x in args.rooms.split(",") if x]
     sizes = [int(x) for x in args.members.split(",") if x]
     raise_nofile(max(steps + sizes + [100]) * 2 + 400)
@@ -301,7 +317,7 @@ async def main() -> None:
         str(args.chunks),
         "--echo-stamp",
         "--echo-delay-ms",
-        str(1000 / args.tokens_per_s),
+        str(1000 / frames_per_s),
         *(["--echo-schedule"] if args.schedule else []),
         "--pace-tick-ms",
         str(args.pace_tick_ms),
@@ -313,7 +329,7 @@ async def main() -> None:
             for rooms in steps:
                 row = {
                     "server": kind,
-                    **await rooms_step(server, rooms, args.warmup, args.duration, args.tokens_per_s),
+                    **await rooms_step(server, rooms, args.warmup, args.duration, frames_per_s),
                 }
                 room_rows.append(row)
                 print(
@@ -321,7 +337,7 @@ async def main() -> None:
                     f"chunks/s  pace {row['pace']:.2f}  server {row['server_cpu_pct']:5.1f} %  loadgen {row['loadgen_cpu_pct']:5.1f} %",
                     flush=True,
                 )
-                await asyncio.sleep(args.chunks / args.tokens_per_s + 0.5)  # abandoned replies finish
+                await asyncio.sleep(args.chunks / frames_per_s + 0.5)  # abandoned replies finish
                 if not within(row, args.bound_ms, args.min_pace):
                     break
             for members in sizes:
@@ -335,7 +351,7 @@ async def main() -> None:
                 if not row["added_p99_ms"] <= args.bound_ms:
                     break
     print_table(
-        f"rooms streaming at {args.tokens_per_s:g} tokens/s ({args.chunks} per reply)",
+        f"rooms streaming at {args.tokens_per_s:g} tokens/s, {args.tokens_per_frame} per frame ({args.chunks} frames per reply)",
         room_rows,
         [
             "server",
@@ -350,7 +366,7 @@ async def main() -> None:
         ],
     )
     print_table(
-        f"one room, one reply at {args.tokens_per_s:g} tokens/s",
+        f"one room, one reply at {args.tokens_per_s:g} tokens/s, {args.tokens_per_frame} per frame",
         size_rows,
         [
             "server",

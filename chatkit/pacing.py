@@ -35,9 +35,9 @@ class Pacer:
             raise ValueError("tick must be >= 0")
         self.tick = tick
         # Per event loop: tick number -> the futures of the streams waiting for it.
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, list[asyncio.Future[None]]]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[int, list[asyncio.Future[None]]]
+        ] = weakref.WeakKeyDictionary()
 
     async def sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds, to the nearest tick (``0``: yield to the loop once)."""
