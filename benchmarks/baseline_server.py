@@ -6,7 +6,7 @@ Same URL shape and the same frames (``connection``, ``message``, ``ai_chunk``,
 no validation. Replies are the echo streamer's: the user's words (or
 ``--echo-chunks`` pieces, optionally time-stamped), with ``asyncio.sleep(0)``
 (or ``--echo-delay-ms``) between pieces like chatkit's echo, paced by the same shared-tick
-:class:`chatkit.pacing.Pacer` (``--pace-tick-ms``, the load source, not the server). Not part of the package.
+:class:`chatkit.pacing.SharedTicks` (``--pace-tick-ms``: the model's part, though its CPU counts as the server's, as chatkit's does). Not part of the package.
 
     python benchmarks/baseline_server.py --port 9000 [--ai-replies sender]
 """
@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import broadcast, serve
 
-from chatkit.pacing import Pacer
+from chatkit.pacing import SharedTicks
 
 WORD = re.compile(r"\S+\s*|\s+")
 
@@ -40,7 +40,7 @@ async def main() -> None:
     parser.add_argument("--echo-schedule", action="store_true", help="pieces keep a timetable (as chatkit's)")
     parser.add_argument("--pace-tick-ms", type=float, default=2.0, help="shared pacing tick (as chatkit's)")
     args = parser.parse_args()
-    pacer = Pacer(args.pace_tick_ms / 1000)
+    ticks = SharedTicks(args.pace_tick_ms / 1000)
     rooms: dict[str, set] = defaultdict(set)
     counter = 0
 
@@ -60,9 +60,9 @@ async def main() -> None:
         for piece in pieces:
             due += args.echo_delay_ms / 1000  # as chatkit's echo streamer
             if not args.echo_schedule:
-                await pacer.sleep(args.echo_delay_ms / 1000)
+                await ticks.sleep(args.echo_delay_ms / 1000)
             elif due > loop.time():
-                await pacer.until(due)
+                await ticks.until(due)
             if args.echo_stamp:
                 piece = f"{time.monotonic():.6f} "
             full.append(piece)

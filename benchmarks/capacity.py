@@ -9,8 +9,9 @@
 echo streamer with a 20 ms delay; ``--tokens-per-frame 2``: a piece every 40 ms
 carrying two, as models that send several tokens per chunk do) — then sends the
 next, so every room streams all the time. Both echo streamers wait on a shared
-tick (``--pace-tick-ms``, chatkit's :class:`~chatkit.pacing.Pacer`; ``0``: a
-timer per piece). For each number of rooms, after a warm-up, the report gives the
+tick (``--pace-tick-ms``, chatkit's :class:`~chatkit.pacing.SharedTicks`; ``0``:
+a timer per piece). Starts are spread over one reply's length (or half the
+warm-up, if shorter), so replies start and end all through the window. For each number of rooms, after a warm-up, the report gives the
 server's **added latency per chunk** (the streamer's yield, stamped with
 ``time.monotonic()`` in the server, to the client's receipt) p50/p99, chunks
 per second, the server's CPU % and CPU seconds per 1,000 frames, and the **pace**: the chunks
@@ -175,7 +176,7 @@ async def open_raw(server: ServerProcess, room: str, user: str, stats: Stats, on
 
 
 async def rooms_step(
-    server: ServerProcess, rooms: int, warmup: float, duration: float, frames_per_s: float
+    server: ServerProcess, rooms: int, warmup: float, duration: float, frames_per_s: float, reply_s: float
 ) -> dict:
     tag = time.monotonic_ns()
     stats = Stats()
@@ -189,8 +190,9 @@ async def rooms_step(
     clients = await gather_bounded(
         [open_raw(server, f"cap{tag}-{i}", f"s{i}", stats, next_message) for i in range(rooms)], 50
     )
-    for client in clients:  # staggered starts
-        loop.call_later(random.random() * warmup / 2, next_message, client)
+    spread = reply_s if reply_s <= warmup else warmup / 2  # replies turn over all through the window
+    for client in clients:
+        loop.call_later(random.random() * spread, next_message, client)
     await asyncio.sleep(warmup)
     stats.recording = True
     with CpuMeter(server.pid) as cpu:
@@ -302,11 +304,15 @@ async def main() -> None:
         "--chatkit-options", default="", help="more `chatkit serve` options, e.g. '--coalesce-chunks'"
     )
     args = parser.parse_args()
+    if args.tokens_per_frame < 1:
+        parser.error("--tokens-per-frame must be 1 or more")
     frames_per_s = args.tokens_per_s / args.tokens_per_frame
-    if args.warmup < args.chunks / frames_per_s:
+    reply_s = args.chunks / frames_per_s
+    if args.warmup < reply_s:
         print(
-            f"note: replies last {args.chunks / frames_per_s:g} s, longer than --warmup {args.warmup:g} s: "
-            "the measured window may hold no reply's start or end (give --warmup at least a reply's length)"
+            f"note: replies last {reply_s:g} s, longer than --warmup {args.warmup:g} s: they start within "
+            f"{args.warmup / 2:g} s of each other, so the window may hold few replies' starts and ends "
+            "(give --warmup at least a reply's length)"
         )
     steps = [int(x) for x in args.rooms.split(",") if x]
     sizes = [int(x) for x in args.members.split(",") if x]
@@ -329,7 +335,7 @@ async def main() -> None:
             for rooms in steps:
                 row = {
                     "server": kind,
-                    **await rooms_step(server, rooms, args.warmup, args.duration, frames_per_s),
+                    **await rooms_step(server, rooms, args.warmup, args.duration, frames_per_s, reply_s),
                 }
                 room_rows.append(row)
                 print(

@@ -11,10 +11,10 @@ floor under ``capacity.py``'s CPU per frame, for three ways of pacing:
 
 - ``tick writer``: one loop timer per tick writes every token due — no task per
   stream (what a server could do if streams were not coroutines);
-- ``task + Pacer``: a task per stream waiting on :class:`chatkit.pacing.Pacer`'s
-  shared tick (chatkit's and the baseline's echo, ``--pace-tick-ms 2``);
-- ``task + sleep``: a task per stream with ``asyncio.sleep`` per token (a timer
-  each, ``--pace-tick-ms 0``).
+- ``task + shared ticks``: a task per stream waiting on
+  :class:`chatkit.pacing.SharedTicks` (chatkit's and the baseline's echo, ``--pace-tick-ms 2``);
+- ``task + sleep``: a task per stream with a timer per token (``--pace-tick-ms 0``).
+  Both task designs keep a timetable (``until``), as the echo with ``--echo-schedule`` does.
 
 ``streams per core`` is ``1 / (tokens-per-s × CPU per write)``: how many such
 streams one core could carry with nothing else to do. 1,000 streams at 50
@@ -33,10 +33,10 @@ import time
 
 from common import load_average, print_table, raise_nofile, write_results
 
-from chatkit.pacing import Pacer
+from chatkit.pacing import SharedTicks
 
-FRAME = b"\x81\x3a" + b"x" * 58  # a 58-byte text frame: the size of one time-stamped ai_chunk
-DESIGNS = ("tick writer", "task + Pacer", "task + sleep")
+FRAME = b"\x81\x3a" + b"x" * 58  # a 60-byte text frame (58 of payload): one time-stamped ai_chunk
+DESIGNS = ("tick writer", "task + shared ticks", "task + sleep")
 
 
 def _receiver(ports: multiprocessing.Queue) -> None:
@@ -75,13 +75,13 @@ async def run(design: str, port: int, streams: int, rate: float, duration: float
                 transports[i % streams].write(FRAME)
                 i, owed, sent = i + 1, owed - 1, sent + 1
     else:
-        pacer = Pacer(tick if design == "task + Pacer" else 0)
+        ticks = SharedTicks(tick if design == "task + shared ticks" else 0)
 
         async def stream(transport: asyncio.Transport) -> None:
             nonlocal sent
             due = loop.time() + rng.random() / rate  # streams start out of phase, as replies do
             while due < end:
-                await pacer.until(due)
+                await ticks.until(due)
                 transport.write(FRAME)
                 sent += 1
                 due += 1 / rate
@@ -111,7 +111,9 @@ async def main() -> None:
     parser.add_argument("--streams", default="1000")
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--tick-ms", type=float, default=2.0, help="the tick writer's and the Pacer's tick")
+    parser.add_argument(
+        "--tick-ms", type=float, default=2.0, help="the tick writer's and the shared ticks' tick"
+    )
     parser.add_argument("--designs", default=",".join(DESIGNS))
     args = parser.parse_args()
     counts = [int(x) for x in args.streams.split(",") if x]

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -25,6 +26,17 @@ from .llm import BACKENDS
 from .server import ChatServer, ServerConfig
 
 __all__ = ["main", "build_parser"]
+
+
+def _milliseconds(text: str) -> float:
+    """An argparse type: a finite number of milliseconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds >= 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--pace-tick-ms",
-        type=float,
+        type=_milliseconds,
         default=d.pace_tick_ms,
         help="paced streamers (tutor, echo with a delay) wake on a shared tick of this many ms; 0 = a timer per piece",
     )

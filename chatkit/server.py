@@ -80,7 +80,7 @@ class ServerConfig:
     echo_schedule: bool = False
     pace_tick_ms: float = 2.0
     """Paced streamers (the offline tutor, the echo with a delay) wake on a shared tick of this many ms
-    (``0``: a timer per piece) — :mod:`chatkit.pacing`."""
+    (``0``: a timer per piece) — :class:`chatkit.pacing.SharedTicks`."""
     hub: HubConfig = field(default_factory=HubConfig)
     ping_interval: float | None = field(default_factory=ping_interval_from_env)
     """Seconds between keepalive pings (``None``: off); default from ``CHATKIT_PING_INTERVAL``, else 20."""

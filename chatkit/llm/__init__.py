@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..pacing import Pacer
+from ..pacing import SharedTicks
 from .base import DEFAULT_SYSTEM_PROMPT, ChatMessage, Streamer, last_user_text
 from .echo import EchoStreamer
 from .offline import OfflineTutor
@@ -61,19 +61,19 @@ def make_streamer(
     ``first_token_ms`` and ``tokens_per_s`` pace the offline tutor;
     ``echo_delay_ms``, ``echo_chunks``, ``echo_stamp`` and ``echo_schedule`` shape the echo streamer
     (the benchmarks' zero-delay, fixed-size, time-stamped replies). Both paced streamers wait on
-    one shared :class:`~chatkit.pacing.Pacer` with a tick of ``pace_tick_ms`` (``0``: a timer per piece).
+    :class:`~chatkit.pacing.SharedTicks` of ``pace_tick_ms`` (``0``: a timer per piece).
     """
     backend = resolve_backend(name)
-    pacer = Pacer(pace_tick_ms / 1000)
     if backend == "offline":
-        return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s, sleep=pacer.sleep)
+        ticks = SharedTicks(pace_tick_ms / 1000)
+        return OfflineTutor(first_token_ms=first_token_ms, tokens_per_s=tokens_per_s, sleep=ticks.sleep)
     if backend == "echo":
         return EchoStreamer(
             delay=echo_delay_ms / 1000,
             chunks=echo_chunks,
             stamp=echo_stamp,
             schedule=echo_schedule,
-            pacer=pacer,
+            ticks=SharedTicks(pace_tick_ms / 1000),
         )
     from .openai import OpenAIStreamer
 

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 
-from ..pacing import Pacer
+from ..pacing import SharedTicks
 from .base import ChatMessage, last_user_text
 
 __all__ = ["EchoStreamer"]
@@ -32,12 +32,12 @@ class EchoStreamer:
         delay: float = 0.0,
         stamp: bool = False,
         schedule: bool = False,
-        pacer: Pacer | None = None,
+        ticks: SharedTicks | None = None,
     ) -> None:
         self.chunks = chunks
         self.delay = delay
-        self.pacer = pacer or Pacer(0)
-        """Paces the pieces when ``delay`` is set: a shared-tick :class:`~chatkit.pacing.Pacer`, or
+        self.ticks = ticks or SharedTicks(0)
+        """What the pieces wait on when ``delay`` is set: :class:`~chatkit.pacing.SharedTicks`, or
         (the default, tick ``0``) a timer per piece."""
         self.schedule = schedule
         """With ``schedule``, piece i is due ``i × delay`` after the start: when the loop is late the
@@ -54,7 +54,7 @@ class EchoStreamer:
         else:
             pieces = [f"{text}#{i} " for i in range(self.chunks)]
         loop = asyncio.get_running_loop()
-        pacer = self.pacer
+        ticks = self.ticks
         due = loop.time()
         for piece in pieces:
             # Yield to the loop between pieces even with no delay, as a network
@@ -64,7 +64,7 @@ class EchoStreamer:
             # Without it each piece waits ``delay`` after the last: a late loop slows the stream.
             due += self.delay
             if not self.schedule:
-                await pacer.sleep(self.delay)
+                await ticks.sleep(self.delay)
             elif due > loop.time():
-                await pacer.until(due)
+                await ticks.until(due)
             yield f"{time.monotonic():.6f} " if self.stamp else piece
