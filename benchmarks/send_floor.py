@@ -130,7 +130,7 @@ async def main() -> None:
                 row = await run(design, port, streams, args.tokens_per_s, args.duration, args.tick_ms / 1000)
                 rows.append(row)
                 print(
-                    f"  {design:13} {streams:5} streams  {row['cpu_us_per_write']:5.1f} µs per write "
+                    f"  {design:19} {streams:5} streams  {row['cpu_us_per_write']:5.1f} µs per write "
                     f"(user {row['user_us']:4.1f}, sys {row['sys_us']:4.1f})  pace {row['pace']:.2f}",
                     flush=True,
                 )
