@@ -41,7 +41,7 @@ __all__ = ["SharedTicks"]
 class _Tick:
     """One shared timer and the streams waiting for it."""
 
-    handle: asyncio.TimerHandle | None = None
+    handle: asyncio.TimerHandle
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -99,8 +99,7 @@ class SharedTicks:
             if number * self.tick <= loop.time():
                 await asyncio.sleep(0)
                 return
-            tick = ticks[number] = _Tick()
-            tick.handle = loop.call_at(number * self.tick, self._fire, ticks, number)
+            tick = ticks[number] = _Tick(loop.call_at(number * self.tick, self._fire, ticks, number))
         future: asyncio.Future[None] = loop.create_future()
         tick.waiters.append(future)
         try:
@@ -112,8 +111,7 @@ class SharedTicks:
                 tick.waiters.remove(future)
                 if not tick.waiters and ticks.get(number) is tick:
                     del ticks[number]
-                    if tick.handle is not None:
-                        tick.handle.cancel()
+                    tick.handle.cancel()
             raise
 
     @staticmethod
